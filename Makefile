@@ -1,0 +1,72 @@
+# aigw — one entry point for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+UV := .tools/bin/uv
+UV_VERSION := 0.13.8
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps ferretdb proto proto-check check lint typecheck buflint test test-fast run bench chaos clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install -q uv==$(UV_VERSION)
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras
+	touch $@
+
+setup: .venv/.synced system-deps ferretdb ## install everything (virtualenv, Python deps, FerretDB build, Debian packages as root)
+
+system-deps: ## install Tesseract and language packs (needs root)
+	tools/system_deps.sh
+
+ferretdb: ## build the embedded FerretDB from the Go module proxy
+	tools/ferretdb/build.sh
+
+proto: .venv/.synced ## generate Python stubs and the descriptor set from protos/
+	tools/gen_protos.sh
+
+proto-check: proto ## fail when the committed generated code is stale
+	git diff --exit-code -- gen/ || (echo "generated code is stale: run make proto and commit" >&2; exit 1)
+
+lint: .venv/.synced ## ruff
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: .venv/.synced ## mypy --strict on hand-written code
+	.venv/bin/mypy aigw_common services tools tests bench
+
+buflint: .venv/.synced ## buf lint, and buf breaking against main when main has protos
+	tools/gen_protos.sh >/dev/null
+	.venv/bin/buf lint
+	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:protos 2>/dev/null; then \
+	  .venv/bin/buf breaking --against '.git#branch=main,subdir=.' --exclude-path build/proto-deps || \
+	  .venv/bin/buf breaking protos --against '.git#branch=main,subdir=protos'; fi
+
+check: lint typecheck buflint proto-check ## everything CI checks besides the tests
+
+test: setup ## run the test suite (unit, integration, end-to-end)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: .venv/.synced ## unit tests only
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+run: setup ## start the whole mesh in the foreground (Ctrl-C stops it)
+	$(PY) -m aigw_common.launcher
+
+bench: setup ## performance benchmark (writes docs/bench/latest.json)
+	$(PY) -m bench.run
+
+chaos: setup ## fault-injection run under load (short form; CHAOS_SECONDS to lengthen)
+	$(PY) -m bench.chaos
+
+clean: ## remove build outputs (keeps data/)
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache tools/ferretdb/bin

@@ -1,0 +1,1 @@
+"""Shared runtime of the aigw services: config, bootstrap, auth, telemetry, clients."""

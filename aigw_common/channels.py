@@ -1,0 +1,51 @@
+"""Client channels between services: tuned options and request-id propagation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from aigw_common.logs import request_id_var
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+def _with_request_id(metadata: Any) -> list[tuple[str, str]]:
+    items = list(metadata or ())
+    rid = request_id_var.get()
+    if rid and not any(k == "x-request-id" for k, _ in items):
+        items.append(("x-request-id", rid))
+    return items
+
+
+class _RequestIdClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    """Adds the current request id to every outgoing call's metadata."""
+
+    async def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
+        return await continuation(client_call_details._replace(metadata=_with_request_id(client_call_details.metadata)), request)
+
+    async def intercept_unary_stream(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
+        return await continuation(client_call_details._replace(metadata=_with_request_id(client_call_details.metadata)), request)
+
+
+def make_channel(address: str) -> grpc.aio.Channel:
+    """An insecure in-mesh channel (mTLS belongs to the deployment: service mesh or Envoy)."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=CHANNEL_OPTIONS,
+        interceptors=[_RequestIdClientInterceptor()],  # type: ignore[list-item]
+    )

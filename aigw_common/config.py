@@ -1,0 +1,450 @@
+"""Typed gateway configuration: YAML file + ${VAR:-default} expansion + AIGW_* overrides, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+DEFAULT_CONFIG_PATH = "config/config.yaml"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+ServiceName = Literal["router", "queue", "textgen", "ocr", "admin", "edge"]
+SERVICE_NAMES: tuple[ServiceName, ...] = ("router", "queue", "textgen", "ocr", "admin", "edge")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one service listens: gRPC (or HTTP for the edge) and its Prometheus side port."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    metrics_port: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The public REST edge."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 11 * 1024 * 1024
+    metrics_port: int = 9100
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    """Addresses of every gRPC service of the mesh."""
+
+    router: Endpoint = Endpoint(port=50051, metrics_port=9101)
+    queue: Endpoint = Endpoint(port=50052, metrics_port=9102)
+    textgen: Endpoint = Endpoint(port=50053, metrics_port=9103)
+    ocr: Endpoint = Endpoint(port=50054, metrics_port=9104)
+    admin: Endpoint = Endpoint(port=50055, metrics_port=9105)
+    grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """MongoDB (MONGODB_URI) or, when no URI is given, the embedded FerretDB."""
+
+    uri: str = ""
+    name: str = "aigw"
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = 27018
+
+    @property
+    def embedded(self) -> bool:
+        return not self.uri
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Queue defaults; per-model values in `models` and the dynamic config override them."""
+
+    max_waiting: int = 10
+    timeout: float = 300.0
+    max_attempts: int = 3
+    lease_ttl_seconds: float = 10.0
+    history_retention_days: int = 15
+    ageing_seconds: float = 30.0
+    orphan_grace_seconds: float = 3.0
+    sweep_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class JwtKey:
+    """A public key accepted for RS256/ES256 tokens."""
+
+    kid: str = ""
+    algorithm: str = "RS256"
+    pem_file: str = ""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Token verification and issuance."""
+
+    jwt_secret: str = ""
+    algorithms: tuple[str, ...] = ("HS256",)
+    issuer: str = "aigw"
+    audience: str = "aigw"
+    leeway_seconds: float = 30.0
+    max_iat_skew_seconds: float = 300.0
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 14 * 24 * 3600
+    public_keys: tuple[JwtKey, ...] = ()
+    jwks_file: str = ""
+    signing_key_file: str = ""
+    admin_username: str = "admin"
+    admin_password: str = ""
+    login_attempts_per_minute: int = 10
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: sustained rate and burst."""
+
+    requests_per_minute: float = 60.0
+    burst: int = 10
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Per-client token buckets with per-client and per-role overrides."""
+
+    default: RateLimit = RateLimit()
+    clients: dict[str, RateLimit] = field(default_factory=dict)
+    roles: dict[str, RateLimit] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """Backend choice."""
+
+    policy: Literal["least_loaded", "prefix_affinity", "round_robin"] = "least_loaded"
+    status_interval_seconds: float = 1.0
+    saturation_threshold: float = 1.0
+    kv_cache_threshold: float = 0.95
+    down_retry_seconds: float = 5.0
+    workers: int = 4
+
+
+@dataclass(frozen=True)
+class AutoSwitchConfig:
+    """Pattern-based model switching."""
+
+    enabled: bool = False
+    pattern_window_days: int = 7
+    cooldown_seconds: float = 300.0
+    interval_seconds: float = 30.0
+    demand_margin: float = 2.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model the gateway serves."""
+
+    kind: Literal["chat", "ocr"] = "chat"
+    enabled: bool = True
+    max_concurrent: int = 10
+    max_waiting: int | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
+    path: str = ""
+    served_name: str = ""
+    default_max_tokens: int = 256
+    default_resolution: str = "base"
+    languages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One textgen or OCR backend: the service's address and the model server it supervises or attaches to."""
+
+    name: str = ""
+    kind: Literal["textgen", "ocr"] = "textgen"
+    address: str = ""
+    engine: Literal["transformers", "vllm", "openai", "tesseract", "deepseek-ocr"] = "transformers"
+    mode: Literal["supervise", "attach"] = "supervise"
+    url: str = ""
+    command: tuple[str, ...] = ()
+    port: int = 0
+    models: tuple[str, ...] = ()
+    initial_model: str = ""
+    capacity: int = 10
+    switchable: bool = False
+    max_models: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int = 0
+    sleep_mode: bool = False
+    startup_timeout_seconds: float = 300.0
+    request_timeout_seconds: float = 300.0
+    max_document_bytes: int = 10 * 1024 * 1024
+    max_pages: int = 500
+    max_pixels: int = 100_000_000
+    workers: int = 0
+    languages: tuple[str, ...] = ("eng",)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Structured logs."""
+
+    level: str = "INFO"
+    json: bool = True
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole configuration; every service reads the part it needs."""
+
+    server: ServerConfig = ServerConfig()
+    services: ServicesConfig = ServicesConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    queue: QueueConfig = QueueConfig()
+    auth: AuthConfig = AuthConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    routing: RoutingConfig = RoutingConfig()
+    auto_switch: AutoSwitchConfig = AutoSwitchConfig()
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    backends: tuple[BackendConfig, ...] = ()
+    logging: LoggingConfig = LoggingConfig()
+    data_dir: str = "./data"
+    source: str = ""
+
+    def endpoint(self, service: ServiceName) -> Endpoint:
+        if service == "edge":
+            return Endpoint(self.server.host, self.server.port, self.server.metrics_port)
+        ep: Endpoint = getattr(self.services, service)
+        return ep
+
+    def backend(self, name: str) -> BackendConfig:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise ConfigError(f"backends: no backend named {name!r}")
+
+    def backends_of(self, kind: str) -> tuple[BackendConfig, ...]:
+        return tuple(b for b in self.backends if b.kind == kind)
+
+    def model(self, name: str) -> ModelConfig:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ConfigError(f"models: no model named {name!r}") from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def expand_vars(text: str, env: typing.Mapping[str, str] | None = None) -> str:
+    """Expands ${VAR} and ${VAR:-default} (the default when VAR is unset or empty)."""
+    environ = os.environ if env is None else env
+
+    def repl(m: re.Match[str]) -> str:
+        value = environ.get(m.group(1), "")
+        if value == "" and m.group(2) is not None:
+            return m.group(2)
+        return value
+
+    return _VAR.sub(repl, text)
+
+
+def _expand_tree(node: Any, env: typing.Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return expand_vars(node, env)
+    if isinstance(node, list):
+        return [_expand_tree(v, env) for v in node]
+    if isinstance(node, dict):
+        return {k: _expand_tree(v, env) for k, v in node.items()}
+    return node
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: typing.Mapping[str, str]) -> None:
+    """AIGW_SECTION__KEY=value sets raw[section][key] (nested with more `__`)."""
+    for name, value in env.items():
+        if not name.startswith("AIGW_") or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len("AIGW_") :].split("__")]
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(path)} does not name a section")
+            node = child
+        node[path[-1]] = value
+    if env.get("MONGODB_URI"):
+        raw.setdefault("database", {})["uri"] = env["MONGODB_URI"]
+    if env.get("JWT_SECRET"):
+        raw.setdefault("auth", {})["jwt_secret"] = env["JWT_SECRET"]
+    if env.get("AIGW_DATA_DIR"):
+        raw["data_dir"] = env["AIGW_DATA_DIR"]
+    if env.get("AIGW_ADMIN_PASSWORD"):
+        raw.setdefault("auth", {})["admin_password"] = env["AIGW_ADMIN_PASSWORD"]
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or origin is types.UnionType:
+        if (value is None or value == "") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if value is None or value == "":
+            return ()
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__}")
+        return str(value)
+    return value
+
+
+def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _validate(cfg: GatewayConfig) -> None:
+    ports: dict[int, str] = {}
+    for svc in SERVICE_NAMES:
+        ep = cfg.endpoint(svc)
+        for label, port in (("port", ep.port), ("metrics_port", ep.metrics_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"services.{svc}.{label}: {port} is not a TCP port")
+            if port and port in ports:
+                raise ConfigError(f"services.{svc}.{label}: port {port} is also used by {ports[port]}")
+            if port:
+                ports[port] = f"{svc}.{label}"
+    q = cfg.queue
+    if q.max_waiting < 0:
+        raise ConfigError("queue.max_waiting: must be >= 0")
+    if q.timeout <= 0:
+        raise ConfigError("queue.timeout: must be > 0 seconds")
+    if not 1 <= q.max_attempts <= 10:
+        raise ConfigError("queue.max_attempts: must be between 1 and 10")
+    if q.lease_ttl_seconds < 1:
+        raise ConfigError("queue.lease_ttl_seconds: must be >= 1")
+    if "none" in (a.lower() for a in cfg.auth.algorithms):
+        raise ConfigError("auth.algorithms: 'none' is never allowed")
+    for name, model in cfg.models.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", name):
+            raise ConfigError(f"models.{name}: names use letters, digits, '.', '_', ':', '-' (no '/')")
+        if model.max_concurrent < 1:
+            raise ConfigError(f"models.{name}.max_concurrent: must be >= 1")
+    seen: set[str] = set()
+    for i, b in enumerate(cfg.backends):
+        where = f"backends[{i}]"
+        if not b.name:
+            raise ConfigError(f"{where}.name: required")
+        if b.name in seen:
+            raise ConfigError(f"{where}.name: {b.name!r} is used twice")
+        seen.add(b.name)
+        for m in b.models:
+            if m not in cfg.models:
+                raise ConfigError(f"{where}.models: {m!r} is not defined under models")
+            if cfg.models[m].kind != ("chat" if b.kind == "textgen" else "ocr"):
+                raise ConfigError(f"{where}.models: {m!r} is a {cfg.models[m].kind} model, not for a {b.kind} backend")
+        if b.initial_model and b.initial_model not in b.models:
+            raise ConfigError(f"{where}.initial_model: {b.initial_model!r} is not in its models")
+        if b.mode == "attach" and not b.url:
+            raise ConfigError(f"{where}.url: required when mode is attach")
+        if b.engine in ("transformers", "vllm") and b.mode == "supervise" and b.kind == "textgen" and not b.port:
+            raise ConfigError(f"{where}.port: required to supervise a {b.engine} server")
+
+
+def parse_config(raw: dict[str, Any] | None, env: typing.Mapping[str, str] | None = None, source: str = "") -> GatewayConfig:
+    """Builds and validates a config from parsed YAML plus the environment."""
+    environ = os.environ if env is None else env
+    tree: dict[str, Any] = _expand_tree(raw or {}, environ)
+    if not isinstance(tree, dict):
+        raise ConfigError("the config file must hold a mapping at the top level")
+    _apply_env_overrides(tree, environ)
+    tree["source"] = source
+    cfg = _build(GatewayConfig, tree, "")
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[str, str] | None = None) -> GatewayConfig:
+    """Loads AIGW_CONFIG (or `path`, or config/config.yaml)."""
+    environ = os.environ if env is None else env
+    file = Path(path or environ.get("AIGW_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} not found (set AIGW_CONFIG)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+    return parse_config(raw, environ, str(file))

@@ -1,0 +1,182 @@
+"""`make run`: starts FerretDB (unless MONGODB_URI is set) and every service under supervisord, in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aigw_common.config import ConfigError, GatewayConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervised process."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    stop_seconds: int = 15
+
+
+def ensure_secret(data_dir: Path, name: str) -> str:
+    """Reads or creates a random secret kept in the data dir (mode 0600)."""
+    path = data_dir / "secrets" / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def mesh_programs(cfg: GatewayConfig, python: str, ferretdb_binary: Path | None) -> list[Program]:
+    """The processes of the local mesh, in start order."""
+    data = cfg.data_path.resolve()
+    programs: list[Program] = []
+    if cfg.database.embedded:
+        if ferretdb_binary is None:
+            raise ConfigError("database.uri is empty but no FerretDB binary is available")
+        db_dir = data / "ferretdb"
+        db_dir.mkdir(parents=True, exist_ok=True)
+        programs.append(
+            Program(
+                "ferretdb",
+                [
+                    str(ferretdb_binary),
+                    f"-listen-addr={cfg.database.embedded_host}:{cfg.database.embedded_port}",
+                    f"-sqlite-url=file:{db_dir}/",
+                    "-log-level=warn",
+                ],
+            )
+        )
+    for svc in ("queue", "admin", "router"):
+        programs.append(Program(svc, [python, "-m", f"services.{svc}"]))
+    for backend in cfg.backends:
+        programs.append(
+            Program(
+                f"{backend.kind}-{backend.name}", [python, "-m", f"services.{backend.kind}"], {"AIGW_BACKEND": backend.name}, 30
+            )
+        )
+    programs.append(Program("edge", [python, "-m", "services.edge"]))
+    return programs
+
+
+def supervisord_conf(programs: list[Program], data_dir: Path, env: dict[str, str]) -> str:
+    """The supervisord configuration that runs `programs` and restarts any that dies."""
+    logs = data_dir / "logs"
+    lines = [
+        "[supervisord]",
+        "nodaemon=true",
+        f"logfile={logs / 'supervisord.log'}",
+        f"pidfile={data_dir / 'supervisord.pid'}",
+        "loglevel=info",
+        "",
+        "[unix_http_server]",
+        f"file={data_dir / 'supervisor.sock'}",
+        "chmod=0700",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{data_dir / 'supervisor.sock'}",
+        "",
+    ]
+    base_env = {**env, "PYTHONUNBUFFERED": "1"}
+    for priority, prog in enumerate(programs, start=1):
+        merged = {**base_env, **prog.env}
+        env_line = ",".join(f'{k}="{v.replace(chr(34), "")}"' for k, v in sorted(merged.items()))
+        lines += [
+            f"[program:{prog.name}]",
+            f"command={shlex.join(prog.command)}",
+            f"directory={REPO}",
+            f"priority={priority}",
+            "autostart=true",
+            "autorestart=true",
+            "startsecs=1",
+            "startretries=1000",
+            f"stopwaitsecs={prog.stop_seconds}",
+            "stopsignal=TERM",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={logs / (prog.name + '.log')}",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=3",
+            f"environment={env_line}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def prepare(cfg: GatewayConfig) -> tuple[Path, dict[str, str]]:
+    """Creates the data dir, the generated secrets and the local model; returns the conf path and env."""
+    data = cfg.data_path.resolve()
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    env = {
+        "AIGW_CONFIG": os.path.abspath(cfg.source) if cfg.source else "",
+        "AIGW_DATA_DIR": str(data),
+        "PYTHONPATH": f"{REPO}:{REPO / 'gen'}",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    if not cfg.auth.jwt_secret and "HS256" in cfg.auth.algorithms:
+        env["JWT_SECRET"] = ensure_secret(data, "jwt_secret")
+    for key in ("JWT_SECRET", "MONGODB_URI", "AIGW_ADMIN_PASSWORD", "PATH", "HOME", "LANG"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    for name, value in os.environ.items():
+        if name.startswith("AIGW_") and "__" in name:
+            env[name] = value
+    return data / "supervisord.conf", env
+
+
+def ensure_local_models(cfg: GatewayConfig) -> None:
+    """Generates the tiny local model for every model whose path lies under the data dir and is missing."""
+    from tools.make_tiny_model import make_tiny_model
+
+    data = cfg.data_path.resolve()
+    for model in cfg.models.values():
+        if model.kind == "chat" and model.path:
+            path = Path(model.path).resolve()
+            if path.is_relative_to(data) and not (path / "config.json").exists():
+                make_tiny_model(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aigw-run", description=__doc__)
+    parser.add_argument("--print-config", action="store_true", help="print the supervisord config and exit")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        raise SystemExit(f"aigw: invalid configuration: {exc}") from None
+    conf_path, env = prepare(cfg)
+    binary = None
+    if cfg.database.embedded:
+        from aigw_common.ferretdb import ensure_built
+
+        binary = ensure_built(REPO)
+    ensure_local_models(cfg)
+    programs = mesh_programs(cfg, sys.executable, binary)
+    conf_path.write_text(supervisord_conf(programs, cfg.data_path.resolve(), env))
+    if args.print_config:
+        print(conf_path.read_text())
+        return
+    print(f"aigw: starting {len(programs)} processes; logs in {cfg.data_path.resolve() / 'logs'}", flush=True)
+    supervisord = str(Path(sys.executable).parent / "supervisord")
+    os.execv(supervisord, [supervisord, "-n", "-c", str(conf_path)])
+
+
+if __name__ == "__main__":
+    main()

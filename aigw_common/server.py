@@ -1,0 +1,122 @@
+"""Server bootstrap shared by every service: interceptors, health, reflection, metrics, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from aigw_common.channels import CHANNEL_OPTIONS
+from aigw_common.config import ConfigError, GatewayConfig, ServiceName, load_config
+from aigw_common.interceptors import server_interceptors
+from aigw_common.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = [
+    *[o for o in CHANNEL_OPTIONS if not o[0].startswith("grpc.keepalive_time")],
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
+
+
+class Health:
+    """The standard health service of one server: overall ("") and per gRPC service."""
+
+    def __init__(self, service_names: Sequence[str]) -> None:
+        self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.service_names = list(service_names)
+
+    async def set(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service_names]:
+            await self.servicer.set(name, status)
+
+
+class Service(Protocol):
+    """What a service hands to the bootstrap."""
+
+    @property
+    def name(self) -> ServiceName:
+        """Which service this is (selects its endpoint in the config)."""
+
+    @property
+    def service_names(self) -> Sequence[str]:
+        """Full names of the gRPC services it serves (for health and reflection)."""
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Adds the servicers to the server."""
+
+    async def start(self, health: Health) -> None:
+        """Starts background work; decides when health becomes SERVING (default: at once)."""
+
+    async def stop(self) -> None:
+        """Stops background work and closes clients."""
+
+
+async def create_server(service: Service, address: str) -> tuple[grpc.aio.Server, int, Health]:
+    """Builds a server with interceptors, health and reflection, bound to `address` (port 0 picks one)."""
+    server = grpc.aio.server(interceptors=server_interceptors(service.name), options=SERVER_OPTIONS)
+    service.register(server)
+    status = Health(service.service_names)
+    health_pb2_grpc.add_HealthServicer_to_server(status.servicer, server)
+    names = [*service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    return server, port, status
+
+
+async def run_until_signalled(service: Service, cfg: GatewayConfig, address: str | None = None) -> None:
+    """Serves until SIGTERM/SIGINT, then flips health to NOT_SERVING and lets in-flight RPCs finish."""
+    endpoint = cfg.endpoint(service.name)
+    server, port, status = await create_server(service, address or endpoint.address)
+    if endpoint.metrics_port:
+        start_http_server(endpoint.metrics_port, addr=endpoint.host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await service.start(status)
+    log.info("serving", extra={"port": port, "metrics_port": endpoint.metrics_port})
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": cfg.services.grace_seconds})
+    await status.set(False)
+    await server.stop(cfg.services.grace_seconds)
+    await service.stop()
+    log.info("stopped")
+
+
+def install_event_loop() -> None:
+    """Uses uvloop where available (measurably faster for many small RPCs)."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(name: ServiceName, build: Callable[[GatewayConfig], Service]) -> None:
+    """Entry point of a service process: load config, set up logs, build the service, serve."""
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        raise SystemExit(f"aigw {name}: invalid configuration: {exc}") from None
+    setup_logging(name, cfg.logging.level, cfg.logging.json)
+    install_event_loop()
+
+    async def main() -> None:
+        service = build(cfg)
+        await run_until_signalled(service, cfg)
+
+    asyncio.run(main())

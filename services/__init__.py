@@ -1,0 +1,1 @@
+"""The services of the aigw mesh, one package each."""

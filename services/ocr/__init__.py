@@ -1,0 +1,1 @@
+"""The ocr service of the aigw mesh."""

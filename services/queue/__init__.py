@@ -1,0 +1,1 @@
+"""The queue service of the aigw mesh."""

@@ -1,0 +1,1 @@
+"""The textgen service of the aigw mesh."""

@@ -1,0 +1,41 @@
+"""Shared test helpers: free ports, in-process servers, health probes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port unused right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def health_status(address: str, service: str = "", timeout: float = 2.0) -> str:
+    """The standard health check's answer for `service` at `address`, or UNREACHABLE."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+        name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return name
+
+
+def wait_serving(address: str, timeout: float, service: str = "") -> None:
+    """Waits until the health check says SERVING, or fails with the last answer."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        last = health_status(address, service)
+        if last == "SERVING":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{address} not SERVING after {timeout}s (last: {last})")
