@@ -1,0 +1,230 @@
+"""Credentials: JWT verification and issuance, API keys, and the principal a call acts as."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+from jwt.algorithms import get_default_algorithms
+
+from aigw_common.config import AuthConfig, ConfigError, GatewayConfig
+from aigw_common.errors import PermissionDenied, Unauthenticated
+
+ROLES = ("user", "admin")
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"})
+MAX_TOKEN_BYTES = 8192
+API_KEY_PREFIX = "aigw_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a call acts as."""
+
+    subject: str
+    role: str
+    via: Literal["jwt", "api_key"]
+    client_ids: tuple[str, ...] = ()
+    token_id: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def client_id(self, requested: str) -> str:
+        """The client id a request is accounted to (the X-Client-ID rule).
+
+        No X-Client-ID: the subject itself. Otherwise it must be the subject, one of the user's
+        allowed client ids, or anything for an admin; else PERMISSION_DENIED.
+        """
+        if not requested or requested == self.subject:
+            return self.subject
+        if self.is_admin or requested in self.client_ids:
+            return requested
+        raise PermissionDenied(f"X-Client-ID {requested!r} is not allowed for {self.subject!r}")
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise PermissionDenied("this operation needs the admin role")
+
+
+def resolve_jwt_secret(cfg: GatewayConfig) -> str:
+    """The HMAC secret: config/JWT_SECRET, else the one the launcher generated in the data dir."""
+    if cfg.auth.jwt_secret:
+        return cfg.auth.jwt_secret
+    generated = Path(cfg.data_dir) / "secrets" / "jwt_secret"
+    if generated.exists():
+        return generated.read_text().strip()
+    if HMAC_ALGORITHMS & set(cfg.auth.algorithms):
+        raise ConfigError("auth.jwt_secret: set JWT_SECRET (or run through the launcher, which generates one)")
+    return ""
+
+
+def _load_public_keys(cfg: AuthConfig) -> dict[str, tuple[str, Any]]:
+    keys: dict[str, tuple[str, Any]] = {}
+    algorithms = get_default_algorithms()
+    for entry in cfg.public_keys:
+        pem = Path(entry.pem_file).read_bytes()
+        keys[entry.kid] = (entry.algorithm, algorithms[entry.algorithm].prepare_key(pem))
+    if cfg.jwks_file:
+        jwks = json.loads(Path(cfg.jwks_file).read_text())
+        for jwk in jwt.PyJWKSet.from_dict(jwks).keys:
+            if jwk.key_id is None or jwk.algorithm_name is None:
+                raise ConfigError("auth.jwks_file: every key needs 'kid' and 'alg'")
+            keys[jwk.key_id] = (jwk.algorithm_name, jwk.key)
+    return keys
+
+
+class TokenVerifier:
+    """Verifies access tokens: size, algorithm allow-list (never `none`), signature, exp, nbf, iat skew, iss, aud, role."""
+
+    def __init__(self, cfg: AuthConfig, secret: str) -> None:
+        self.cfg = cfg
+        self.secret = secret
+        self.allowed = frozenset(a for a in cfg.algorithms if a != "none")
+        self.public_keys = _load_public_keys(cfg)
+
+    def _key_for(self, header: dict[str, Any]) -> tuple[str, Any]:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.allowed:
+            raise Unauthenticated(f"token algorithm {alg!r} is not accepted")
+        if alg in HMAC_ALGORITHMS:
+            if not self.secret:
+                raise Unauthenticated("HMAC tokens are not accepted here")
+            return alg, self.secret
+        kid = header.get("kid", "")
+        entry = self.public_keys.get(kid) if isinstance(kid, str) else None
+        if entry is None or entry[0] != alg:
+            raise Unauthenticated("token signed with an unknown key")
+        return entry
+
+    def verify(self, token: str, *, token_type: str = "access") -> dict[str, Any]:
+        """Returns the verified claims, or raises Unauthenticated with the reason."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthenticated("token too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("malformed token") from None
+        alg, key = self._key_for(header)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.cfg.audience,
+                issuer=self.cfg.issuer,
+                leeway=self.cfg.leeway_seconds,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("token not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated("token audience is wrong") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthenticated("token issuer is wrong") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthenticated("token signature is invalid") from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from None
+        iat = claims.get("iat")
+        if not isinstance(iat, (int, float)) or iat > time.time() + self.cfg.max_iat_skew_seconds:
+            raise Unauthenticated("token issued in the future")
+        if claims.get("typ", "access") != token_type:
+            raise Unauthenticated(f"not an {token_type} token")
+        return claims
+
+    def principal(self, token: str) -> Principal:
+        """Verifies an access token and returns who it acts as."""
+        claims = self.verify(token)
+        role = claims.get("role")
+        if role not in ROLES:
+            raise Unauthenticated("token has no valid role")
+        client_ids = claims.get("client_ids", [])
+        if not isinstance(client_ids, list) or not all(isinstance(c, str) for c in client_ids):
+            raise Unauthenticated("token has malformed client_ids")
+        return Principal(str(claims["sub"]), str(role), "jwt", tuple(client_ids), str(claims.get("jti", "")))
+
+
+class TokenSigner:
+    """Issues tokens with the configured HMAC secret (or a private key for RS/ES deployments)."""
+
+    def __init__(self, cfg: AuthConfig, secret: str, algorithm: str = "HS256", private_key: Any = None, kid: str = "") -> None:
+        if algorithm in HMAC_ALGORITHMS and not secret:
+            raise ConfigError("auth.jwt_secret: required to issue HMAC tokens")
+        self.cfg = cfg
+        self.algorithm = algorithm
+        self.key = secret if algorithm in HMAC_ALGORITHMS else private_key
+        self.kid = kid
+
+    def issue(self, subject: str, role: str, ttl_seconds: int, token_type: str = "access", **extra: Any) -> tuple[str, str]:
+        """Returns (token, jti)."""
+        now = int(time.time())
+        jti = uuid.uuid4().hex
+        claims = {
+            "sub": subject,
+            "role": role,
+            "iss": self.cfg.issuer,
+            "aud": self.cfg.audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_seconds,
+            "jti": jti,
+            "typ": token_type,
+            **extra,
+        }
+        headers = {"kid": self.kid} if self.kid else None
+        return jwt.encode(claims, self.key, algorithm=self.algorithm, headers=headers), jti
+
+    def issue_access(self, subject: str, role: str, client_ids: tuple[str, ...] = ()) -> tuple[str, int]:
+        """Returns (access token, expires_in seconds)."""
+        ttl = self.cfg.access_token_ttl_seconds
+        token, _ = self.issue(subject, role, ttl, client_ids=list(client_ids))
+        return token, ttl
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """Returns (key_id, secret, the full key shown once: aigw_<key_id>_<secret>)."""
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return key_id, secret, f"{API_KEY_PREFIX}{key_id}_{secret}"
+
+
+def parse_api_key(value: str) -> tuple[str, str] | None:
+    """Splits a presented API key into (key_id, secret); None when it is not one."""
+    if not value.startswith(API_KEY_PREFIX) or len(value) > 256:
+        return None
+    key_id, sep, secret = value[len(API_KEY_PREFIX) :].partition("_")
+    if not sep or len(key_id) != 16 or not secret:
+        return None
+    return key_id, secret
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 hex of a high-entropy secret (API keys, refresh tokens); never used for passwords."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_hash(a: str, b: str) -> bool:
+    """Constant-time comparison of two hex digests."""
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def bearer_credential(authorization: str) -> str:
+    """The credential of an `Authorization: Bearer …` value, or UNAUTHENTICATED."""
+    if not authorization:
+        raise Unauthenticated("missing credentials: send Authorization: Bearer <token or API key>")
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthenticated("malformed Authorization header: expected 'Bearer <credential>'")
+    return value.strip()
