@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs `buf breaking` against the protos of a git ref (default: main, or the previous commit when on main).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ref=${1:-}
+if [ -z "$ref" ]; then
+  if [ "$(git rev-parse --abbrev-ref HEAD)" != main ] && git rev-parse -q --verify main >/dev/null; then ref=main; else ref=HEAD~1; fi
+fi
+if ! git rev-parse -q --verify "$ref^{commit}" >/dev/null || ! git cat-file -e "$ref:protos" 2>/dev/null; then
+  echo "buf breaking: $ref has no protos; nothing to compare"
+  exit 0
+fi
+old=$(mktemp -d)
+trap 'rm -rf "$old"' EXIT
+git archive "$ref" protos buf.yaml | tar -x -C "$old"
+mkdir -p "$old/build" && cp -r build/proto-deps "$old/build/"
+.venv/bin/buf build "$old" -o "$old/old.binpb"
+.venv/bin/buf build . -o "$old/new.binpb"
+.venv/bin/buf breaking "$old/new.binpb" --against "$old/old.binpb" --config '{"version":"v2","breaking":{"use":["FILE"]}}'
+echo "buf breaking: no breaking change against $ref"
