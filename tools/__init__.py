@@ -1,0 +1,1 @@
+"""Developer tools for building and checking the aigw project."""
