@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aigw_common.ferretdb import free_port
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port unused right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["free_port", "health_status", "wait_serving"]
 
 
 def health_status(address: str, service: str = "", timeout: float = 2.0) -> str:
