@@ -1371,6 +1371,7 @@ class BackendPlan(_message.Message):
     CURRENT_MODEL_FIELD_NUMBER: _builtins.int
     TARGET_MODEL_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """Backend."""
     current_model: _builtins.str
@@ -1379,6 +1380,8 @@ class BackendPlan(_message.Message):
     """Model it should hold."""
     reason: _builtins.str
     """Why."""
+    action: _builtins.str
+    """What the switcher would do now: "switch", "stay", "wait_idle" or "cooldown"."""
     def __init__(
         self,
         *,
@@ -1386,10 +1389,11 @@ class BackendPlan(_message.Message):
         current_model: _builtins.str = ...,
         target_model: _builtins.str = ...,
         reason: _builtins.str = ...,
+        action: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "current_model", b"current_model", "reason", b"reason", "target_model", b"target_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "backend", b"backend", "current_model", b"current_model", "reason", b"reason", "target_model", b"target_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1407,12 +1411,19 @@ class GetAutoSwitchResponse(_message.Message):
     DEMAND_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
     DECISIONS_FIELD_NUMBER: _builtins.int
+    DEMAND_MARGIN_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    EVALUATED_AT_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     """Whether auto-switching is on."""
     window_days: _builtins.int
     """Usage window in days."""
     cooldown_seconds: _builtins.float
     """Cooldown between switches of one backend, in seconds."""
+    demand_margin: _builtins.float
+    """How many times larger another model's demand must be to switch away from a model with queued work."""
+    interval_seconds: _builtins.float
+    """Seconds between the switcher's cycles."""
     @_builtins.property
     def demand(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelDemand]:
         """Demand by model."""
@@ -1425,6 +1436,10 @@ class GetAutoSwitchResponse(_message.Message):
     def decisions(self) -> _containers.RepeatedCompositeFieldContainer[_queue_pb2.SwitchDecision]:
         """Recent decisions, newest first."""
 
+    @_builtins.property
+    def evaluated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the plan and demand were computed."""
+
     def __init__(
         self,
         *,
@@ -1434,10 +1449,13 @@ class GetAutoSwitchResponse(_message.Message):
         demand: _abc.Iterable[Global___ModelDemand] | None = ...,
         plan: _abc.Iterable[Global___BackendPlan] | None = ...,
         decisions: _abc.Iterable[_queue_pb2.SwitchDecision] | None = ...,
+        demand_margin: _builtins.float = ...,
+        interval_seconds: _builtins.float = ...,
+        evaluated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluated_at", b"evaluated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_seconds", b"cooldown_seconds", "decisions", b"decisions", "demand", b"demand", "enabled", b"enabled", "plan", b"plan", "window_days", b"window_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_seconds", b"cooldown_seconds", "decisions", b"decisions", "demand", b"demand", "demand_margin", b"demand_margin", "enabled", b"enabled", "evaluated_at", b"evaluated_at", "interval_seconds", b"interval_seconds", "plan", b"plan", "window_days", b"window_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,101 @@
+"""Brute-force protection: failed logins are limited per user and per IP in a sliding minute."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigw_common.errors import ResourceExhausted
+from services.admin.login_limiter import LoginLimiter, client_ip
+
+
+class Clock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fail(limiter: LoginLimiter, user: str, ip: str) -> None:
+    limiter.acquire((f"user:{user}", f"ip:{ip}"))
+
+
+def test_failures_beyond_the_limit_are_refused_with_retry_after() -> None:
+    clock = Clock()
+    limiter = LoginLimiter(3, clock)
+    for _ in range(3):
+        fail(limiter, "alice", "10.0.0.1")
+        clock.now += 5
+    with pytest.raises(ResourceExhausted, match="too many login attempts") as refused:
+        fail(limiter, "alice", "10.0.0.1")
+    assert refused.value.retry_after == pytest.approx(60 - 15)
+
+
+def test_the_window_slides() -> None:
+    clock = Clock()
+    limiter = LoginLimiter(2, clock)
+    fail(limiter, "alice", "10.0.0.1")
+    clock.now += 30
+    fail(limiter, "alice", "10.0.0.1")
+    clock.now += 29
+    with pytest.raises(ResourceExhausted):
+        fail(limiter, "alice", "10.0.0.1")
+    clock.now += 1.5
+    fail(limiter, "alice", "10.0.0.1")
+
+
+def test_user_limit_holds_across_ips_and_ip_limit_across_users() -> None:
+    limiter = LoginLimiter(2, Clock())
+    fail(limiter, "alice", "10.0.0.1")
+    fail(limiter, "alice", "10.0.0.2")
+    with pytest.raises(ResourceExhausted):
+        fail(limiter, "alice", "10.0.0.3")
+    fail(limiter, "bob", "10.0.0.9")
+    fail(limiter, "carol", "10.0.0.9")
+    with pytest.raises(ResourceExhausted):
+        fail(limiter, "dave", "10.0.0.9")
+
+
+def test_successful_logins_are_refunded() -> None:
+    limiter = LoginLimiter(2, Clock())
+    for _ in range(10):
+        limiter.refund(limiter.acquire(("user:alice", "ip:10.0.0.1")))
+    fail(limiter, "alice", "10.0.0.1")
+    fail(limiter, "alice", "10.0.0.1")
+    with pytest.raises(ResourceExhausted):
+        fail(limiter, "alice", "10.0.0.1")
+
+
+def test_a_refused_attempt_is_not_counted() -> None:
+    clock = Clock()
+    limiter = LoginLimiter(1, clock)
+    fail(limiter, "alice", "10.0.0.1")
+    for _ in range(5):
+        with pytest.raises(ResourceExhausted):
+            fail(limiter, "alice", "10.0.0.1")
+    clock.now += 60.5
+    fail(limiter, "alice", "10.0.0.1")
+
+
+def test_zero_turns_the_limit_off() -> None:
+    limiter = LoginLimiter(0, Clock())
+    for _ in range(100):
+        fail(limiter, "alice", "10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "peer", "ip"),
+    [
+        ("", "ipv4:127.0.0.1:53412", "127.0.0.1"),
+        ("", "ipv6:[::1]:53412", "::1"),
+        ("", "ipv6:[0:0:0:0:0:0:0:1]:1", "::1"),
+        ("203.0.113.7", "ipv4:127.0.0.1:1", "203.0.113.7"),
+        ("1.1.1.1, 203.0.113.7", "ipv4:127.0.0.1:1", "203.0.113.7"),
+        ("2001:db8::1", "ipv4:127.0.0.1:1", "2001:db8::1"),
+        ("", "unix:/tmp/sock", "unix:/tmp/sock"),
+    ],
+)
+def test_client_ip_takes_the_edge_entry_else_the_peer(forwarded: str, peer: str, ip: str) -> None:
+    assert client_ip(forwarded, peer) == ip
