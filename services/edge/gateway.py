@@ -1,0 +1,312 @@
+"""The transcoding gateway: finds the binding of an HTTP request, calls its gRPC method, answers in JSON, SSE or raw."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor_pool import DescriptorPool
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+from prometheus_client import Counter, Histogram
+
+from aigw_common.channels import CHANNEL_OPTIONS
+from aigw_common.logs import request_id_var
+from services.edge.bindings import HttpBinding, load_bindings
+from services.edge.protocol import Request, Responder
+from services.edge.status import OPAQUE_CODES, OPAQUE_MESSAGES, ErrorReply, error_reply, local_error
+from services.edge.templates import PathError, PathMatcher
+from services.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeError
+
+log = logging.getLogger(__name__)
+
+Resolver = Callable[[str], "str | None"]
+Metadata = tuple[tuple[str, str], ...]
+
+JSON = "application/json"
+SSE = "text/event-stream"
+_DETAILS_KEY = "grpc-status-details-bin"
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
+# Never forwarded as metadata: hop-by-hop headers (RFC 9110 §7.6.1), what gRPC itself sets, what the edge rewrites.
+_NOT_FORWARDED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "expect",
+        "x-request-id",
+        "x-forwarded-for",
+    }
+)
+_NOT_RETURNED = frozenset({"content-type", "content-length", "date", "x-request-id", "connection", "transfer-encoding"})
+_METADATA_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+REQUESTS = Counter("aigw_edge_requests_total", "HTTP requests answered by the edge", ["rpc", "status"])
+SECONDS = Histogram(
+    "aigw_edge_request_duration_seconds",
+    "Time from the parsed request to the end of the answer",
+    ["rpc"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+@dataclass
+class Route:
+    """A binding ready to serve: request builder, response renderer, the gRPC callable and its metric label."""
+
+    binding: HttpBinding
+    builder: RequestBuilder
+    renderer: ResponseRenderer
+    call: Any
+    label: str
+
+
+def _forwardable(name: str) -> bool:
+    return (
+        name not in _NOT_FORWARDED
+        and not name.startswith(("grpc-", ":"))
+        and not name.endswith("-bin")
+        and bool(name)
+        and set(name) <= _METADATA_KEY_CHARS
+    )
+
+
+class Gateway:
+    """Serves every HTTP binding of a descriptor set by calling the gRPC service that `resolve` locates."""
+
+    def __init__(self, descriptor_set: bytes, resolve: Resolver) -> None:
+        self.pool: DescriptorPool
+        self.pool, bindings = load_bindings(descriptor_set)
+        self.channels: dict[str, grpc.aio.Channel] = {}
+        self.matcher: PathMatcher[Route] = PathMatcher()
+        self.exact: dict[tuple[str, str], Route] = {}
+        self.routes: list[Route] = []
+        self._forward: dict[str, bool] = {}
+        self._metrics: dict[tuple[str, int], Any] = {}
+        for binding in bindings:
+            route = self._route(binding, resolve)
+            if route is not None:
+                self._register(route)
+
+    def _route(self, binding: HttpBinding, resolve: Resolver) -> Route | None:
+        rpc = binding.rpc
+        address = resolve(rpc.service)
+        if address is None:
+            log.warning("no address for %s; its HTTP bindings are not served", rpc.service)
+            return None
+        if rpc.client_streaming:
+            log.warning("%s streams its requests; the edge does not transcode client streams", rpc.path)
+            return None
+        channel = self.channels.get(address)
+        if channel is None:
+            channel = self.channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        factory = channel.unary_stream if rpc.server_streaming else channel.unary_unary
+        call = factory(
+            rpc.path,
+            request_serializer=rpc.request_cls.SerializeToString,
+            response_deserializer=rpc.response_cls.FromString,
+            _registered_method=True,  # type: ignore[call-arg]
+        )
+        label = rpc.path.rsplit(".", 1)[-1]
+        return Route(binding, RequestBuilder(binding), ResponseRenderer(binding, self.pool), call, label)
+
+    def _register(self, route: Route) -> None:
+        binding = route.binding
+        self.matcher.register(binding.http_method, binding.template, route)
+        self.routes.append(route)
+        template = binding.template
+        if template.is_literal:
+            path = "/" + "/".join(template.segments) + (":" + template.verb if template.verb else "")
+            self.exact[(binding.http_method, path)] = route
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close(None)
+
+    # the request path
+
+    async def handle(self, request: Request, responder: Responder) -> None:
+        start = time.perf_counter()
+        route = self.exact.get((request.method, request.path))
+        parts: list[str] = []
+        if route is None:
+            match = self.matcher.lookup(request.method, request.path)
+            if match is None:
+                self._no_route(request, responder)
+                self._observe("-", responder.status, start)
+                return
+            route, parts = match.target, match.parts
+        rid = _request_id(request.header("x-request-id"))
+        request_id_var.set(rid)
+        content_type = request.header("content-type")
+        try:
+            msg = route.builder.build(parts, request.query, request.body, content_type.decode("latin-1") if content_type else "")
+        except (TranscodeError, PathError) as exc:
+            self._error(responder, rid, local_error(code_pb2.INVALID_ARGUMENT, str(exc)))
+        else:
+            metadata = self._metadata(request, rid)
+            if route.binding.rpc.server_streaming:
+                await self._stream(route, msg, metadata, responder, rid)
+            else:
+                await self._unary(route, msg, metadata, responder, rid)
+        self._observe(route.label, responder.status, start)
+
+    async def _unary(self, route: Route, msg: Message, metadata: Metadata, responder: Responder, rid: str) -> None:
+        call = route.call(msg, metadata=metadata)
+        try:
+            reply = await call
+        except grpc.aio.AioRpcError as exc:
+            self._error(responder, rid, self._rpc_error(route, exc))
+            return
+        headers = _returned_headers(await call.initial_metadata(), rid)
+        if route.binding.raw_response:
+            content_type, body = route.renderer.http_body(reply)
+            if content_type:
+                headers.append(("content-type", content_type))
+            responder.send(200, headers, body)
+        else:
+            headers.append(("content-type", JSON))
+            responder.send(200, headers, route.renderer.json(reply))
+
+    async def _stream(self, route: Route, msg: Message, metadata: Metadata, responder: Responder, rid: str) -> None:
+        call = route.call(msg, metadata=metadata)
+        try:
+            await self._relay(route, call, responder, rid)
+        finally:
+            call.cancel()
+
+    async def _relay(self, route: Route, call: Any, responder: Responder, rid: str) -> None:
+        """Answers errors that come before the first message with their HTTP status; later ones end the stream."""
+        raw = route.binding.raw_response
+        try:
+            first = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._error(responder, rid, self._rpc_error(route, exc))
+            return
+        headers = _returned_headers(await call.initial_metadata(), rid)
+        if first is _EOF:
+            responder.send(200, [*headers, ("content-type", SSE)] if not raw else headers, b"")
+            return
+        if raw:
+            content_type, data = route.renderer.http_body(first)
+            responder.start(200, [*headers, ("content-type", content_type)] if content_type else headers)
+        else:
+            data = route.renderer.sse(first)
+            responder.start(200, [*headers, ("content-type", SSE)])
+        try:
+            while True:
+                await responder.write(data)
+                item = await call.read()
+                if item is _EOF:
+                    break
+                data = route.renderer.http_body(item)[1] if raw else route.renderer.sse(item)
+        except grpc.aio.AioRpcError as exc:
+            reply = self._rpc_error(route, exc)
+            if raw:
+                responder.abort()
+                return
+            await responder.write(b"event: error\ndata: " + reply.body + b"\n\n")
+        except ConnectionResetError:
+            return
+        responder.finish()
+
+    # errors
+
+    def _rpc_error(self, route: Route, exc: grpc.aio.AioRpcError) -> ErrorReply:
+        code = exc.code().value[0]
+        status = None
+        trailers: Any = exc.trailing_metadata() or ()
+        for key, value in trailers:
+            if key == _DETAILS_KEY and isinstance(value, bytes):
+                status = status_pb2.Status.FromString(value)
+        if status is None:
+            message = exc.details() or ""
+            if code in OPAQUE_CODES:
+                log.warning("%s failed: %s %s", route.binding.rpc.path, exc.code().name, message)
+                message = OPAQUE_MESSAGES[code]
+            status = status_pb2.Status(code=code, message=message)
+        return error_reply(status, self.pool)
+
+    def _error(self, responder: Responder, rid: str, reply: ErrorReply) -> None:
+        responder.send(reply.http_status, [("x-request-id", rid), ("content-type", JSON), *reply.headers], reply.body)
+
+    def _no_route(self, request: Request, responder: Responder) -> None:
+        rid = _request_id(request.header("x-request-id"))
+        allowed = self.matcher.allowed_methods(request.path)
+        if allowed:
+            reply = local_error(code_pb2.UNIMPLEMENTED, f"{request.method} is not allowed on {request.path}", 405)
+            reply.headers.append(("allow", ", ".join(allowed)))
+        else:
+            reply = local_error(code_pb2.NOT_FOUND, f"no route for {request.method} {request.path}")
+        self._error(responder, rid, reply)
+
+    # headers and metrics
+
+    def _metadata(self, request: Request, rid: str) -> Metadata:
+        """Request headers as gRPC metadata: lowercase, hop-by-hop dropped, the request id and client address added."""
+        metadata = [("x-request-id", rid)]
+        forwarded_for = request.client
+        dropped: Iterable[str] = ()
+        for name, value in request.headers:
+            if name == "connection":
+                dropped = [token.strip().lower() for token in value.decode("latin-1").split(",")]
+            elif name == "x-forwarded-for":
+                forwarded_for = f"{value.decode('latin-1')}, {request.client}"
+        for name, value in request.headers:
+            verdict = self._forward.get(name)
+            if verdict is None:
+                verdict = _forwardable(name)
+                if len(self._forward) < 1024:
+                    self._forward[name] = verdict
+            if verdict and name not in dropped:
+                text = value.decode("latin-1")
+                if text.isascii() and text.isprintable():
+                    metadata.append((name, text))
+        if forwarded_for and forwarded_for.isprintable():
+            metadata.append(("x-forwarded-for", forwarded_for))
+        return tuple(metadata)
+
+    def _observe(self, label: str, status: int, start: float) -> None:
+        key = (label, status)
+        child = self._metrics.get(key)
+        if child is None:
+            child = self._metrics[key] = (REQUESTS.labels(label, str(status)), SECONDS.labels(label))
+        child[0].inc()
+        child[1].observe(time.perf_counter() - start)
+
+
+def _request_id(value: bytes | None) -> str:
+    """The client's X-Request-ID when it is sane (1-128 visible ASCII characters), otherwise a new one."""
+    if value and len(value) <= 128:
+        text = value.decode("latin-1")
+        if text.isascii() and text.isprintable() and " " not in text:
+            return text
+    return os.urandom(16).hex()
+
+
+def _returned_headers(metadata: Any, rid: str) -> list[tuple[str, str]]:
+    """Response initial metadata as HTTP headers (as Envoy passes them), without gRPC's own and binary keys."""
+    headers = [("x-request-id", rid)]
+    for key, value in metadata or ():
+        if (
+            isinstance(value, str)
+            and key not in _NOT_RETURNED
+            and not key.startswith(("grpc-", ":"))
+            and not key.endswith("-bin")
+        ):
+            headers.append((key, value))
+    return headers

@@ -1,0 +1,92 @@
+"""Assembles the edge: descriptor set, upstream addresses from the config, the HTTP server and its metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from prometheus_client import Gauge, start_http_server
+
+from aigw_common.config import SERVICE_NAMES, ConfigError, GatewayConfig, load_config
+from aigw_common.logs import setup_logging
+from aigw_common.server import install_event_loop
+from services.edge.gateway import Gateway, Resolver
+from services.edge.protocol import HttpServer, Limits
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DESCRIPTOR_SET = REPO / "gen" / "aigw_descriptor.binpb"
+CONNECTIONS = Gauge("aigw_edge_open_connections", "Open client connections of the edge")
+
+
+def descriptor_set_path() -> Path:
+    """`AIGW_DESCRIPTOR_SET` when set, otherwise the set `make proto` writes."""
+    return Path(os.environ.get("AIGW_DESCRIPTOR_SET") or DEFAULT_DESCRIPTOR_SET)
+
+
+def config_resolver(cfg: GatewayConfig) -> Resolver:
+    """Maps a gRPC service to the configured address of its aigw service: `aigw.<svc>.v1.X` -> `services.<svc>`."""
+
+    def resolve(service: str) -> str | None:
+        parts = service.split(".")
+        if len(parts) >= 3 and parts[0] == "aigw" and parts[1] in SERVICE_NAMES and parts[1] != "edge":
+            return cfg.endpoint(parts[1]).address  # type: ignore[arg-type]
+        return None
+
+    return resolve
+
+
+class Edge:
+    """The gateway behind an HTTP server; `start` binds, `stop` drains."""
+
+    def __init__(self, gateway: Gateway, limits: Limits) -> None:
+        self.gateway = gateway
+        self.server = HttpServer(gateway.handle, limits)
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        self.port = await self.server.start(host, port)
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        await self.server.stop(grace)
+        await self.gateway.close()
+
+
+def build(cfg: GatewayConfig, descriptor_set: bytes | None = None) -> Edge:
+    """The edge of the configured mesh, serving every annotated method of the descriptor set."""
+    data = descriptor_set if descriptor_set is not None else descriptor_set_path().read_bytes()
+    gateway = Gateway(data, config_resolver(cfg))
+    return Edge(gateway, Limits(max_body_bytes=cfg.server.max_body_bytes))
+
+
+async def run(cfg: GatewayConfig) -> None:
+    """Serves until SIGTERM/SIGINT, then lets in-flight requests finish within the grace period."""
+    edge = build(cfg)
+    port = await edge.start(cfg.server.host, cfg.server.port)
+    CONNECTIONS.set_function(lambda: len(edge.server.state.connections))
+    if cfg.server.metrics_port:
+        start_http_server(cfg.server.metrics_port, addr=cfg.server.host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("serving", extra={"port": port, "metrics_port": cfg.server.metrics_port, "routes": len(edge.gateway.routes)})
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": cfg.services.grace_seconds})
+    await edge.stop(cfg.services.grace_seconds)
+    log.info("stopped")
+
+
+def main() -> None:
+    try:
+        cfg = load_config()
+    except ConfigError as exc:
+        raise SystemExit(f"aigw edge: invalid configuration: {exc}") from None
+    setup_logging("edge", cfg.logging.level, cfg.logging.json)
+    install_event_loop()
+    asyncio.run(run(cfg))

@@ -1,0 +1,212 @@
+"""REST ⇄ protobuf for one binding: request messages from path, query and body; answers as JSON, raw HttpBody or SSE."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote_plus
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor_pool import DescriptorPool
+from google.protobuf.message import Message
+
+from services.edge.bindings import BindingError, HttpBinding, resolve_field_path
+from services.edge.templates import PathError
+
+# Well-known types whose JSON form is a string, so a query parameter can set them.
+_STRING_JSON_TYPES = frozenset(
+    {
+        "google.protobuf.Timestamp",
+        "google.protobuf.Duration",
+        "google.protobuf.FieldMask",
+        "google.protobuf.DoubleValue",
+        "google.protobuf.FloatValue",
+        "google.protobuf.Int64Value",
+        "google.protobuf.UInt64Value",
+        "google.protobuf.Int32Value",
+        "google.protobuf.UInt32Value",
+        "google.protobuf.BoolValue",
+        "google.protobuf.StringValue",
+        "google.protobuf.BytesValue",
+    }
+)
+_BOOLS = {"true": True, "false": False}
+
+
+class TranscodeError(ValueError):
+    """The HTTP request does not map onto the RPC's request message (answered 400 INVALID_ARGUMENT)."""
+
+
+def parse_query(query: str) -> list[tuple[str, str]]:
+    """`a=1&b.c=x` -> pairs; parameters without `=` or with an empty name are skipped as Envoy does."""
+    pairs = []
+    for item in query.split("&"):
+        name, sep, value = item.partition("=")
+        if sep and name:
+            try:
+                pairs.append((unquote_plus(name, errors="strict"), unquote_plus(value, errors="strict")))
+            except UnicodeDecodeError:
+                raise TranscodeError(f"query parameter {name!r} is not percent-encoded UTF-8") from None
+    return pairs
+
+
+class RequestBuilder:
+    """Builds the request message of one binding from a matched path, the query string and the body."""
+
+    def __init__(self, binding: HttpBinding) -> None:
+        self.binding = binding
+        self.cls = binding.rpc.request_cls
+        self.descriptor: Descriptor = self.cls.DESCRIPTOR  # type: ignore[assignment]
+        self.variables = [(var, resolve_field_path(self.descriptor, var.field_path)) for var in binding.template.variables]
+        self.body = binding.body
+        self.raw_body = binding.request_is_http_body or binding.body_field_is_http_body
+        self._paths: dict[str, list[FieldDescriptor]] = {}
+
+    def build(self, parts: list[str], query: str, body: bytes, content_type: str) -> Message:
+        msg = self.cls()
+        if self.body:
+            self._fill_body(msg, body, content_type)
+        values: dict[str, Any] = {}
+        if query:
+            for name, value in parse_query(query):
+                self._put(values, self._query_field(name), value)
+        for var, fields in self.variables:
+            try:
+                self._put(values, fields, var.bind(parts))
+            except PathError as exc:
+                raise TranscodeError(str(exc)) from None
+        if values:
+            if self.body:
+                extra = self.cls()
+                _parse(values, extra)
+                msg.MergeFrom(extra)
+            else:
+                _parse(values, msg)
+        return msg
+
+    def _fill_body(self, msg: Message, body: bytes, content_type: str) -> None:
+        if self.raw_body:
+            target: Any = msg if self.body == "*" else getattr(msg, self.body)
+            target.content_type = content_type
+            target.data = body
+            return
+        try:
+            obj = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError as exc:
+            raise TranscodeError(f"the body is not valid JSON: {exc}") from None
+        if self.body == "*":
+            if not isinstance(obj, dict):
+                raise TranscodeError("the JSON body must be an object")
+            _parse(obj, msg)
+        else:
+            _parse({self.body: obj}, msg)
+
+    def _query_field(self, name: str) -> list[FieldDescriptor]:
+        fields = self._paths.get(name)
+        if fields is None:
+            try:
+                fields = resolve_field_path(self.descriptor, tuple(name.split(".")))
+            except BindingError as exc:
+                raise TranscodeError(f"query parameter {name!r}: {exc}") from None
+            leaf = fields[-1]
+            if leaf.message_type is not None and (leaf.message_type.full_name not in _STRING_JSON_TYPES or leaf.is_repeated):
+                raise TranscodeError(f"query parameter {name!r} names a message; set its fields ({name}.<field>=...)")
+            self._paths[name] = fields
+        return fields
+
+    @staticmethod
+    def _put(values: dict[str, Any], fields: list[FieldDescriptor], raw: str) -> None:
+        node = values
+        for field in fields[:-1]:
+            node = node.setdefault(field.name, {})
+        leaf = fields[-1]
+        value = _scalar(leaf, raw)
+        if leaf.is_repeated:
+            node.setdefault(leaf.name, []).append(value)
+        else:
+            node[leaf.name] = value
+
+
+def _scalar(field: FieldDescriptor, raw: str) -> Any:
+    """A query/path string as the JSON value protobuf's parser expects for this field."""
+    if field.type == FieldDescriptor.TYPE_BOOL or (field.message_type is not None and field.message_type.name == "BoolValue"):
+        if raw not in _BOOLS:
+            raise TranscodeError(f"{field.name}: expected true or false, got {raw!r}")
+        return _BOOLS[raw]
+    if field.enum_type is not None:
+        return _enum_name(field, raw)
+    return raw
+
+
+def _enum_name(field: FieldDescriptor, raw: Any) -> Any:
+    """Enum values by name, case-insensitively (Envoy's case_insensitive_enum_parsing), or by number."""
+    names = field.enum_type.values_by_name if field.enum_type is not None else {}
+    if not isinstance(raw, str) or raw in names:
+        return raw
+    for name in names:
+        if name.lower() == raw.lower():
+            return name
+    return raw
+
+
+def _parse(obj: dict[str, Any], msg: Message) -> None:
+    """Parses JSON into `msg`; on an enum mismatch retries with enum names matched case-insensitively."""
+    try:
+        _parse_once(obj, msg)
+    except TranscodeError as exc:
+        if "enum" not in str(exc).lower():
+            raise
+        msg.Clear()
+        _parse_once(_normalise_enums(obj, msg.DESCRIPTOR), msg)  # type: ignore[arg-type]
+
+
+def _parse_once(obj: dict[str, Any], msg: Message) -> None:
+    try:
+        json_format.ParseDict(obj, msg)
+    except json_format.ParseError as exc:
+        raise TranscodeError(str(exc)) from None
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise TranscodeError(f"the body does not match {msg.DESCRIPTOR.full_name}: {exc}") from None
+
+
+def _normalise_enums(obj: Any, descriptor: Descriptor) -> Any:
+    """A copy of a JSON object with enum names in their declared case (only run after a failed parse)."""
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for key, value in obj.items():
+        field = descriptor.fields_by_name.get(key) or next((f for f in descriptor.fields if f.json_name == key), None)
+        if field is not None and field.enum_type is not None:
+            value = [_enum_name(field, v) for v in value] if isinstance(value, list) else _enum_name(field, value)
+        elif field is not None and field.message_type is not None:
+            sub = field.message_type
+            value = [_normalise_enums(v, sub) for v in value] if isinstance(value, list) else _normalise_enums(value, sub)
+        out[key] = value
+    return out
+
+
+class ResponseRenderer:
+    """Turns response messages into HTTP bodies: JSON (snake_case, primitives always printed) or raw HttpBody."""
+
+    def __init__(self, binding: HttpBinding, pool: DescriptorPool) -> None:
+        self.pool = pool
+        self.field = binding.response_body
+        self.raw = binding.raw_response
+        descriptor = binding.rpc.response_cls.DESCRIPTOR
+        self.field_is_message = bool(self.field) and descriptor.fields_by_name[self.field].message_type is not None
+
+    def json(self, msg: Message) -> bytes:
+        obj: Any = json_format.MessageToDict(
+            msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, descriptor_pool=self.pool
+        )
+        if self.field:
+            obj = obj.get(self.field, {} if self.field_is_message else None)
+        return orjson.dumps(obj)
+
+    def http_body(self, msg: Message) -> tuple[str, bytes]:
+        body: Any = getattr(msg, self.field) if self.field else msg
+        return body.content_type, body.data
+
+    def sse(self, msg: Message) -> bytes:
+        return b"data: " + self.json(msg) + b"\n\n"

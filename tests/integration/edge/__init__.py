@@ -1,0 +1,1 @@
+"""Integration tests of the embedded REST edge in front of a real gRPC server."""

@@ -1,0 +1,1 @@
+"""Test-only protos, compiled at test time."""

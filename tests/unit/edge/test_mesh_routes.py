@@ -1,0 +1,82 @@
+"""The real descriptor set loads and the whole documented REST surface of the mesh reaches the right RPC."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigw_common.config import parse_config
+from services.edge.bindings import annotated_services, load_bindings
+from services.edge.gateway import Gateway
+from services.edge.service import config_resolver, descriptor_set_path
+
+ROUTER = "aigw.router.v1.RouterService"
+ADMIN = "aigw.admin.v1.AdminService"
+
+SURFACE = [
+    ("GET", "/health", f"{ROUTER}/GetHealth"),
+    ("POST", "/api/chat", f"{ROUTER}/Chat"),
+    ("POST", "/api/chat/stream", f"{ROUTER}/StreamChat"),
+    ("POST", "/v1/chat/completions", f"{ROUTER}/CreateChatCompletion"),
+    ("GET", "/v1/models", f"{ROUTER}/ListModels"),
+    ("POST", "/api/ocr", f"{ROUTER}/Ocr"),
+    ("POST", "/api/ocr/stream", f"{ROUTER}/StreamOcr"),
+    ("GET", "/v1/requests/abc123", f"{ROUTER}/GetRequest"),
+    ("DELETE", "/v1/requests/abc123", f"{ROUTER}/CancelRequest"),
+    ("GET", "/v1/requests/abc123:watch", f"{ROUTER}/WatchRequest"),
+    ("POST", "/auth/token", f"{ADMIN}/IssueToken"),
+    ("POST", "/auth/revoke", f"{ADMIN}/RevokeToken"),
+    ("GET", "/admin/users", f"{ADMIN}/ListUsers"),
+    ("POST", "/admin/users", f"{ADMIN}/CreateUser"),
+    ("PATCH", "/admin/users/alice", f"{ADMIN}/UpdateUser"),
+    ("DELETE", "/admin/users/alice", f"{ADMIN}/DeleteUser"),
+    ("GET", "/admin/api-keys", f"{ADMIN}/ListApiKeys"),
+    ("POST", "/admin/api-keys", f"{ADMIN}/CreateApiKey"),
+    ("DELETE", "/admin/api-keys/k1", f"{ADMIN}/RevokeApiKey"),
+    ("GET", "/admin/models", f"{ADMIN}/ListModels"),
+    ("POST", "/admin/models/tiny-chat/start", f"{ADMIN}/StartModel"),
+    ("POST", "/admin/models/tiny-chat/stop", f"{ADMIN}/StopModel"),
+    ("POST", "/admin/backends/cpu-0/switch", f"{ADMIN}/SwitchBackend"),
+    ("GET", "/admin/queue/tiny-chat", f"{ADMIN}/GetQueueStats"),
+    ("GET", "/admin/crashes", f"{ADMIN}/ListCrashes"),
+    ("GET", "/admin/requests", f"{ADMIN}/ListRequests"),
+    ("GET", "/admin/models/tiny-chat/config", f"{ADMIN}/GetModelConfig"),
+    ("PUT", "/admin/models/tiny-chat/config", f"{ADMIN}/UpdateModelConfig"),
+    ("GET", "/admin/autoswitch", f"{ADMIN}/GetAutoSwitch"),
+    ("PUT", "/admin/autoswitch", f"{ADMIN}/SetAutoSwitch"),
+]
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Gateway:
+    cfg = parse_config({}, env={})
+    return Gateway(descriptor_set_path().read_bytes(), config_resolver(cfg))
+
+
+@pytest.mark.parametrize(("method", "path", "rpc"), SURFACE)
+def test_documented_rest_surface_reaches_its_rpc(gateway: Gateway, method: str, path: str, rpc: str) -> None:
+    found = gateway.matcher.lookup(method, path)
+    assert found is not None
+    assert found.target.binding.rpc.path == f"/{rpc}"
+
+
+def test_every_annotated_method_is_served(gateway: Gateway) -> None:
+    _, bindings = load_bindings(descriptor_set_path().read_bytes())
+    assert {r.binding.rpc.path for r in gateway.routes} == {b.rpc.path for b in bindings}
+    assert {f"/{rpc}" for _, _, rpc in SURFACE} <= {r.binding.rpc.path for r in gateway.routes}
+
+
+def test_only_router_and_admin_are_exposed_and_each_goes_to_its_configured_address() -> None:
+    assert annotated_services(descriptor_set_path().read_bytes()) == [ADMIN, ROUTER]
+    resolve = config_resolver(parse_config({"services": {"admin": {"port": 6000}}}, env={}))
+    assert resolve(ROUTER) == "127.0.0.1:50051"
+    assert resolve(ADMIN) == "127.0.0.1:6000"
+    assert resolve("aigw.edge.v1.Nothing") is None
+    assert resolve("acme.router.v1.RouterService") is None
+
+
+def test_streaming_and_raw_bindings_are_recognised(gateway: Gateway) -> None:
+    by_rpc = {r.binding.rpc.path.rsplit("/", 1)[1]: r.binding for r in gateway.routes}
+    assert by_rpc["CreateChatCompletion"].raw_response and by_rpc["CreateChatCompletion"].request_is_http_body
+    assert by_rpc["CreateChatCompletion"].rpc.server_streaming
+    assert by_rpc["Ocr"].body_field_is_http_body and by_rpc["IssueToken"].body_field_is_http_body
+    assert by_rpc["StreamChat"].rpc.server_streaming and not by_rpc["StreamChat"].raw_response

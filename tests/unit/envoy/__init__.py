@@ -1,0 +1,1 @@
+"""Offline checks of Envoy's configuration."""
