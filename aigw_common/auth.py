@@ -8,6 +8,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -146,7 +147,10 @@ class TokenVerifier:
 
     def principal(self, token: str) -> Principal:
         """Verifies an access token and returns who it acts as."""
-        claims = self.verify(token)
+        return self.principal_of(self.verify(token))
+
+    def principal_of(self, claims: dict[str, Any]) -> Principal:
+        """Who verified access-token claims act as."""
         role = claims.get("role")
         if role not in ROLES:
             raise Unauthenticated("token has no valid role")
@@ -228,3 +232,67 @@ def bearer_credential(authorization: str) -> str:
     if scheme.lower() != "bearer" or not value.strip():
         raise Unauthenticated("malformed Authorization header: expected 'Bearer <credential>'")
     return value.strip()
+
+
+ApiKeyLookup = Callable[[str, str], Awaitable[Principal]]
+"""Finds the active API key with this id and secret hash and returns who it acts as; UNAUTHENTICATED otherwise."""
+
+API_KEY_CACHE_SECONDS = 5.0
+API_KEY_CACHE_ENTRIES = 10_000
+
+
+class Authenticator:
+    """Turns a call's credentials into a Principal.
+
+    `authorization: Bearer <JWT or API key>` is used when present, else `x-api-key: <API key>`. JWTs are
+    verified locally; a correctly signed token whose role is not one of ROLES is PERMISSION_DENIED (the
+    caller is known, the role grants nothing). API keys are looked up (the queue's IdentityService) and a
+    found key is remembered for `cache_seconds`: that bounds how long a revoked key keeps working on one
+    process. Unknown keys are not remembered, so a newly issued key works at once.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        lookup: ApiKeyLookup | None,
+        *,
+        cache_seconds: float = API_KEY_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.verifier = verifier
+        self.lookup = lookup
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._keys: dict[str, tuple[float, Principal]] = {}
+
+    async def authenticate(self, authorization: str, api_key: str = "") -> Principal:
+        """The principal of a call, or UNAUTHENTICATED / PERMISSION_DENIED with the reason."""
+        credential = bearer_credential(authorization) if authorization or not api_key else api_key.strip()
+        parts = parse_api_key(credential)
+        if parts is not None:
+            return await self._api_key(*parts)
+        if not authorization:
+            raise Unauthenticated("malformed API key")
+        return self._jwt(credential)
+
+    def _jwt(self, token: str) -> Principal:
+        claims = self.verifier.verify(token)
+        role = claims.get("role")
+        if isinstance(role, str) and role and role not in ROLES:
+            raise PermissionDenied(f"role {role[:32]!r} may not use this API")
+        return self.verifier.principal_of(claims)
+
+    async def _api_key(self, key_id: str, secret: str) -> Principal:
+        if self.lookup is None:
+            raise Unauthenticated("API keys are not accepted here")
+        digest = hash_secret(secret)
+        entry = f"{key_id}:{digest}"
+        now = self.clock()
+        cached = self._keys.get(entry)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await self.lookup(key_id, digest)
+        if len(self._keys) >= API_KEY_CACHE_ENTRIES:
+            self._keys = {k: v for k, v in self._keys.items() if v[0] > now}
+        self._keys[entry] = (now + self.cache_seconds, principal)
+        return principal

@@ -1,33 +1,108 @@
-"""Assembles the router service: its servicers, background work and health."""
+"""Assembles the router service: its servicer, the queue and backend clients, and the background loops."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import socket
+import uuid
 
 import grpc
 
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.config import GatewayConfig, ServiceName
+from aigw_common.auth import Authenticator, TokenVerifier, resolve_jwt_secret
+from aigw_common.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
 from aigw_common.server import Health
+from services.router.backends import BackendPool
+from services.router.background import ConfigRefresher, OrphanWorkers, StatusPoller
+from services.router.catalog import ModelCatalog
+from services.router.clients import BackendClient, QueueClient
+from services.router.gate import Gate
+from services.router.inference import Inference
+from services.router.own_jobs import OwnJobs
+from services.router.ratelimit import RateLimiter
+from services.router.runner import JobRunner
+from services.router.servicer import RouterServicer
+
+
+def new_worker_id() -> str:
+    """A worker id unique to this process (leases and owned jobs name it)."""
+    return f"router-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def gateway_version() -> str:
+    try:
+        return importlib.metadata.version("aigw")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def check_routing(cfg: GatewayConfig) -> None:
+    """Cross-field checks of the router's part of the config, with the key named."""
+    routing = cfg.routing
+    if routing.workers < 0:
+        raise ConfigError("routing.workers: must be >= 0")
+    if routing.status_interval_seconds <= 0:
+        raise ConfigError("routing.status_interval_seconds: must be > 0")
+    if routing.saturation_threshold <= 0:
+        raise ConfigError("routing.saturation_threshold: must be > 0")
+    for i, backend in enumerate(cfg.backends):
+        if not backend.address:
+            raise ConfigError(f"backends[{i}].address: required (the {backend.kind} service the router calls)")
 
 
 class RouterService:
-    """Serves the generated servicers: every RPC answers UNIMPLEMENTED until built."""
+    """The public inference API of the mesh."""
 
     name: ServiceName = "router"
-    service_names = [
-        router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name,
-    ]
+    service_names = [router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name]
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, worker_id: str = "") -> None:
+        check_routing(cfg)
         self.cfg = cfg
+        self.worker_id = worker_id or new_worker_id()
+        self.queue = QueueClient(cfg.services.queue.address)
+        self.catalog = ModelCatalog(cfg.models)
+        self.pool = BackendPool(cfg.backends, cfg.routing)
+        self.backends = {b.name: BackendClient(b) for b in cfg.backends}
+        verifier = TokenVerifier(cfg.auth, resolve_jwt_secret(cfg))
+        self.gate = Gate(Authenticator(verifier, self.queue.api_key_principal), RateLimiter(cfg.rate_limit))
+        self.runner = JobRunner(self.queue, self.pool, self.backends, self.worker_id)
+        self.own = OwnJobs(self.queue, self.runner)
+        self.inference = Inference(self.queue, self.own, self.worker_id)
+        self.poller = StatusPoller(self.pool, self.backends, cfg.routing.status_interval_seconds)
+        self.refresher = ConfigRefresher(self.queue, self.catalog)
+        self.workers = OrphanWorkers(self.queue, self.runner, self.pool, cfg.routing.workers)
+        self.tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> None:
-        router_pb2_grpc.add_RouterServiceServicer_to_server(router_pb2_grpc.RouterServiceServicer(), server)  # type: ignore[abstract]
+        ocr_limits = [b.max_document_bytes for b in self.cfg.backends_of("ocr")]
+        servicer = RouterServicer(
+            self.gate,
+            self.catalog,
+            self.inference,
+            self.queue,
+            self.runner,
+            (self.refresher, self.pool, gateway_version()),
+            max(ocr_limits, default=BackendConfig().max_document_bytes),
+        )
+        router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
 
     async def start(self, health: Health) -> None:
+        await asyncio.gather(self.poller.poll_once(), self.refresher.refresh_once())
+        self.tasks = [asyncio.create_task(loop) for loop in (self.poller.run(), self.refresher.run(), self.workers.run())]
         await health.set(True)
 
     async def stop(self) -> None:
-        return None
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.own.stop()
+        await asyncio.gather(self.queue.close(), *(b.close() for b in self.backends.values()))
 
 
 def build(cfg: GatewayConfig) -> RouterService:

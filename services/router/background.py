@@ -1,0 +1,125 @@
+"""The router's background loops: backend status polls, dynamic model config refresh, workers for orphaned jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aigw.common.v1 import common_pb2
+from aigw_common.errors import GatewayError
+from services.router.backends import BackendPool, StatusReport
+from services.router.catalog import ModelCatalog
+from services.router.clients import BackendClient, QueueClient
+from services.router.convert import dynamic_model
+from services.router.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG_REFRESH_SECONDS = 3.0
+ORPHAN_WAIT_MS = 5_000
+IDLE_SECONDS = 0.5
+
+
+def status_report(status: common_pb2.BackendStatus, serving: bool) -> StatusReport:
+    """What routing needs from a backend's GetStatus answer."""
+    state = common_pb2.BackendState.Name(status.state).removeprefix("BACKEND_STATE_").lower()
+    return StatusReport(
+        state=state,
+        loaded_models=frozenset(status.loaded_models),
+        in_flight=status.in_flight,
+        capacity=status.capacity,
+        server_waiting=status.server_waiting,
+        kv_cache_usage=status.kv_cache_usage,
+        detail=status.detail,
+        serving=serving,
+    )
+
+
+@dataclass
+class StatusPoller:
+    """Polls every backend's GetStatus and health check every `interval` seconds into the pool."""
+
+    pool: BackendPool
+    clients: dict[str, BackendClient]
+    interval: float
+
+    async def poll_once(self) -> None:
+        await asyncio.gather(*(self._poll(name, client) for name, client in self.clients.items()))
+
+    async def _poll(self, name: str, client: BackendClient) -> None:
+        try:
+            status, serving = await client.status()
+        except GatewayError as exc:
+            self.pool.observe(name, None, exc.message)
+            return
+        self.pool.observe(name, status_report(status, serving))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.poll_once()
+
+
+@dataclass
+class ConfigRefresher:
+    """Applies the queue's dynamic model config every few seconds, so admin changes need no restart."""
+
+    queue: QueueClient
+    catalog: ModelCatalog
+    interval: float = MODEL_CONFIG_REFRESH_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    last_success: float = float("-inf")
+
+    @property
+    def queue_reachable(self) -> bool:
+        return self.clock() - self.last_success < 3 * self.interval
+
+    async def refresh_once(self) -> None:
+        try:
+            configs = await self.queue.model_configs()
+        except GatewayError as exc:
+            log.warning("cannot refresh the model config", extra={"code": exc.code})
+            return
+        self.catalog.update({c.model: dynamic_model(c) for c in configs})
+        self.last_success = self.clock()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.refresh_once()
+
+
+@dataclass
+class OrphanWorkers:
+    """`count` loops that take granted jobs nobody waits for (async ones, or ones whose router died) and run them."""
+
+    queue: QueueClient
+    runner: JobRunner
+    pool: BackendPool
+    count: int
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._loop() for _ in range(self.count)))
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._take_one()
+            except GatewayError as exc:
+                log.warning("orphan worker: queue call failed", extra={"code": exc.code})
+                await asyncio.sleep(IDLE_SECONDS)
+            except Exception:
+                log.exception("orphan worker failed; continuing")
+                await asyncio.sleep(IDLE_SECONDS)
+
+    async def _take_one(self) -> None:
+        models = sorted(self.pool.servable_models())
+        if not models:
+            await asyncio.sleep(IDLE_SECONDS)
+            return
+        granted = await self.queue.acquire(self.runner.worker_id, ORPHAN_WAIT_MS, models=models)
+        if granted is not None:
+            await self.runner.run(granted.job, granted.lease, None, owner=False)

@@ -1,0 +1,146 @@
+"""gRPC clients of the queue and the backends; downstream errors come out as domain errors (one place)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aigw.common.v1 import common_pb2
+from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
+from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
+from aigw_common.auth import Principal
+from aigw_common.channels import make_channel
+from aigw_common.config import BackendConfig
+from aigw_common.errors import NotFound, Unauthenticated
+from aigw_common.rpc_errors import from_rpc_error
+
+T = TypeVar("T")
+QUEUE_CALL_SECONDS = 10.0
+STATUS_CALL_SECONDS = 2.0
+
+
+async def _call(pending: Awaitable[T]) -> T:
+    try:
+        return await pending
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
+
+
+async def _stream(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[T, None]:  # type: ignore[type-arg]
+    """Yields a server stream's messages; closing early (or being cancelled) cancels the call."""
+    try:
+        async for item in call:
+            yield item
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
+    finally:
+        call.cancel()
+
+
+class QueueClient:
+    """The queue's QueueService, ModelConfigService and IdentityService, as the router uses them."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = make_channel(address)
+        self.jobs = queue_pb2_grpc.QueueServiceStub(self.channel)
+        self.configs = queue_pb2_grpc.ModelConfigServiceStub(self.channel)
+        self.identity = queue_pb2_grpc.IdentityServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+    async def submit(self, request: queue_pb2.SubmitRequest) -> queue_pb2.SubmitResponse:
+        return await _call(self.jobs.Submit(request, timeout=QUEUE_CALL_SECONDS))
+
+    async def get(self, request_id: str) -> common_pb2.Job:
+        reply = await _call(self.jobs.GetJob(queue_pb2.GetJobRequest(request_id=request_id), timeout=QUEUE_CALL_SECONDS))
+        return reply.job
+
+    async def cancel(self, request_id: str, requested_by: str) -> common_pb2.Job:
+        request = queue_pb2.CancelJobRequest(request_id=request_id, requested_by=requested_by)
+        return (await _call(self.jobs.CancelJob(request, timeout=QUEUE_CALL_SECONDS))).job
+
+    def watch(self, request_id: str) -> AsyncIterator[queue_pb2.WatchJobResponse]:
+        return _stream(self.jobs.WatchJob(queue_pb2.WatchJobRequest(request_id=request_id)))
+
+    async def acquire(
+        self, worker_id: str, wait_ms: int, request_id: str = "", models: Sequence[str] = ()
+    ) -> queue_pb2.AcquireJobResponse | None:
+        """A granted job and its lease, or None when nothing was granted within wait_ms."""
+        request = queue_pb2.AcquireJobRequest(worker_id=worker_id, request_id=request_id, models=models, wait_ms=wait_ms)
+        reply = await _call(self.jobs.AcquireJob(request, timeout=wait_ms / 1000 + QUEUE_CALL_SECONDS))
+        return reply if reply.HasField("lease") else None
+
+    async def heartbeat(self, request: queue_pb2.HeartbeatRequest) -> queue_pb2.HeartbeatResponse:
+        return await _call(self.jobs.Heartbeat(request, timeout=QUEUE_CALL_SECONDS))
+
+    async def complete(self, request: queue_pb2.CompleteJobRequest) -> common_pb2.Job:
+        return (await _call(self.jobs.CompleteJob(request, timeout=QUEUE_CALL_SECONDS))).job
+
+    async def fail(self, request: queue_pb2.FailJobRequest) -> common_pb2.Job:
+        return (await _call(self.jobs.FailJob(request, timeout=QUEUE_CALL_SECONDS))).job
+
+    async def release(self, request: queue_pb2.ReleaseJobRequest) -> common_pb2.Job:
+        return (await _call(self.jobs.ReleaseJob(request, timeout=QUEUE_CALL_SECONDS))).job
+
+    async def model_configs(self) -> Sequence[queue_pb2.ModelConfig]:
+        reply = await _call(self.configs.ListModelConfigs(queue_pb2.ListModelConfigsRequest(), timeout=QUEUE_CALL_SECONDS))
+        return reply.configs
+
+    async def api_key_principal(self, key_id: str, secret_hash: str) -> Principal:
+        """Who an active API key acts as (the key's role, its user's allowed client ids); UNAUTHENTICATED otherwise."""
+        try:
+            key = (
+                await _call(self.identity.LookupApiKey(queue_pb2.LookupApiKeyRequest(key_id=key_id, secret_hash=secret_hash)))
+            ).key
+            user = (await _call(self.identity.GetUser(queue_pb2.GetUserRequest(username=key.subject)))).user
+        except NotFound:
+            raise Unauthenticated("API key is unknown or revoked") from None
+        if user.disabled:
+            raise Unauthenticated("API key belongs to a disabled user")
+        return Principal(key.subject, key.role, "api_key", tuple(user.allowed_client_ids), key.key_id)
+
+
+class BackendClient:
+    """One textgen or OCR backend service."""
+
+    def __init__(self, cfg: BackendConfig) -> None:
+        self.name = cfg.name
+        self.kind = cfg.kind
+        self.channel = make_channel(cfg.address)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.textgen = textgen_pb2_grpc.TextgenServiceStub(self.channel)
+        self.ocr = ocr_pb2_grpc.OcrServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+    async def status(self) -> tuple[common_pb2.BackendStatus, bool]:
+        """The backend's status and whether its health check says SERVING."""
+        if self.kind == "textgen":
+            status = (await _call(self.textgen.GetStatus(textgen_pb2.GetStatusRequest(), timeout=STATUS_CALL_SECONDS))).status
+        else:
+            status = (await _call(self.ocr.GetStatus(ocr_pb2.GetStatusRequest(), timeout=STATUS_CALL_SECONDS))).status
+        check = await _call(self.health.Check(health_pb2.HealthCheckRequest(), timeout=STATUS_CALL_SECONDS))
+        return status, check.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def generate(self, request: textgen_pb2.GenerateRequest, timeout: float) -> common_pb2.ChatResult:
+        return (await _call(self.textgen.Generate(request, timeout=timeout))).result
+
+    def stream_generate(
+        self, request: textgen_pb2.StreamGenerateRequest, timeout: float
+    ) -> AsyncGenerator[textgen_pb2.StreamGenerateResponse, None]:
+        return _stream(self.textgen.StreamGenerate(request, timeout=timeout))
+
+    async def recognize(self, request: ocr_pb2.RecognizeRequest, timeout: float) -> common_pb2.OcrResult:
+        return (await _call(self.ocr.Recognize(request, timeout=timeout))).result
+
+    def stream_recognize(
+        self, request: ocr_pb2.StreamRecognizeRequest, timeout: float
+    ) -> AsyncGenerator[ocr_pb2.StreamRecognizeResponse, None]:
+        return _stream(self.ocr.StreamRecognize(request, timeout=timeout))
+

@@ -1,0 +1,95 @@
+"""This router's own jobs: wait for each grant and run it in a task that outlives the RPC that asked for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aigw.common.v1 import common_pb2
+from aigw.queue.v1 import queue_pb2
+from aigw_common.errors import Aborted, Cancelled, FailedPrecondition, GatewayError, NotFound, Unavailable
+from services.router.clients import QueueClient
+from services.router.events import Listener
+from services.router.runner import JobRunner, seconds_left
+
+TERMINAL = frozenset({common_pb2.SUCCEEDED, common_pb2.FAILED, common_pb2.CANCELLED})
+OWN_WAIT_MS = 10_000
+MIN_WAIT_MS = 500
+REFUSED_PAUSE_SECONDS = 0.2
+ERRORS_BY_CODE: dict[str, type[GatewayError]] = {cls.code: cls for cls in GatewayError.__subclasses__()}
+
+
+def job_failure(job: common_pb2.Job) -> GatewayError | None:
+    """The error a finished job answers its client with; None when it succeeded."""
+    if job.state == common_pb2.SUCCEEDED:
+        return None
+    if job.state == common_pb2.CANCELLED:
+        return Cancelled(job.error.message or f"request {job.request_id} was cancelled")
+    cls = ERRORS_BY_CODE.get(job.error.code, Unavailable)
+    return cls(job.error.message or f"request {job.request_id} failed")
+
+
+@dataclass
+class OwnJobs:
+    """Runs the jobs this router submitted for waiting clients; a client that leaves does not stop its job."""
+
+    queue: QueueClient
+    runner: JobRunner
+    clock: Callable[[], float] = time.time
+    tasks: set[asyncio.Task[common_pb2.Job]] = field(default_factory=set)
+
+    def start(self, job: common_pb2.Job, listener: Listener) -> asyncio.Task[common_pb2.Job]:
+        """Runs `job` to its end in a task of its own; the listener gets its events and the end."""
+        task = asyncio.create_task(self._run(job, listener))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        """Stops every task (on shutdown); their leases lapse and the queue hands the jobs to another worker."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _run(self, job: common_pb2.Job, listener: Listener) -> common_pb2.Job:
+        try:
+            final = await self._until_done(job, listener)
+        except BaseException as exc:
+            listener.finished(None, exc)
+            raise
+        listener.finished(final)
+        return final
+
+    async def _until_done(self, job: common_pb2.Job, listener: Listener) -> common_pb2.Job:
+        request_id = job.request_id
+        while job.state not in TERMINAL:
+            granted = await self._acquire(job)
+            if granted is None:
+                job = await self.queue.get(request_id)
+                if job.state == common_pb2.RUNNING:
+                    job = await self._watch(request_id)
+                continue
+            job = await self.runner.run(granted.job, granted.lease, listener, owner=True)
+            if job.state == common_pb2.QUEUED:
+                reason = job.attempt_errors[-1].message if job.attempt_errors else "the attempt failed"
+                listener.retrying(reason)
+        return job
+
+    async def _acquire(self, job: common_pb2.Job) -> queue_pb2.AcquireJobResponse | None:
+        wait_ms = int(min(OWN_WAIT_MS, max(MIN_WAIT_MS, seconds_left(job, self.clock()) * 1000)))
+        try:
+            return await self.queue.acquire(self.runner.worker_id, wait_ms, request_id=job.request_id)
+        except (FailedPrecondition, NotFound, Aborted):
+            await asyncio.sleep(REFUSED_PAUSE_SECONDS)
+            return None
+
+    async def _watch(self, request_id: str) -> common_pb2.Job:
+        """Another worker runs the job (it was requeued and taken as an orphan): wait for its end."""
+        with contextlib.suppress(GatewayError):
+            async for event in self.queue.watch(request_id):
+                if event.job.state in TERMINAL:
+                    return event.job
+        return await self.queue.get(request_id)
