@@ -1,34 +1,99 @@
-"""Assembles the ocr service: its servicers, background work and health."""
+"""Assembles the ocr service for one OCR backend (AIGW_BACKEND, default the first): engine, workers, servicer, health."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+
 import grpc
+from PIL import Image
 
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
-from aigw_common.config import GatewayConfig, ServiceName
+from aigw_common.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
+from aigw_common.errors import GatewayError
 from aigw_common.server import Health
+from services.ocr.backend import OcrBackend
+from services.ocr.deepseek import DeepSeekOcrEngine
+from services.ocr.engine import OcrEngine
+from services.ocr.languages import LanguageIdentification
+from services.ocr.servicer import OcrServicer
+from services.ocr.tesseract import TesseractEngine
+from services.ocr.workers import WorkerPool
+
+log = logging.getLogger(__name__)
 
 
 class OcrService:
-    """Serves the generated servicers: every RPC answers UNIMPLEMENTED until built."""
+    """One OCR backend's gRPC service; health is SERVING while its engine has a model loaded."""
 
     name: ServiceName = "ocr"
-    service_names = [
-        ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name,
-    ]
+    service_names = [ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name]
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, backend: OcrBackend) -> None:
         self.cfg = cfg
+        self.backend = backend
+        self.bind_address = backend.backend.address or cfg.services.ocr.address
+        self._loading: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
-        ocr_pb2_grpc.add_OcrServiceServicer_to_server(ocr_pb2_grpc.OcrServiceServicer(), server)  # type: ignore[abstract]
+        ocr_pb2_grpc.add_OcrServiceServicer_to_server(OcrServicer(self.backend), server)
 
     async def start(self, health: Health) -> None:
-        await health.set(True)
+        self.backend.on_health(health.set)
+        await health.set(False)
+        if self.backend.backend.models:
+            self._loading = asyncio.create_task(self._load_initial(), name="ocr-initial-load")
+
+    async def _load_initial(self) -> None:
+        try:
+            done = await self.backend.load()
+            log.info("model loaded", extra={"outcome": done.outcome, "elapsed_ms": round(done.elapsed_ms, 1)})
+        except GatewayError as exc:
+            log.error("initial model load failed", extra={"error": exc.message})
+
+    async def wait_loaded(self) -> None:
+        """Waits for the initial load started by `start` (tests and tools)."""
+        if self._loading is not None:
+            await self._loading
 
     async def stop(self) -> None:
-        return None
+        if self._loading is not None:
+            self._loading.cancel()
+        await self.backend.close()
 
 
-def build(cfg: GatewayConfig) -> OcrService:
-    return OcrService(cfg)
+def select_backend(cfg: GatewayConfig, name: str = "") -> BackendConfig:
+    """The OCR backend named `name` (or by AIGW_BACKEND), else the first one configured."""
+    name = name or os.environ.get("AIGW_BACKEND", "")
+    if name:
+        chosen = cfg.backend(name)
+        if chosen.kind != "ocr":
+            raise ConfigError(f"backends: {name!r} is a {chosen.kind} backend, not an ocr one")
+        return chosen
+    backends = cfg.backends_of("ocr")
+    if not backends:
+        raise ConfigError("backends: no backend of kind ocr is configured")
+    return backends[0]
+
+
+def make_engine(
+    cfg: GatewayConfig, backend: BackendConfig, pool: WorkerPool, identification: LanguageIdentification
+) -> OcrEngine:
+    """The engine the backend names."""
+    if backend.engine == "tesseract":
+        return TesseractEngine(backend, pool, identification)
+    if backend.engine == "deepseek-ocr":
+        return DeepSeekOcrEngine(backend, pool, identification, cfg.data_path / "logs")
+    raise ConfigError(f"backends: {backend.name!r} has engine {backend.engine!r}; an ocr backend uses tesseract or deepseek-ocr")
+
+
+def build(cfg: GatewayConfig, backend_name: str = "") -> OcrService:
+    """The ocr service for one backend of `cfg`."""
+    backend = select_backend(cfg, backend_name)
+    # Pillow refuses images past twice this (DecompressionBombError) and warns past it; the documents module checks too.
+    Image.MAX_IMAGE_PIXELS = backend.max_pixels
+    pool = WorkerPool(backend.workers)
+    identification = LanguageIdentification()
+    engine = make_engine(cfg, backend, pool, identification)
+    return OcrService(cfg, OcrBackend(cfg, backend, engine, pool, identification))

@@ -1,0 +1,235 @@
+"""DeepSeek-OCR served by vLLM: its OpenAI-compatible chat API with images, supervised or attached by URL.
+
+Request shape, prompts and sampling follow vLLM's DeepSeek-OCR recipe
+(https://docs.vllm.ai/projects/recipes/en/latest/DeepSeek/DeepSeek-OCR.html): temperature 0, special tokens kept,
+and the per-request arguments of its n-gram no-repeat logits processor.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from aigw_common.config import BackendConfig, ModelConfig
+from aigw_common.errors import InvalidArgument, Unavailable
+from services.ocr.engine import EngineHealth, EngineState
+from services.ocr.languages import BY_TESSERACT, LanguageIdentification, script_of_text
+from services.ocr.model_server import ModelServer
+from services.ocr.resolution import Mode, RenderSpec, deepseek_render
+from services.ocr.results import Box, Line, OutputFormat, PageImage, Recognition, RecognizeOptions
+from services.ocr.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
+LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+PROMPTS = {
+    OutputFormat.MARKDOWN: "<image>\n<|grounding|>Convert the document to markdown.",
+    OutputFormat.TEXT: "<image>\nFree OCR.",
+}
+# The recipe's n-gram processor arguments; 128821/128822 are <td> and </td>, which tables legitimately repeat.
+NGRAM_ARGS: dict[str, Any] = {"ngram_size": 30, "window_size": 90, "whitelist_token_ids": [128821, 128822]}
+# Grounded output: <|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2], ...]<|/det|> before each block, boxes on a 0-999 grid.
+_GROUNDING = re.compile(r"<\|ref\|>(.*?)<\|/ref\|><\|det\|>(.*?)<\|/det\|>", re.DOTALL)
+_BOX = re.compile(r"\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]")
+# DeepSeek's end-of-sentence token is written with fullwidth bars and lower-one-eighth blocks.
+_SPECIAL = re.compile("<\uff5cend\u2581of\u2581sentence\uff5c>|" + r"<\|/?(?:ref|det|grounding)\|>")
+GRID = 999
+
+
+def served_name(name: str, model: ModelConfig) -> str:
+    """The name the model server knows the model by."""
+    return model.served_name or name
+
+
+def server_command(backend: BackendConfig, name: str, model: ModelConfig) -> list[str]:
+    """`vllm serve` with the recipe's flags (`backend.command` replaces the `vllm serve` prefix when set)."""
+    program = list(backend.command) or ["vllm", "serve"]
+    argv = [
+        *program,
+        model.path or DEFAULT_MODEL,
+        "--served-model-name",
+        served_name(name, model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(backend.port),
+        "--logits_processors",
+        LOGITS_PROCESSOR,
+        "--no-enable-prefix-caching",
+        "--mm-processor-cache-gb",
+        "0",
+        "--gpu-memory-utilization",
+        f"{backend.gpu_memory_utilization:g}",
+    ]
+    if backend.max_model_len:
+        argv += ["--max-model-len", str(backend.max_model_len)]
+    return argv
+
+
+def data_url(image: Image.Image) -> str:
+    """The image as a PNG data URL (lossless; compression kept light since it only crosses loopback or a LAN)."""
+    out = BytesIO()
+    image.convert("RGB").save(out, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def chat_request(model: str, image_url: str, output_format: OutputFormat) -> dict[str, Any]:
+    """The body of POST /v1/chat/completions for one page."""
+    return {
+        "model": model,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                    {"type": "text", "text": PROMPTS[output_format]},
+                ],
+            }
+        ],
+        "temperature": 0.0,
+        "skip_special_tokens": False,
+        "vllm_xargs": NGRAM_ARGS,
+    }
+
+
+def parse_output(content: str, width: int, height: int) -> tuple[str, tuple[Line, ...]]:
+    """Clean text (grounding tags and special tokens removed) and one layout line per grounded block."""
+    matches = list(_GROUNDING.finditer(content))
+    lines: list[Line] = []
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(content)
+        text = _SPECIAL.sub("", content[match.end() : end]).strip()
+        for x1, y1, x2, y2 in (tuple(int(v) for v in b) for b in _BOX.findall(match.group(2))):
+            box = Box(x1 * width // GRID, y1 * height // GRID, (x2 - x1) * width // GRID, (y2 - y1) * height // GRID)
+            lines.append(Line(text or match.group(1), 0.0, box))
+    text = _SPECIAL.sub("", _GROUNDING.sub("", content))
+    return re.sub(r"\n{3,}", "\n\n", text).strip(), tuple(lines)
+
+
+def base_url(url: str) -> str:
+    """The server's root URL (an OpenAI-style base URL ending in /v1 is accepted too)."""
+    url = url.rstrip("/")
+    return url.removesuffix("/v1")
+
+
+class DeepSeekOcrEngine:
+    """DeepSeek-OCR on a vLLM server this backend supervises (`mode: supervise`) or attaches to (`mode: attach`)."""
+
+    name = "deepseek-ocr"
+
+    def __init__(
+        self,
+        backend: BackendConfig,
+        pool: WorkerPool,
+        identification: LanguageIdentification,
+        log_dir: Path,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.backend = backend
+        self.pool = pool
+        self.identification = identification
+        self.log_dir = log_dir
+        url = backend.url if backend.mode == "attach" else f"http://127.0.0.1:{backend.port}"
+        self.client = httpx.AsyncClient(base_url=base_url(url), timeout=backend.request_timeout_seconds, transport=transport)
+        self.server: ModelServer | None = None
+        self._model = ""
+        self._served = ""
+        self._state = EngineState.IDLE
+        self._detail = ""
+
+    @property
+    def concurrency(self) -> int:
+        return max(1, self.backend.capacity)
+
+    def render_spec(self, mode: Mode) -> RenderSpec:
+        return deepseek_render(mode)
+
+    def languages(self) -> frozenset[str]:
+        return frozenset(BY_TESSERACT)
+
+    def health(self) -> EngineHealth:
+        state, detail = self._state, self._detail
+        if self.server is not None and self.server.crashed:
+            state, detail = EngineState.CRASHED, self.server.crashed
+        restarts = self.server.restarts if self.server is not None else 0
+        return EngineHealth(state, self._model, detail, restarts)
+
+    async def load(self, name: str, model: ModelConfig) -> str:
+        self._state, self._detail = EngineState.LOADING, ""
+        served = served_name(name, model)
+        try:
+            if self.backend.mode == "supervise":
+                log_file = self.log_dir / f"{self.backend.name}-vllm.log"
+                command = server_command(self.backend, name, model)
+                self.server = ModelServer(command, self.client, self.backend.startup_timeout_seconds, log_file)
+                await self.server.start()
+            await self._check_served(served)
+        except Unavailable as exc:
+            await self._stop_server()
+            self._state, self._detail = EngineState.IDLE, exc.message
+            raise
+        self._model, self._served, self._state = name, served, EngineState.READY
+        how = "started" if self.backend.mode == "supervise" else f"attached to {self.client.base_url}"
+        return f"DeepSeek-OCR {served} {how}"
+
+    async def _check_served(self, served: str) -> None:
+        try:
+            reply = await self.client.get("/v1/models")
+            ids = [m.get("id") for m in reply.json().get("data", [])] if reply.status_code == 200 else []
+        except (httpx.HTTPError, ValueError):
+            raise Unavailable(f"the DeepSeek-OCR server at {self.client.base_url} is unreachable") from None
+        if served not in ids:
+            raise Unavailable(f"the DeepSeek-OCR server serves {', '.join(map(str, ids)) or 'nothing'}, not {served}")
+
+    async def _stop_server(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    async def unload(self) -> str:
+        was = self._model
+        await self._stop_server()
+        self._model, self._served, self._state, self._detail = "", "", EngineState.IDLE, ""
+        return f"unloaded {was}" if was else "nothing was loaded"
+
+    async def close(self) -> None:
+        await self.unload()
+        await self.client.aclose()
+
+    async def recognize(self, page: PageImage, options: RecognizeOptions) -> Recognition:
+        url = await self.pool.run(data_url, page.image)
+        body = chat_request(self._served, url, options.output_format)
+        content = await self._complete(body, page.number)
+        width, height = page.image.size
+        text, lines = parse_output(content, width, height)
+        script = script_of_text(text)
+        guess = await self.pool.run(self.identification.identify, text, script)
+        language = guess[0].tesseract if guess else (options.languages[0] if options.languages else "")
+        return Recognition(text, language, script, 0.0, width, height, lines)
+
+    async def _complete(self, body: dict[str, Any], number: int) -> str:
+        try:
+            reply = await self.client.post("/v1/chat/completions", json=body)
+        except httpx.TimeoutException:
+            limit = self.backend.request_timeout_seconds
+            raise Unavailable(f"DeepSeek-OCR did not answer page {number} within {limit:g}s") from None
+        except httpx.HTTPError:
+            raise Unavailable("the DeepSeek-OCR server is unreachable") from None
+        if reply.status_code == 400:
+            log.warning("model server rejected a page", extra={"page": number, "reply": reply.text[:500]})
+            raise InvalidArgument(f"DeepSeek-OCR rejected page {number} (too large for the model's context?)")
+        if reply.status_code != 200:
+            log.warning("model server failed", extra={"page": number, "status": reply.status_code, "reply": reply.text[:500]})
+            raise Unavailable(f"DeepSeek-OCR failed on page {number}")
+        try:
+            return str(reply.json()["choices"][0]["message"]["content"] or "")
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise Unavailable(f"DeepSeek-OCR sent an unreadable answer for page {number}") from None

@@ -1,0 +1,1 @@
+"""The ocr service end to end over gRPC, in process, with the real Tesseract."""

@@ -1,0 +1,1 @@
+"""Unit tests of the ocr service's domain: documents, languages, modes, engines."""
