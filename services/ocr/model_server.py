@@ -37,6 +37,11 @@ class ModelServer:
         self._stopping = False
 
     @property
+    def pid(self) -> int:
+        """The server process's id (0 before the first start)."""
+        return self._proc.pid if self._proc is not None else 0
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
