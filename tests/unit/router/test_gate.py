@@ -8,7 +8,16 @@ from typing import Any
 import jwt
 import pytest
 
-from aigw_common.auth import API_KEY_CACHE_SECONDS, Authenticator, Principal, TokenSigner, TokenVerifier, hash_secret, new_api_key
+from aigw_common.auth import (
+    API_KEY_CACHE_SECONDS,
+    TOKEN_CACHE_SECONDS,
+    Authenticator,
+    Principal,
+    TokenSigner,
+    TokenVerifier,
+    hash_secret,
+    new_api_key,
+)
 from aigw_common.config import AuthConfig, RateLimit, RateLimitConfig
 from aigw_common.errors import NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from services.router.gate import Caller, CallMeta, Gate
@@ -149,3 +158,31 @@ def test_users_see_only_their_own_requests_and_admins_all() -> None:
 )
 def test_prefer_header(prefer: str, expected: bool) -> None:
     assert CallMeta(prefer=prefer).prefers_async is expected
+
+
+class CountingVerifier(TokenVerifier):
+    """A real verifier that counts signature checks."""
+
+    checks = 0
+
+    def verify(self, token: str, *, token_type: str = "access") -> dict[str, Any]:
+        self.checks += 1
+        return super().verify(token, token_type=token_type)
+
+
+async def test_verified_tokens_are_remembered_no_longer_than_their_expiry() -> None:
+    clock = Clock()
+    verifier = CountingVerifier(CFG, SECRET)
+    auth = Authenticator(verifier, None, clock=clock)
+    long_lived, short_lived = token(exp=int(time.time()) + 3600), token(exp=int(time.time()) + 5)
+    for _ in range(3):
+        await auth.authenticate(f"Bearer {long_lived}")
+        await auth.authenticate(f"Bearer {short_lived}")
+    assert verifier.checks == 2
+    clock.now += 6
+    await auth.authenticate(f"Bearer {long_lived}")
+    await auth.authenticate(f"Bearer {short_lived}")
+    assert verifier.checks == 3
+    clock.now += TOKEN_CACHE_SECONDS
+    await auth.authenticate(f"Bearer {long_lived}")
+    assert verifier.checks == 4
