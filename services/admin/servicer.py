@@ -112,7 +112,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.d = domain
 
     async def _admin(self, context: Ctx) -> Principal:
-        return await self.d.access.admin(metadata(context, "authorization"))
+        return await self.d.access.admin(metadata(context, "authorization"), metadata(context, "x-api-key"))
 
     async def IssueToken(self, request: admin_pb2.IssueTokenRequest, context: Ctx) -> admin_pb2.IssueTokenResponse:
         typed = {
