@@ -91,6 +91,7 @@ def text_pdf(pages: list[list[str]], size: float = 12) -> bytes:
         page.insert_font(fontname="dejavu", fontfile=f"{FONT_DIR}/{FONTS['sans']}")
         for i, line in enumerate(lines):
             page.insert_text((40, 60 + i * size * 1.8), line, fontname="dejavu", fontsize=size)
+    doc.subset_fonts()
     return _pdf_bytes(doc)
 
 
