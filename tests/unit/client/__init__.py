@@ -1,0 +1,1 @@
+"""Tests of the Python client, its credentials file, the aigw CLI and the health probe."""
