@@ -1,0 +1,1 @@
+"""The router through real in-process servers: queue on FerretDB, textgen on a fast upstream."""

@@ -1,0 +1,224 @@
+"""The router's test mesh: bench.upstream processes, textgen/OCR/queue/router servers in process, credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import jwt
+
+from aigw.queue.v1 import queue_pb2_grpc
+from aigw.router.v1 import router_pb2_grpc
+from aigw_common.auth import TokenSigner
+from aigw_common.config import GatewayConfig, parse_config
+from aigw_common.server import Service, create_server
+from services.ocr.service import build as build_ocr
+from services.queue.service import build as build_queue
+from services.router.service import RouterService
+from services.textgen.service import build as build_textgen
+from tests.helpers import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+SECRET = "router-integration-secret-" + "r" * 40
+MODEL = "chat-a"
+OCR_MODEL = "tess"
+READY_SECONDS = 20.0
+
+
+@dataclass
+class Upstream:
+    """A bench.upstream process (a fast OpenAI-compatible server) on a free port."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, int]:
+        reply: dict[str, int] = httpx.get(f"{self.url}/stats", timeout=5).json()
+        return reply
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-request, as a crashed model server does."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def start_upstream(*options: str) -> Upstream:
+    """Starts `python -m bench.upstream` with `options` and waits for its /health."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port", str(port), *options], cwd=REPO)
+    up = Upstream(proc, port)
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{up.url}/health", timeout=1).status_code == 200:
+                return up
+        time.sleep(0.05)
+    up.stop()
+    raise AssertionError(f"bench.upstream on {port} did not start")
+
+
+@contextlib.contextmanager
+def upstreams(*option_sets: tuple[str, ...]) -> Iterator[list[Upstream]]:
+    """Several upstreams, stopped at the end."""
+    started: list[Upstream] = []
+    try:
+        for options in option_sets:
+            started.append(start_upstream(*options))
+        yield started
+    finally:
+        for up in started:
+            up.stop()
+
+
+def textgen_backend(name: str, upstream: Upstream, capacity: int = 8) -> dict[str, Any]:
+    """A textgen backend attached to `upstream`, serving MODEL."""
+    return {
+        "name": name,
+        "kind": "textgen",
+        "address": f"127.0.0.1:{free_port()}",
+        "engine": "openai",
+        "mode": "attach",
+        "url": upstream.url,
+        "models": [MODEL],
+        "initial_model": MODEL,
+        "capacity": capacity,
+    }
+
+
+def ocr_backend() -> dict[str, Any]:
+    """A Tesseract OCR backend serving OCR_MODEL."""
+    return {
+        "name": "tess-0",
+        "kind": "ocr",
+        "address": f"127.0.0.1:{free_port()}",
+        "engine": "tesseract",
+        "models": [OCR_MODEL],
+        "initial_model": OCR_MODEL,
+        "capacity": 2,
+        "workers": 1,
+    }
+
+
+def mesh_config(
+    ferretdb_uri: str, db_name: str, data_dir: Path, backends: list[dict[str, Any]], **sections: Any
+) -> GatewayConfig:
+    """A config on the test's own database; `sections` replace or extend sections."""
+    raw: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "database": {"uri": ferretdb_uri, "name": db_name},
+        "services": {
+            "queue": {"port": free_port(), "metrics_port": 0},
+            **{name: {"port": 0, "metrics_port": 0} for name in ("admin", "textgen", "ocr", "router")},
+        },
+        "auth": {"jwt_secret": SECRET},
+        "queue": {"lease_ttl_seconds": 1.5, "orphan_grace_seconds": 1.0, "sweep_interval_seconds": 0.2},
+        "routing": {"status_interval_seconds": 0.2, "down_retry_seconds": 30, "workers": 2},
+        "logging": {"level": "WARNING"},
+        "models": {
+            MODEL: {"kind": "chat", "max_concurrent": 16, "max_waiting": 100, "default_max_tokens": 32},
+            "chat-off": {"kind": "chat", "enabled": False},
+            "chat-unserved": {"kind": "chat"},
+            OCR_MODEL: {"kind": "ocr", "max_concurrent": 2, "languages": ["eng"]},
+        },
+        "backends": backends,
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
+    return parse_config(raw, env={})
+
+
+@dataclass
+class Mesh:
+    """The running servers of one test and typed-as-Any stubs (grpc-stubs types aio stubs as sync)."""
+
+    cfg: GatewayConfig
+    router_service: RouterService
+    router: Any
+    jobs: Any
+    identity: Any
+    configs: Any
+
+    def token(self, subject: str = "alice", role: str = "user", client_ids: tuple[str, ...] = ()) -> str:
+        token, _ = TokenSigner(self.cfg.auth, SECRET).issue_access(subject, role, client_ids)
+        return token
+
+
+def bearer(token: str, **headers: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata with a bearer credential and `headers` (underscores become dashes)."""
+    return (("authorization", f"Bearer {token}"), *((k.replace("_", "-"), v) for k, v in headers.items()))
+
+
+def forged(**claims: Any) -> str:
+    """An HS256 token with the standard valid claims, changed by `claims` (None removes one)."""
+    now = int(time.time())
+    base = {"sub": "alice", "role": "user", "iss": "aigw", "aud": "aigw", "iat": now, "nbf": now, "exp": now + 300, **claims}
+    return jwt.encode({k: v for k, v in base.items() if v is not None}, SECRET, algorithm="HS256")
+
+
+@contextlib.asynccontextmanager
+async def serving(service: Service, address: str) -> AsyncIterator[None]:
+    server, _, health = await create_server(service, address)
+    await server.start()
+    await service.start(health)
+    try:
+        yield
+    finally:
+        await server.stop(0)
+        await service.stop()
+
+
+async def wait_until(condition: Any, timeout: float = READY_SECONDS, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
+    """Queue, every backend of `cfg` and a router, in process; ready when the router sees every backend's model."""
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(serving(build_queue(cfg), cfg.services.queue.address))
+        for backend in cfg.backends:
+            service: Service = (
+                build_textgen(cfg, {"AIGW_BACKEND": backend.name}) if backend.kind == "textgen" else build_ocr(cfg, backend.name)
+            )
+            await stack.enter_async_context(serving(service, backend.address))
+        router = RouterService(cfg)
+        port = free_port()
+        await stack.enter_async_context(serving(router, f"127.0.0.1:{port}"))
+        wanted = {m for b in cfg.backends for m in b.models}
+        await wait_until(lambda: router.pool.servable_models() >= wanted, what="backends ready")
+        router_channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        queue_channel = grpc.aio.insecure_channel(cfg.services.queue.address)
+        stack.push_async_callback(router_channel.close, None)
+        stack.push_async_callback(queue_channel.close, None)
+        yield Mesh(
+            cfg,
+            router,
+            router_pb2_grpc.RouterServiceStub(router_channel),
+            queue_pb2_grpc.QueueServiceStub(queue_channel),
+            queue_pb2_grpc.IdentityServiceStub(queue_channel),
+            queue_pb2_grpc.ModelConfigServiceStub(queue_channel),
+        )
