@@ -1,16 +1,34 @@
-"""Assembles the queue service: its servicers, background work and health."""
+"""Assembles the queue service: store, engine, records, servicers, recovery and housekeeping, health."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
 
 import grpc
 
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_common.config import GatewayConfig, ServiceName
 from aigw_common.server import Health
+from services.queue.autoswitch import AutoSwitchRecords
+from services.queue.crashlog import CrashLog
+from services.queue.engine import QueueEngine
+from services.queue.housekeeping import Housekeeping
+from services.queue.identity import Identities
+from services.queue.metrics import QueueCollector, register, unregister
+from services.queue.servicer import CrashLogServicer, QueueServicer, Readiness
+from services.queue.servicer_records import AutoSwitchStoreServicer, IdentityServicer, ModelConfigServicer
+from services.queue.store import QueueStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+START_RETRY_SECONDS = (0.2, 2.0)
 
 
 class QueueService:
-    """Serves the generated servicers: every RPC answers UNIMPLEMENTED until built."""
+    """The only owner of MongoDB: jobs, history, crash log, usage, model config, identities, auto-switch records."""
 
     name: ServiceName = "queue"
     service_names = [
@@ -21,21 +39,67 @@ class QueueService:
         queue_pb2.DESCRIPTOR.services_by_name["AutoSwitchStoreService"].full_name,
     ]
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.store = QueueStore(cfg.database, cfg.queue.history_retention_days * 86_400.0)
+        self.crashlog = CrashLog(self.store, clock)
+        self.engine = QueueEngine(cfg, self.store, self.crashlog, clock)
+        self.identities = Identities(self.store, clock)
+        self.autoswitch = AutoSwitchRecords(self.store, clock)
+        self.housekeeping = Housekeeping(self.engine, self.identities, self.crashlog, self.store, clock)
+        self.readiness = Readiness()
+        self.collector = QueueCollector(self.engine)
+        self._registered = False
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> None:
-        queue_pb2_grpc.add_QueueServiceServicer_to_server(queue_pb2_grpc.QueueServiceServicer(), server)  # type: ignore[abstract]
-        queue_pb2_grpc.add_CrashLogServiceServicer_to_server(queue_pb2_grpc.CrashLogServiceServicer(), server)  # type: ignore[abstract]
-        queue_pb2_grpc.add_ModelConfigServiceServicer_to_server(queue_pb2_grpc.ModelConfigServiceServicer(), server)  # type: ignore[abstract]
-        queue_pb2_grpc.add_IdentityServiceServicer_to_server(queue_pb2_grpc.IdentityServiceServicer(), server)  # type: ignore[abstract]
-        queue_pb2_grpc.add_AutoSwitchStoreServiceServicer_to_server(queue_pb2_grpc.AutoSwitchStoreServiceServicer(), server)  # type: ignore[abstract]
+        r = self.readiness
+        queue_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.engine, r), server)
+        queue_pb2_grpc.add_CrashLogServiceServicer_to_server(CrashLogServicer(self.crashlog, r), server)
+        queue_pb2_grpc.add_ModelConfigServiceServicer_to_server(ModelConfigServicer(self.engine.configs, r), server)
+        queue_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(self.identities, r), server)
+        queue_pb2_grpc.add_AutoSwitchStoreServiceServicer_to_server(AutoSwitchStoreServicer(self.autoswitch, r), server)
 
     async def start(self, health: Health) -> None:
+        """Connects and recovers in the background (retrying while the database is down); SERVING once recovered."""
+        await health.set(False)
+        self._registered = register(self.collector)
+        self._tasks.append(asyncio.create_task(self._recover_then_serve(health)))
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Waits until the view is rebuilt (tests)."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def _recover_then_serve(self, health: Health) -> None:
+        delay, cap = START_RETRY_SECONDS
+        while True:
+            try:
+                features = await self.store.connect()
+                await self.identities.load()
+                await self.autoswitch.load()
+                await self.housekeeping.recover()
+                break
+            except StoreUnavailable:
+                log.warning("database unavailable at start; retrying", extra={"retry_seconds": delay})
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
+        log.info("queue ready", extra={"replica_set": features.replica_set, "ttl_indexes": features.ttl_indexes})
+        self.readiness.ready = True
+        self._ready.set()
+        self._tasks.append(asyncio.create_task(self.housekeeping.run()))
         await health.set(True)
 
     async def stop(self) -> None:
-        return None
+        self.readiness.ready = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.engine.close()
+        await self.crashlog.close()
+        await self.store.close()
+        if self._registered:
+            unregister(self.collector)
 
 
 def build(cfg: GatewayConfig) -> QueueService:

@@ -1,0 +1,81 @@
+"""Grant order of one model's queue: HIGH > NORMAL > LOW, FIFO within a priority, with ageing.
+
+Ageing rule: a job's effective priority rises one level for every `ageing_seconds` it has waited
+since submission, up to HIGH. Jobs are granted by effective priority, then by admission order
+(`seq`), so a LOW job waits at most 2 x ageing_seconds before it competes with new HIGH jobs as an
+equal, and then wins on age.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+from services.queue.jobs import JobRecord, Priority
+
+
+def effective_priority(priority: int, waited: float, ageing_seconds: float) -> int:
+    """The priority a job competes with after waiting `waited` seconds."""
+    if ageing_seconds <= 0 or waited < ageing_seconds:
+        return priority
+    return min(int(Priority.HIGH), priority + int(waited // ageing_seconds))
+
+
+class ModelQueue:
+    """One model's queued jobs (one FIFO lane per priority) and the request ids holding its running slots."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[int, list[tuple[int, str]]] = {int(p): [] for p in Priority}
+        self._queued: dict[str, JobRecord] = {}
+        self.running: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._queued
+
+    def push(self, rec: JobRecord) -> None:
+        """Queues a job in its lane by admission order (a requeued job keeps its place)."""
+        if rec.request_id in self._queued:
+            return
+        insort(self._lanes[int(rec.priority)], (rec.seq, rec.request_id))
+        self._queued[rec.request_id] = rec
+
+    def remove(self, rec: JobRecord) -> None:
+        """Takes a job out of its lane (granted, cancelled or expired)."""
+        if self._queued.pop(rec.request_id, None) is None:
+            return
+        lane = self._lanes[int(rec.priority)]
+        i = bisect_left(lane, (rec.seq, rec.request_id))
+        if i < len(lane) and lane[i][1] == rec.request_id:
+            del lane[i]
+
+    def head(self, now: float, ageing_seconds: float) -> JobRecord | None:
+        """The job granted next. The oldest job of each lane has that lane's highest effective priority."""
+        best: JobRecord | None = None
+        best_key = (0, 0)
+        for lane in self._lanes.values():
+            if not lane:
+                continue
+            rec = self._queued[lane[0][1]]
+            key = (effective_priority(rec.priority, now - rec.submitted_at, ageing_seconds), -rec.seq)
+            if best is None or key > best_key:
+                best, best_key = rec, key
+        return best
+
+    def in_grant_order(self, now: float, ageing_seconds: float) -> list[JobRecord]:
+        """Every queued job, first granted first."""
+
+        def key(rec: JobRecord) -> tuple[int, int]:
+            return (-effective_priority(rec.priority, now - rec.submitted_at, ageing_seconds), rec.seq)
+
+        return sorted(self._queued.values(), key=key)
+
+    def positions(self, now: float, ageing_seconds: float) -> dict[str, int]:
+        """1-based positions of the queued jobs in grant order."""
+        return {rec.request_id: i for i, rec in enumerate(self.in_grant_order(now, ageing_seconds), start=1)}
+
+    def would_lead(self, priority: int, now: float, ageing_seconds: float) -> bool:
+        """Whether a job submitted now with `priority` would be granted before every queued job."""
+        head = self.head(now, ageing_seconds)
+        return head is None or priority > effective_priority(head.priority, now - head.submitted_at, ageing_seconds)

@@ -1,0 +1,166 @@
+"""QueueService and CrashLogService: proto in, engine call, proto out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
+from aigw_common.errors import InvalidArgument, Unavailable
+from services.queue import convert
+from services.queue.crashlog import CrashLog
+from services.queue.engine import QueueEngine
+from services.queue.history import JobFilter, list_jobs
+from services.queue.jobs import JobRecord, Lease
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_USAGE_DAYS = 7
+
+
+class Readiness:
+    """Whether the view has been rebuilt from the store; until then every call answers UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def check(self) -> None:
+        if not self.ready:
+            raise Unavailable("the queue is starting (recovering its state); try again", retry_after=0.5)
+
+
+def _required(value: str, name: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{name}: required", field=name)
+    return value
+
+
+class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
+    """Admission, grants, leases, results and history of jobs."""
+
+    def __init__(self, engine: QueueEngine, readiness: Readiness) -> None:
+        self.engine = engine
+        self.readiness = readiness
+
+    def _job(self, rec: JobRecord, include_payload: bool = False) -> Any:
+        return convert.job_proto(rec, self.engine.position(rec), self.engine.clock(), include_payload)
+
+    def _granted(self, granted: tuple[JobRecord, Lease] | None) -> queue_pb2.AcquireJobResponse:
+        if granted is None:
+            return queue_pb2.AcquireJobResponse()
+        rec, lease = granted
+        return queue_pb2.AcquireJobResponse(job=self._job(rec, True), lease=convert.lease_proto(rec, lease, self.engine.ttl))
+
+    async def Submit(self, request: queue_pb2.SubmitRequest, context: Ctx) -> queue_pb2.SubmitResponse:
+        self.readiness.check()
+        rec, existing = await self.engine.submit(convert.submit_spec(request))
+        return queue_pb2.SubmitResponse(job=self._job(rec), existing=existing)
+
+    async def GetJob(self, request: queue_pb2.GetJobRequest, context: Ctx) -> queue_pb2.GetJobResponse:
+        self.readiness.check()
+        rec = await self.engine.find(_required(request.request_id, "request_id"), request.include_payload)
+        return queue_pb2.GetJobResponse(job=self._job(rec, request.include_payload))
+
+    async def WatchJob(self, request: queue_pb2.WatchJobRequest, context: Ctx) -> AsyncIterator[queue_pb2.WatchJobResponse]:
+        self.readiness.check()
+        async for event, rec in self.engine.watch(_required(request.request_id, "request_id")):
+            yield queue_pb2.WatchJobResponse(event=int(event), job=self._job(rec))  # type: ignore[arg-type]
+
+    async def CancelJob(self, request: queue_pb2.CancelJobRequest, context: Ctx) -> queue_pb2.CancelJobResponse:
+        self.readiness.check()
+        rec = await self.engine.cancel(_required(request.request_id, "request_id"), request.requested_by)
+        return queue_pb2.CancelJobResponse(job=self._job(rec))
+
+    async def AcquireJob(self, request: queue_pb2.AcquireJobRequest, context: Ctx) -> queue_pb2.AcquireJobResponse:
+        self.readiness.check()
+        if request.wait_ms < 0:
+            raise InvalidArgument("wait_ms: must be >= 0", field="wait_ms")
+        wait_s = request.wait_ms / 1000.0
+        if request.request_id:
+            granted = await self.engine.acquire_own(request.request_id, request.worker_id, wait_s)
+        else:
+            granted = await self.engine.acquire_orphan(request.worker_id, list(request.models), wait_s)
+        return self._granted(granted)
+
+    async def Heartbeat(self, request: queue_pb2.HeartbeatRequest, context: Ctx) -> queue_pb2.HeartbeatResponse:
+        self.readiness.check()
+        reply = self.engine.heartbeat(
+            _required(request.lease_id, "lease_id"),
+            _required(request.request_id, "request_id"),
+            request.progress,
+            request.backend,
+        )
+        return queue_pb2.HeartbeatResponse(
+            expires_at=convert.timestamp(reply.expires_at), cancel=reply.cancel, cancel_reason=reply.reason
+        )
+
+    async def CompleteJob(self, request: queue_pb2.CompleteJobRequest, context: Ctx) -> queue_pb2.CompleteJobResponse:
+        self.readiness.check()
+        rid = _required(request.request_id, "request_id")
+        lease_id = _required(request.lease_id, "lease_id")
+        current = self.engine.active.get(rid)
+        kind = current.kind if current is not None else (await self.engine.find(rid)).kind
+        rec = await self.engine.complete(lease_id, rid, request.backend, convert.result_bytes(request, kind))
+        return queue_pb2.CompleteJobResponse(job=self._job(rec))
+
+    async def FailJob(self, request: queue_pb2.FailJobRequest, context: Ctx) -> queue_pb2.FailJobResponse:
+        self.readiness.check()
+        rid = _required(request.request_id, "request_id")
+        error = convert.error_from_proto(request.error)
+        rec = await self.engine.fail(_required(request.lease_id, "lease_id"), rid, error, request.retryable)
+        return queue_pb2.FailJobResponse(job=self._job(rec))
+
+    async def ReleaseJob(self, request: queue_pb2.ReleaseJobRequest, context: Ctx) -> queue_pb2.ReleaseJobResponse:
+        self.readiness.check()
+        rid = _required(request.request_id, "request_id")
+        rec = await self.engine.release(_required(request.lease_id, "lease_id"), rid, request.reason)
+        return queue_pb2.ReleaseJobResponse(job=self._job(rec))
+
+    async def ListJobs(self, request: queue_pb2.ListJobsRequest, context: Ctx) -> queue_pb2.ListJobsResponse:
+        self.readiness.check()
+        f = JobFilter(
+            model=request.model,
+            state=int(request.state),
+            client_id=request.client_id,
+            kind=int(request.kind),
+            since=convert.optional_seconds(request, "since"),
+            until=convert.optional_seconds(request, "until"),
+        )
+        page, token = await list_jobs(self.engine, f, request.page_size, request.page_token)
+        return queue_pb2.ListJobsResponse(jobs=[self._job(r) for r in page], next_page_token=token)
+
+    async def GetQueueStats(self, request: queue_pb2.GetQueueStatsRequest, context: Ctx) -> queue_pb2.GetQueueStatsResponse:
+        self.readiness.check()
+        model = _required(request.model, "model")
+        return convert.stats_proto(model, self.engine.queue_stats(model))
+
+    async def GetUsage(self, request: queue_pb2.GetUsageRequest, context: Ctx) -> queue_pb2.GetUsageResponse:
+        self.readiness.check()
+        days = request.window_days or DEFAULT_USAGE_DAYS
+        if not 0 < days <= 366:
+            raise InvalidArgument("window_days: between 1 and 366", field="window_days")
+        since = self.engine.clock() - days * 86_400
+        buckets = self.engine.usage.by_hour_of_week(since)
+        reply = queue_pb2.GetUsageResponse(since=convert.timestamp(since))
+        for (model, hour), count in sorted(buckets.items()):
+            reply.buckets.add(model=model, hour_of_week=hour, count=count)
+        return reply
+
+
+class CrashLogServicer(queue_pb2_grpc.CrashLogServiceServicer):
+    """Records and lists abnormal events."""
+
+    def __init__(self, crashlog: CrashLog, readiness: Readiness) -> None:
+        self.crashlog = crashlog
+        self.readiness = readiness
+
+    async def RecordCrash(self, request: queue_pb2.RecordCrashRequest, context: Ctx) -> queue_pb2.RecordCrashResponse:
+        self.readiness.check()
+        stored = await self.crashlog.record(convert.crash_from_proto(request.event))
+        return queue_pb2.RecordCrashResponse(event=convert.crash_proto(stored))
+
+    async def ListCrashes(self, request: queue_pb2.ListCrashesRequest, context: Ctx) -> queue_pb2.ListCrashesResponse:
+        self.readiness.check()
+        events, token = await self.crashlog.list(convert.crash_filter(request), request.page_size, request.page_token)
+        return queue_pb2.ListCrashesResponse(events=[convert.crash_proto(e) for e in events], next_page_token=token)

@@ -1,0 +1,1 @@
+"""Integration tests of the queue service against the embedded FerretDB."""

@@ -1,0 +1,1 @@
+"""Unit tests of the queue domain (no I/O)."""
