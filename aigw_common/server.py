@@ -80,15 +80,17 @@ async def run_until_signalled(service: Service, cfg: GatewayConfig, address: str
     """Serves until SIGTERM/SIGINT, then flips health to NOT_SERVING and lets in-flight RPCs finish."""
     endpoint = cfg.endpoint(service.name)
     server, port, status = await create_server(service, address or endpoint.address)
-    if endpoint.metrics_port:
-        start_http_server(endpoint.metrics_port, addr=endpoint.host)
+    # A service with several instances (one textgen per backend) may name its own metrics port (0: none).
+    metrics_port: int = getattr(service, "metrics_port", endpoint.metrics_port)
+    if metrics_port:
+        start_http_server(metrics_port, addr=endpoint.host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     await service.start(status)
-    log.info("serving", extra={"port": port, "metrics_port": endpoint.metrics_port})
+    log.info("serving", extra={"port": port, "metrics_port": metrics_port})
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": cfg.services.grace_seconds})
     await status.set(False)
@@ -117,6 +119,7 @@ def serve(name: ServiceName, build: Callable[[GatewayConfig], Service]) -> None:
 
     async def main() -> None:
         service = build(cfg)
-        await run_until_signalled(service, cfg)
+        # A service may bind an address of its own (a textgen backend's `address`) instead of its section's.
+        await run_until_signalled(service, cfg, getattr(service, "bind_address", None))
 
     asyncio.run(main())

@@ -1,34 +1,46 @@
-"""Assembles the textgen service: its servicers, background work and health."""
+"""Assembles the textgen service: settings, crash log, backend, servicer and health."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 import grpc
+import httpx
 
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.config import GatewayConfig, ServiceName
 from aigw_common.server import Health
+from services.textgen.backend import TextgenBackend
+from services.textgen.crashlog import QueueCrashLog
+from services.textgen.servicer import TextgenServicer
+from services.textgen.settings import TextgenSettings, resolve_settings
 
 
 class TextgenService:
-    """Serves the generated servicers: every RPC answers UNIMPLEMENTED until built."""
+    """One backend's textgen service; it binds the backend's own address (`bind_address`)."""
 
     name: ServiceName = "textgen"
-    service_names = [
-        textgen_pb2.DESCRIPTOR.services_by_name["TextgenService"].full_name,
-    ]
+    service_names = [textgen_pb2.DESCRIPTOR.services_by_name["TextgenService"].full_name]
 
-    def __init__(self, cfg: GatewayConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, settings: TextgenSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.bind_address = settings.address
+        self.metrics_port = settings.metrics_port
+        self.crash_log = QueueCrashLog(settings.queue_address, settings.name)
+        self.backend = TextgenBackend(settings, self.crash_log, transport)
 
     def register(self, server: grpc.aio.Server) -> None:
-        textgen_pb2_grpc.add_TextgenServiceServicer_to_server(textgen_pb2_grpc.TextgenServiceServicer(), server)  # type: ignore[abstract]
+        textgen_pb2_grpc.add_TextgenServiceServicer_to_server(TextgenServicer(self.backend), server)
 
     async def start(self, health: Health) -> None:
-        await health.set(True)
+        await self.backend.start(health.set)
 
     async def stop(self) -> None:
-        return None
+        await self.backend.stop()
+        await self.crash_log.close()
 
 
-def build(cfg: GatewayConfig) -> TextgenService:
-    return TextgenService(cfg)
+def build(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> TextgenService:
+    """The service of the backend named by AIGW_BACKEND (default: the first textgen backend)."""
+    return TextgenService(resolve_settings(cfg, os.environ if env is None else env))

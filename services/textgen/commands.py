@@ -1,0 +1,93 @@
+"""Command lines and environments of the supervised model servers (`vllm serve`, `transformers serve`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from aigw_common.config import BackendConfig
+from services.textgen.settings import PLACEHOLDER, ModelSpec
+
+HOST = "127.0.0.1"
+
+# transformers serve runs the generated local model with no network at all.
+TRANSFORMERS_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "OTEL_SDK_DISABLED": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _executable(name: str) -> str:
+    """The console script installed next to this interpreter, else whatever PATH finds."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def vllm_command(backend: BackendConfig, spec: ModelSpec, port: int) -> list[str]:
+    """`vllm serve` with the flags production needs; see docs/textgen.md for each one."""
+    argv = [
+        _executable("vllm"),
+        "serve",
+        spec.source,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--served-model-name",
+        spec.upstream_name,
+        "--max-num-seqs",
+        str(backend.capacity),
+        "--gpu-memory-utilization",
+        str(backend.gpu_memory_utilization),
+        "--scheduling-policy",
+        "priority",
+        "--disable-uvicorn-access-log",
+    ]
+    if backend.max_model_len:
+        argv += ["--max-model-len", str(backend.max_model_len)]
+    if backend.sleep_mode:
+        argv.append("--enable-sleep-mode")
+    return argv
+
+
+def transformers_command(spec: ModelSpec, port: int) -> list[str]:
+    """`transformers serve` pinned to one model (the `model` field of requests must then name it exactly)."""
+    return [_executable("transformers"), "serve", spec.source, "--host", HOST, "--port", str(port), "--log-level", "warning"]
+
+
+def configured_command(backend: BackendConfig, spec: ModelSpec, port: int) -> list[str]:
+    """The operator's command with its {placeholders} filled in."""
+    values = {
+        "model": spec.source,
+        "served_name": spec.upstream_name,
+        "host": HOST,
+        "port": str(port),
+        "capacity": str(backend.capacity),
+        "max_model_len": str(backend.max_model_len),
+        "gpu_memory_utilization": str(backend.gpu_memory_utilization),
+    }
+    return [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in backend.command]
+
+
+def server_command(backend: BackendConfig, spec: ModelSpec, port: int) -> list[str]:
+    """The command that serves `spec` on 127.0.0.1:`port`."""
+    if backend.command:
+        return configured_command(backend, spec, port)
+    if backend.engine == "vllm":
+        return vllm_command(backend, spec, port)
+    return transformers_command(spec, port)
+
+
+def server_env(backend: BackendConfig, base: Mapping[str, str]) -> dict[str, str]:
+    """The model server's environment: ours plus what its engine needs (explicit settings in `base` win)."""
+    env = {**base, "PYTHONUNBUFFERED": "1"}
+    if backend.engine == "transformers":
+        env = {**TRANSFORMERS_ENV, **env}
+    if backend.engine == "vllm" and backend.sleep_mode:
+        # The /sleep, /wake_up and /is_sleeping endpoints exist only in vLLM's dev mode.
+        env["VLLM_SERVER_DEV_MODE"] = "1"
+    return env

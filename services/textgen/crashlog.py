@@ -1,0 +1,68 @@
+"""Sends the backend's abnormal events to the queue's crash log without ever making the backend wait."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
+from aigw_common.channels import make_channel
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_SECONDS = 3.0
+
+
+class QueueCrashLog:
+    """CrashLogService.RecordCrash at the queue; when the queue is unreachable the event stays in our log only."""
+
+    def __init__(self, address: str, backend: str) -> None:
+        self.address = address
+        self.backend = backend
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None  # grpc-stubs types the aio stub as synchronous
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def record(
+        self, kind: str, model: str, message: str, log_tail: Sequence[str] = (), details: Mapping[str, str] | None = None
+    ) -> None:
+        event = queue_pb2.CrashEvent(
+            kind=queue_pb2.CrashKind.Value(f"CRASH_KIND_{kind}"),
+            service="textgen",
+            model=model,
+            backend=self.backend,
+            message=message,
+            details=dict(details or {}),
+            log_tail=list(log_tail),
+        )
+        task = asyncio.get_running_loop().create_task(self._send(event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send(self, event: queue_pb2.CrashEvent) -> None:
+        if self._stub is None:
+            self._channel = make_channel(self.address)
+            self._stub = queue_pb2_grpc.CrashLogServiceStub(self._channel)
+        try:
+            await self._stub.RecordCrash(queue_pb2.RecordCrashRequest(event=event), timeout=SEND_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "crash log unreachable; event recorded here only",
+                extra={
+                    "queue": self.address,
+                    "code": exc.code().name,
+                    "kind": queue_pb2.CrashKind.Name(event.kind),
+                    "event": event.message,
+                },
+            )
+
+    async def close(self) -> None:
+        """Gives events in flight a moment to reach the queue, then closes the channel."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=SEND_TIMEOUT_SECONDS)
+        if self._channel is not None:
+            await self._channel.close(None)

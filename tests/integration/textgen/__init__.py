@@ -1,0 +1,1 @@
+"""Integration tests of the textgen service against real `transformers serve` processes."""
