@@ -391,13 +391,22 @@ class StandInGateway:
 
     def __init__(self) -> None:
         self.state = GatewayState()
+        self.health: Health | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         router_pb2_grpc.add_RouterServiceServicer_to_server(RouterStandIn(self.state), server)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminStandIn(self.state), server)
 
     async def start(self, health: Health) -> None:
+        self.health, self.loop = health, asyncio.get_running_loop()
         await health.set(True)
+
+    def set_serving(self, serving: bool) -> None:
+        """Flips the standard health status from another thread."""
+        assert self.health is not None
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(self.health.set(serving), self.loop).result(5)
 
     async def stop(self) -> None:
         return None

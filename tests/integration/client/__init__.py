@@ -1,0 +1,1 @@
+"""The aigw CLI and health probe as real processes against an in-process gateway stand-in."""
