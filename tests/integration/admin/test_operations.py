@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw.admin.v1 import admin_pb2
 from aigw.common.v1 import common_pb2
@@ -154,6 +156,12 @@ async def test_crash_log_filters(gw: Mesh) -> None:
     assert await listed() == ["textgen chat-b", "router chat-a", "textgen chat-a"]
     assert await listed(service="textgen") == ["textgen chat-b", "textgen chat-a"]
     assert await listed(model="chat-a", kind=queue_pb2.CRASH_KIND_RETRY) == ["router chat-a"]
+    now = int(time.time())
+    assert len(await listed(since=Timestamp(seconds=now - 600), until=Timestamp(seconds=now + 600))) == 3
+    assert await listed(since=Timestamp(seconds=now + 600)) == []
+    with pytest.raises(grpc.aio.AioRpcError) as backwards:
+        await listed(since=Timestamp(seconds=now), until=Timestamp(seconds=now - 1))
+    assert bad_field(backwards.value) == "until"
 
 
 async def test_auto_switch_can_be_turned_off_and_on_and_stays_so(ferretdb: FerretDBProcess, db_name: str, tmp_path: Path) -> None:
