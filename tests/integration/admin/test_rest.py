@@ -1,0 +1,61 @@
+"""The admin API over REST through the embedded edge: form and JSON logins, bearer calls, HTTP status mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aigw_common.config import parse_config
+from aigw_common.ferretdb import FerretDBProcess
+from services.edge.service import build as build_edge
+from tests.integration.admin.helpers import ADMIN_PASSWORD, mesh, raw_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def rest(ferretdb: FerretDBProcess, db_name: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with mesh(raw_config(ferretdb.uri, db_name, tmp_path)) as gw:
+        admin_port = int(gw.admin_address.rsplit(":", 1)[1])
+        edge = build_edge(parse_config({"services": {"admin": {"port": admin_port, "metrics_port": 0}}}, env={}))
+        port = await edge.start("127.0.0.1", 0)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                yield client
+        finally:
+            await edge.stop(0)
+
+
+async def test_form_and_json_logins_then_bearer_calls(rest: httpx.AsyncClient) -> None:
+    form = await rest.post("/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})
+    assert form.status_code == 200, form.text
+    assert set(form.json()) >= {"access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in", "role"}
+    as_json = await rest.post("/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert as_json.status_code == 200, as_json.text
+    headers = {"Authorization": f"Bearer {as_json.json()['access_token']}"}
+
+    models = await rest.get("/admin/models", headers=headers)
+    assert models.status_code == 200, models.text
+    assert [m["model"] for m in models.json()["models"]] == ["chat-a"]
+    queue = await rest.get("/admin/queue/chat-a", headers=headers)
+    assert {"processing", "waiting", "utilization", "total_processed"} <= set(queue.json())
+
+    config = (await rest.get("/admin/models/chat-a/config", headers=headers)).json()["config"]
+    changed = await rest.put(
+        "/admin/models/chat-a/config", headers=headers, json={"expected_version": config["version"], "patch": {"max_waiting": 5}}
+    )
+    assert changed.status_code == 200, changed.text
+    stale = await rest.put(
+        "/admin/models/chat-a/config", headers=headers, json={"expected_version": config["version"], "patch": {"max_waiting": 6}}
+    )
+    assert stale.status_code == 409
+
+
+async def test_refusals_map_to_http_statuses(rest: httpx.AsyncClient) -> None:
+    wrong = await rest.post("/auth/token", data={"username": "admin", "password": "wrong-password"})
+    assert wrong.status_code == 401
+    assert (await rest.get("/admin/models")).status_code == 401
+    assert (await rest.post("/auth/token", content=b"{oops", headers={"content-type": "application/json"})).status_code == 400
