@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import httpx
 import jwt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigw.queue.v1 import queue_pb2_grpc
 from aigw.router.v1 import router_pb2_grpc
@@ -133,6 +134,7 @@ def mesh_config(
         "auth": {"jwt_secret": SECRET},
         "queue": {"lease_ttl_seconds": 1.5, "orphan_grace_seconds": 1.0, "sweep_interval_seconds": 0.2},
         "routing": {"status_interval_seconds": 0.2, "down_retry_seconds": 30, "workers": 2},
+        "rate_limit": {"default": {"requests_per_minute": 60_000, "burst": 1000}},
         "logging": {"level": "WARNING"},
         "models": {
             MODEL: {"kind": "chat", "max_concurrent": 16, "max_waiting": 100, "default_max_tokens": 32},
@@ -177,10 +179,19 @@ def forged(**claims: Any) -> str:
 
 @contextlib.asynccontextmanager
 async def serving(service: Service, address: str) -> AsyncIterator[None]:
+    """Runs `service` at `address` until the block ends; ready once its health check says SERVING."""
     server, _, health = await create_server(service, address)
     await server.start()
     await service.start(health)
     try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            check: Any = health_pb2_grpc.HealthStub(channel).Check
+            serving_status = health_pb2.HealthCheckResponse.SERVING
+            deadline = time.monotonic() + READY_SECONDS
+            while (await check(health_pb2.HealthCheckRequest())).status != serving_status:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{service.name} at {address} not SERVING within {READY_SECONDS}s")
+                await asyncio.sleep(0.05)
         yield
     finally:
         await server.stop(0)

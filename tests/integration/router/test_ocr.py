@@ -102,4 +102,4 @@ async def test_bad_ocr_requests_are_invalid_argument(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await mesh.router.Ocr(request_, metadata=bearer(mesh.token(), **headers))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (refused.value.details() or "").startswith(field)
+    assert field in (refused.value.details() or "").split(":")[0]
