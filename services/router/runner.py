@@ -114,6 +114,8 @@ class JobRunner:
 
     async def _attempt(self, attempt: Attempt, owner: bool) -> Outcome:
         backend = await self._choose(attempt, owner)
+        if attempt.stop_reason:
+            return Outcome(error=_stop_error(attempt.stop_reason))
         if backend is None:
             message = f"no healthy backend holds model {attempt.job.model!r} now"
             if owner:
@@ -144,7 +146,7 @@ class JobRunner:
 
     async def _call(self, attempt: Attempt, backend: BackendClient) -> Outcome:
         left = seconds_left(attempt.job, self.clock())
-        if left <= 0 or attempt.stop_reason:
+        if left <= 0:
             return Outcome(error=DeadlineExceeded("the request's deadline passed"))
         attempt.work = asyncio.create_task(self._execute(attempt, backend, left))
         try:
