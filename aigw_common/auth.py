@@ -214,6 +214,18 @@ def parse_api_key(value: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
+def api_key_principal(key_id: str, subject: str, key_role: str, owner: tuple[str, bool, tuple[str, ...]]) -> Principal:
+    """Who an active API key acts as, given its owner's (role, disabled, allowed client ids) now.
+
+    The key's role is capped at the owner's current role; a disabled owner's keys do not work.
+    """
+    owner_role, disabled, client_ids = owner
+    if disabled:
+        raise Unauthenticated("API key is invalid or revoked")
+    role = key_role if owner_role == "admin" else "user"
+    return Principal(subject, role, "api_key", client_ids, key_id)
+
+
 def hash_secret(secret: str) -> str:
     """SHA-256 hex of a high-entropy secret (API keys, refresh tokens); never used for passwords."""
     return hashlib.sha256(secret.encode()).hexdigest()

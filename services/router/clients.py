@@ -12,7 +12,7 @@ from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
-from aigw_common.auth import Principal
+from aigw_common.auth import Principal, api_key_principal
 from aigw_common.channels import make_channel
 from aigw_common.config import BackendConfig
 from aigw_common.errors import NotFound, Unauthenticated
@@ -92,17 +92,16 @@ class QueueClient:
         return reply.configs
 
     async def api_key_principal(self, key_id: str, secret_hash: str) -> Principal:
-        """Who an active API key acts as (the key's role, its user's allowed client ids); UNAUTHENTICATED otherwise."""
+        """Who an active API key acts as now (aigw_common.auth.api_key_principal); UNAUTHENTICATED otherwise."""
         try:
-            key = (
-                await _call(self.identity.LookupApiKey(queue_pb2.LookupApiKeyRequest(key_id=key_id, secret_hash=secret_hash)))
-            ).key
-            user = (await _call(self.identity.GetUser(queue_pb2.GetUserRequest(username=key.subject)))).user
+            lookup = queue_pb2.LookupApiKeyRequest(key_id=key_id, secret_hash=secret_hash)
+            key = (await _call(self.identity.LookupApiKey(lookup, timeout=QUEUE_CALL_SECONDS))).key
+            user = (
+                await _call(self.identity.GetUser(queue_pb2.GetUserRequest(username=key.subject), timeout=QUEUE_CALL_SECONDS))
+            ).user
         except NotFound:
-            raise Unauthenticated("API key is unknown or revoked") from None
-        if user.disabled:
-            raise Unauthenticated("API key belongs to a disabled user")
-        return Principal(key.subject, key.role, "api_key", tuple(user.allowed_client_ids), key.key_id)
+            raise Unauthenticated("API key is invalid or revoked") from None
+        return api_key_principal(key.key_id, key.subject, key.role, (user.role, user.disabled, tuple(user.allowed_client_ids)))
 
 
 class BackendClient:
@@ -143,4 +142,3 @@ class BackendClient:
         self, request: ocr_pb2.StreamRecognizeRequest, timeout: float
     ) -> AsyncGenerator[ocr_pb2.StreamRecognizeResponse, None]:
         return _stream(self.ocr.StreamRecognize(request, timeout=timeout))
-

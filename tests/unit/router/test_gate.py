@@ -15,6 +15,7 @@ from aigw_common.auth import (
     Principal,
     TokenSigner,
     TokenVerifier,
+    api_key_principal,
     hash_secret,
     new_api_key,
 )
@@ -49,7 +50,7 @@ class KeyStore:
         try:
             return self.active[(key_id, secret_hash)]
         except KeyError:
-            raise Unauthenticated("API key is unknown or revoked") from None
+            raise Unauthenticated("API key is invalid or revoked") from None
 
 
 def issue_key(store: KeyStore, subject: str = "carol", role: str = "user") -> str:
@@ -119,7 +120,7 @@ async def test_revoked_key_stops_working_once_the_cache_entry_lapses() -> None:
     await g.identify(CallMeta(api_key=key))
     assert store.lookups == 1
     clock.now += 1.0
-    with pytest.raises(Unauthenticated, match="unknown or revoked"):
+    with pytest.raises(Unauthenticated, match="invalid or revoked"):
         await g.identify(CallMeta(api_key=key))
 
 
@@ -186,3 +187,12 @@ async def test_verified_tokens_are_remembered_no_longer_than_their_expiry() -> N
     clock.now += TOKEN_CACHE_SECONDS
     await auth.authenticate(f"Bearer {long_lived}")
     assert verifier.checks == 4
+
+
+def test_an_api_key_acts_with_its_role_capped_at_its_owners() -> None:
+    assert api_key_principal("k1", "erin", "admin", ("admin", False, ("app",))) == Principal(
+        "erin", "admin", "api_key", ("app",), "k1"
+    )
+    assert api_key_principal("k1", "erin", "admin", ("user", False, ())).role == "user"
+    with pytest.raises(Unauthenticated):
+        api_key_principal("k1", "erin", "user", ("user", True, ()))
