@@ -13,7 +13,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigw.common.v1 import common_pb2
-from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.config import GatewayConfig, parse_config
 from aigw_common.server import create_server
@@ -22,9 +21,18 @@ from services.textgen.service import TextgenService
 STARTUP_SECONDS = 120.0
 
 
-def raw_config(model_dir: Path, *, mode: str = "supervise", port: int = 0, url: str = "", queue_port: int = 0) -> dict[str, Any]:
+def raw_config(
+    model_dir: Path,
+    *,
+    mode: str = "supervise",
+    port: int = 0,
+    url: str = "",
+    queue_port: int = 0,
+    database: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A gateway config with one transformers backend serving two names of the tiny model."""
     return {
+        "database": database or {},
         "services": {"queue": {"port": queue_port, "metrics_port": 0}, "textgen": {"metrics_port": 0}},
         "models": {
             "tiny-chat": {"path": str(model_dir), "default_max_tokens": 16},
@@ -50,23 +58,6 @@ def raw_config(model_dir: Path, *, mode: str = "supervise", port: int = 0, url: 
 
 def config(model_dir: Path, **kwargs: Any) -> GatewayConfig:
     return parse_config(raw_config(model_dir, **kwargs), env={})
-
-
-class CrashRecorder(queue_pb2_grpc.CrashLogServiceServicer):
-    """Stands in for the queue's crash log, for recording only (the queue service is built separately)."""
-
-    def __init__(self) -> None:
-        self.events: list[queue_pb2.CrashEvent] = []
-
-    async def RecordCrash(self, request: queue_pb2.RecordCrashRequest, context: Any) -> queue_pb2.RecordCrashResponse:
-        self.events.append(request.event)
-        return queue_pb2.RecordCrashResponse(event=request.event)
-
-    async def ListCrashes(self, request: queue_pb2.ListCrashesRequest, context: Any) -> queue_pb2.ListCrashesResponse:
-        return queue_pb2.ListCrashesResponse(events=reversed(self.events))
-
-    def kinds(self) -> list[str]:
-        return [queue_pb2.CrashKind.Name(e.kind) for e in self.events]
 
 
 def chat(text: str = "Hello! What is a token?", **params: Any) -> common_pb2.ChatJob:

@@ -1,7 +1,7 @@
 """The textgen service supervising a real `transformers serve`: chat, streams, cancellation, lifecycle, crashes.
 
 One supervised server is shared by the module (each start costs seconds); tests run in file order and
-each leaves the backend SERVING with one model loaded.
+each leaves the backend SERVING with one model loaded. Crashes go to a real queue service on FerretDB.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,14 @@ import pytest
 import pytest_asyncio
 
 from aigw.common.v1 import common_pb2
-from aigw.queue.v1 import queue_pb2_grpc
+from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2
+from aigw_common.ferretdb import FerretDBProcess
+from aigw_common.server import create_server
+from services.queue.service import build as build_queue
 from services.textgen.service import TextgenService, build
 from tests.helpers import free_port
-from tests.integration.textgen.helpers import STARTUP_SECONDS, Client, CrashRecorder, chat, config, serving
+from tests.integration.textgen.helpers import STARTUP_SECONDS, Client, chat, config, serving
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 
@@ -34,11 +38,11 @@ LONG = 8000  # tokens: several seconds of generation for the tiny model
 
 @dataclass
 class Mesh:
-    """The textgen service under test, its client and the crash log it reports to."""
+    """The textgen service under test, its client, and the crash log of the real queue it reports to."""
 
     service: TextgenService
     client: Client
-    crashes: CrashRecorder
+    crash_log: Any
 
     def server_pid(self) -> int:
         """The pid of the model server process now running."""
@@ -47,21 +51,32 @@ class Mesh:
         assert servers[0].process is not None
         return servers[0].process.pid
 
+    async def crashes(self, count: int, timeout: float = 10.0) -> list[queue_pb2.CrashEvent]:
+        """The newest `count` textgen events in the queue's crash log, newest first, once there are that many."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = await self.crash_log.ListCrashes(queue_pb2.ListCrashesRequest(service="textgen"), timeout=5)
+            if len(reply.events) >= count or time.monotonic() > deadline:
+                return list(reply.events)[:count]
+            await asyncio.sleep(0.1)
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def mesh(tiny_model_dir: Path) -> AsyncIterator[Mesh]:
-    crashes = CrashRecorder()
-    queue = grpc.aio.server()
-    queue_pb2_grpc.add_CrashLogServiceServicer_to_server(crashes, queue)
-    queue_port = queue.add_insecure_port("127.0.0.1:0")
-    await queue.start()
-    service = build(config(tiny_model_dir, port=free_port(), queue_port=queue_port), env={})
+async def mesh(tiny_model_dir: Path, ferretdb: FerretDBProcess) -> AsyncIterator[Mesh]:
+    database = {"uri": ferretdb.uri, "name": f"t_{uuid.uuid4().hex[:12]}"}
+    cfg = config(tiny_model_dir, port=free_port(), queue_port=free_port(), database=database)
+    queue = build_queue(cfg)
+    queue_server, _, queue_health = await create_server(queue, cfg.services.queue.address)
+    await queue_server.start()
+    await queue.start(queue_health)
+    service = build(cfg, env={})
     try:
-        async with serving(service) as client:
+        async with serving(service) as client, grpc.aio.insecure_channel(cfg.services.queue.address) as channel:
             await client.wait_health("SERVING", STARTUP_SECONDS)
-            yield Mesh(service, client, crashes)
+            yield Mesh(service, client, queue_pb2_grpc.CrashLogServiceStub(channel))
     finally:
-        await queue.stop(0)
+        await queue_server.stop(0)
+        await queue.stop()
 
 
 def cpu_seconds(pid: int, window: float) -> float:
@@ -256,11 +271,13 @@ async def test_a_killed_server_is_reported_recorded_and_restarted(mesh: Mesh) ->
     assert list(status.loaded_models) == [model]
     assert mesh.server_pid() != pid
     assert (await mesh.client.generate(model, max_tokens=3)).result.usage.completion_tokens == 3
-    assert mesh.crashes.kinds()[-2:] == ["CRASH_KIND_BACKEND_CRASH", "CRASH_KIND_ENGINE_RESTART"]
-    crash = mesh.crashes.events[-2]
+    restart, crash = await mesh.crashes(2)
+    assert (crash.kind, restart.kind) == (queue_pb2.CRASH_KIND_BACKEND_CRASH, queue_pb2.CRASH_KIND_ENGINE_RESTART)
     assert (crash.service, crash.backend, crash.model) == ("textgen", "cpu-test", model)
     assert crash.details["exit_code"] == "-9"
     assert "code -9" in crash.message
+    assert crash.log_tail, "the crash record carries the server's last output lines"
+    assert restart.details["restarts"] == "1"
 
 
 def common_state(status: common_pb2.BackendStatus) -> str:
