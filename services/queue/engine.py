@@ -296,7 +296,8 @@ class QueueEngine:
         if rec.idempotency_key:
             self.idem[(rec.client_id, rec.idempotency_key)] = rec.request_id
         now = rec.submitted_at
-        if rec.owner_id and len(mq.running) < settings.max_concurrent and mq.would_lead(rec.priority, now, self.ageing):
+        ahead = mq.ahead_of_new(rec.priority, now, self.ageing) if rec.owner_id else 0
+        if rec.owner_id and len(mq.running) + ahead < settings.max_concurrent:
             grant = Grant(1, uuid.uuid4().hex, rec.owner_id, 1, now)
             apply_grant(rec, grant, self.ttl, now, delivered=False)
             mq.running.add(rec.request_id)
@@ -362,17 +363,27 @@ class QueueEngine:
     # ---- grants
 
     def dispatch(self, model: str) -> None:
-        """Grants the model's queued jobs in order while running slots are free and someone waits to take them."""
+        """Grants the model's queued jobs, in grant order, to the takers waiting for them while running slots are free.
+
+        A job nobody is waiting to take keeps a slot promised: a job behind it is granted only into a slot
+        that remains free after every job ahead has one.
+        """
         mq = self.queues[model]
-        settings = self.configs.settings[model]
+        free = self.configs.settings[model].max_concurrent - len(mq.running)
+        if free <= 0 or not len(mq):
+            return
         now = self.clock()
-        while len(mq.running) < settings.max_concurrent:
-            rec = mq.head(now, self.ageing)
-            if rec is None or rec.busy or rec.in_doubt:
-                return
-            fut = self._taker(rec, now)
+        chosen: list[tuple[JobRecord, asyncio.Future[JobRecord | None]]] = []
+        promised = 0
+        for rec in mq.iter_grant_order(now, self.ageing):
+            if len(chosen) + promised >= free:
+                break
+            fut = None if rec.busy or rec.in_doubt else self._taker(rec, now)
             if fut is None:
-                return
+                promised += 1
+            else:
+                chosen.append((rec, fut))
+        for rec, fut in chosen:
             mq.remove(rec)
             mq.running.add(rec.request_id)
             rec.busy = True
@@ -907,9 +918,10 @@ class QueueEngine:
         positions = self.queues[model].positions(self.clock(), self.ageing)
         for rec in watched:
             place = positions.get(rec.request_id, 0)
-            if place and place != self._positions.get(rec.request_id):
+            if place != self._positions.get(rec.request_id):
                 self._positions[rec.request_id] = place
-                self._notify(rec, WatchEvent.POSITION)
+                if place:
+                    self._notify(rec, WatchEvent.POSITION)
 
     def notify_all_positions(self) -> None:
         for model in self.queues:

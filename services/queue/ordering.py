@@ -8,7 +8,9 @@ equal, and then wins on age.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+import heapq
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterator
 
 from services.queue.jobs import JobRecord, Priority
 
@@ -50,32 +52,38 @@ class ModelQueue:
         if i < len(lane) and lane[i][1] == rec.request_id:
             del lane[i]
 
-    def head(self, now: float, ageing_seconds: float) -> JobRecord | None:
-        """The job granted next. The oldest job of each lane has that lane's highest effective priority."""
-        best: JobRecord | None = None
-        best_key = (0, 0)
-        for lane in self._lanes.values():
-            if not lane:
-                continue
-            rec = self._queued[lane[0][1]]
-            key = (effective_priority(rec.priority, now - rec.submitted_at, ageing_seconds), -rec.seq)
-            if best is None or key > best_key:
-                best, best_key = rec, key
-        return best
+    def _order_key(self, now: float, ageing_seconds: float) -> Callable[[tuple[int, str]], tuple[int, int]]:
+        def key(item: tuple[int, str]) -> tuple[int, int]:
+            rec = self._queued[item[1]]
+            return (-effective_priority(rec.priority, now - rec.submitted_at, ageing_seconds), rec.seq)
+
+        return key
+
+    def iter_grant_order(self, now: float, ageing_seconds: float) -> Iterator[JobRecord]:
+        """The queued jobs, first granted first, lazily: each lane is already in order, so the lanes are merged.
+
+        The queue must not change while the iterator is in use.
+        """
+        key = self._order_key(now, ageing_seconds)
+        for _, request_id in heapq.merge(*self._lanes.values(), key=key):
+            yield self._queued[request_id]
 
     def in_grant_order(self, now: float, ageing_seconds: float) -> list[JobRecord]:
         """Every queued job, first granted first."""
-
-        def key(rec: JobRecord) -> tuple[int, int]:
-            return (-effective_priority(rec.priority, now - rec.submitted_at, ageing_seconds), rec.seq)
-
-        return sorted(self._queued.values(), key=key)
+        return list(self.iter_grant_order(now, ageing_seconds))
 
     def positions(self, now: float, ageing_seconds: float) -> dict[str, int]:
         """1-based positions of the queued jobs in grant order."""
-        return {rec.request_id: i for i, rec in enumerate(self.in_grant_order(now, ageing_seconds), start=1)}
+        return {rec.request_id: i for i, rec in enumerate(self.iter_grant_order(now, ageing_seconds), start=1)}
 
-    def would_lead(self, priority: int, now: float, ageing_seconds: float) -> bool:
-        """Whether a job submitted now with `priority` would be granted before every queued job."""
-        head = self.head(now, ageing_seconds)
-        return head is None or priority > effective_priority(head.priority, now - head.submitted_at, ageing_seconds)
+    def ahead_of_new(self, priority: int, now: float, ageing_seconds: float) -> int:
+        """How many queued jobs would be granted before a job submitted now with `priority`."""
+        ahead = 0
+        for base, lane in self._lanes.items():
+            if base >= priority or ageing_seconds <= 0:
+                ahead += len(lane) if base >= priority else 0
+                continue
+            # A lower lane's job is ahead once it has aged up to `priority`: submitted at or before this time.
+            cutoff = now - (priority - base) * ageing_seconds
+            ahead += bisect_right(lane, cutoff, key=lambda item: self._queued[item[1]].submitted_at)
+        return ahead

@@ -23,7 +23,7 @@ OCR = "ocr-a"
 def queue_config(uri: str, db: str, **queue: Any) -> GatewayConfig:
     """A config with one chat and one OCR model on the given database; `queue` overrides the queue section."""
     settings: dict[str, Any] = {
-        "lease_ttl_seconds": 2,
+        "lease_ttl_seconds": 1,
         "orphan_grace_seconds": 0.5,
         "sweep_interval_seconds": 0.05,
         "ageing_seconds": 30,
@@ -66,7 +66,7 @@ class Queue:
         )
 
     async def stop(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
         await self.server.stop(0)
         await self.service.stop()
 

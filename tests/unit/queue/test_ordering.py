@@ -27,8 +27,6 @@ def test_high_before_normal_before_low_and_fifo_within_a_priority() -> None:
     ):
         q.push(rec)
     assert order(q) == ["high-1", "high-2", "normal-1", "normal-2", "low-1"]
-    head = q.head(0.0, AGEING)
-    assert head is not None and head.request_id == "high-1"
     assert q.positions(0.0, AGEING) == {"high-1": 1, "high-2": 2, "normal-1": 3, "normal-2": 4, "low-1": 5}
 
 
@@ -48,8 +46,6 @@ def test_an_aged_low_job_is_granted_before_newer_high_jobs() -> None:
     assert order(q, now=59.0) == ["high-new", "low-old"]
     # After two ageing periods the LOW job competes as HIGH and wins on age.
     assert order(q, now=60.0) == ["low-old", "high-new"]
-    head = q.head(60.0, AGEING)
-    assert head is not None and head.request_id == "low-old"
 
 
 def test_low_is_granted_under_sustained_high_load() -> None:
@@ -60,8 +56,7 @@ def test_low_is_granted_under_sustained_high_load() -> None:
     for second in range(1, 200):
         q.push(job(f"high-{second}", Priority.HIGH, second, submitted_at=float(second)))
         q.push(job(f"high-{second}b", Priority.HIGH, 1000 + second, submitted_at=float(second)))
-        head = q.head(float(second), AGEING)
-        assert head is not None
+        head = q.in_grant_order(float(second), AGEING)[0]
         q.remove(head)
         if head.request_id == "low":
             granted_at = second
@@ -85,10 +80,16 @@ def test_requeued_job_keeps_its_place_and_removal_is_exact() -> None:
     assert order(q) == ["a", "c"]
 
 
-def test_would_lead_only_when_strictly_ahead_of_the_head() -> None:
+def test_ahead_of_a_new_job_counts_equal_or_higher_and_aged_jobs() -> None:
     q = ModelQueue()
-    assert q.would_lead(Priority.LOW, 0.0, AGEING)
-    q.push(job("n", Priority.NORMAL, 1))
-    assert q.would_lead(Priority.HIGH, 0.0, AGEING)
-    assert not q.would_lead(Priority.NORMAL, 0.0, AGEING)
-    assert not q.would_lead(Priority.HIGH, 30.0, AGEING)
+    assert q.ahead_of_new(Priority.LOW, 0.0, AGEING) == 0
+    q.push(job("n", Priority.NORMAL, 1, submitted_at=0.0))
+    q.push(job("l-old", Priority.LOW, 2, submitted_at=0.0))
+    q.push(job("l-new", Priority.LOW, 3, submitted_at=25.0))
+    assert q.ahead_of_new(Priority.HIGH, 29.0, AGEING) == 0
+    assert q.ahead_of_new(Priority.NORMAL, 29.0, AGEING) == 1
+    assert q.ahead_of_new(Priority.LOW, 29.0, AGEING) == 3
+    assert q.ahead_of_new(Priority.HIGH, 30.0, AGEING) == 1, "the NORMAL job has aged to HIGH"
+    assert q.ahead_of_new(Priority.NORMAL, 30.0, AGEING) == 2, "and the old LOW job to NORMAL"
+    assert q.ahead_of_new(Priority.HIGH, 60.0, AGEING) == 2
+    assert q.ahead_of_new(Priority.NORMAL, 60.0, 0.0) == 1
