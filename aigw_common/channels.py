@@ -21,6 +21,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_retries", 0),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    # Spread calls over every address a name resolves to (several replicas behind a headless Service).
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 

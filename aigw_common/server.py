@@ -21,7 +21,7 @@ from aigw_common.logs import setup_logging
 log = logging.getLogger(__name__)
 
 SERVER_OPTIONS = [
-    *[o for o in CHANNEL_OPTIONS if not o[0].startswith("grpc.keepalive_time")],
+    *[o for o in CHANNEL_OPTIONS if not o[0].startswith(("grpc.keepalive_time", "grpc.lb_policy"))],
     ("grpc.so_reuseport", 0),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
