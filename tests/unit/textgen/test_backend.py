@@ -1,0 +1,205 @@
+"""The backend attached to a vLLM stand-in (vLLM cannot run here): sleep/wake, metrics, status, refusals.
+
+The stand-in answers the documented vLLM endpoints through httpx's in-process transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from aigw.common.v1 import common_pb2
+from aigw_common.config import parse_config
+from aigw_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.textgen.backend import TextgenBackend
+from services.textgen.model_server import ServerState
+from services.textgen.settings import resolve_settings
+
+METRICS = """\
+vllm:num_requests_running{engine="0",model_name="llama"} 2.0
+vllm:num_requests_waiting{engine="0",model_name="llama"} 5.0
+vllm:kv_cache_usage_perc{engine="0",model_name="llama"} 0.5
+vllm:prefix_cache_queries_total{engine="0",model_name="llama"} 200.0
+vllm:prefix_cache_hits_total{engine="0",model_name="llama"} 50.0
+"""
+
+
+class VllmStandIn:
+    """Answers /health, /metrics, chat completions and the dev-mode sleep endpoints like vLLM."""
+
+    def __init__(self) -> None:
+        self.sleeping = False
+        self.healthy = True
+        self.chats: list[httpx.Request] = []
+        self.calls: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.calls.append(f"{request.method} {path}{'?' + request.url.query.decode() if request.url.query else ''}")
+        if not self.healthy:
+            raise httpx.ConnectError("refused", request=request)
+        if path == "/health":
+            return httpx.Response(200)
+        if path == "/metrics":
+            return httpx.Response(200, text=METRICS)
+        if path == "/sleep":
+            self.sleeping = True
+            return httpx.Response(200)
+        if path == "/wake_up":
+            self.sleeping = False
+            return httpx.Response(200)
+        if path == "/is_sleeping":
+            return httpx.Response(200, json={"is_sleeping": self.sleeping})
+        self.chats.append(request)
+        answer = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {"completion_tokens": 1}}
+        return httpx.Response(200, content=orjson.dumps(answer))
+
+
+def make_backend(standin: VllmStandIn, crash_log: CrashLog | None = None, **backend: Any) -> TextgenBackend:
+    raw = {
+        "routing": {"status_interval_seconds": 0.02},
+        "models": {"llama": {"served_name": "meta-llama/Llama-3-8B-Instruct"}, "qwen": {}},
+        "backends": [
+            {"name": "gpu-0", "kind": "textgen", "engine": "vllm", "mode": "attach", "url": "http://vllm.test/v1"}
+            | {"models": ["llama"], "sleep_mode": True, "capacity": 32}
+            | backend
+        ],
+    }
+    settings = resolve_settings(parse_config(raw, env={}), {})
+    return TextgenBackend(settings, crash_log or CrashLog(), httpx.MockTransport(standin))
+
+
+class CrashLog:
+    """Collects crash events in memory."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def record(self, kind: str, model: str, message: str, log_tail: Any = (), details: Any = None) -> None:
+        self.events.append((kind, message))
+
+
+@dataclass
+class Running:
+    """A started backend, its stand-in server, the health values it reported and its crash events."""
+
+    backend: TextgenBackend
+    standin: VllmStandIn
+    health: list[bool]
+    crash_log: CrashLog
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Running]:
+    standin, crash_log = VllmStandIn(), CrashLog()
+    backend = make_backend(standin, crash_log)
+    health: list[bool] = []
+
+    async def notify(serving: bool) -> None:
+        health.append(serving)
+
+    await backend.start(notify)
+    yield Running(backend, standin, health, crash_log)
+    await backend.stop()
+
+
+def chat() -> common_pb2.ChatJob:
+    return common_pb2.ChatJob(messages=[common_pb2.ChatMessage(role="user", content="Hi")])
+
+
+async def settle(condition: Any, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_status_carries_the_servers_metrics_without_asking_it(
+    running: Running,
+) -> None:
+    backend, standin = running.backend, running.standin
+    await settle(lambda: backend.snapshot().server_running >= 0)
+    calls = len(standin.calls)
+
+    snap = backend.snapshot()
+
+    assert len(standin.calls) == calls, "a status read makes no upstream call"
+    assert (snap.state, snap.loaded_models, snap.capacity, snap.engine) == (ServerState.READY, ["llama"], 32, "vllm")
+    assert (snap.server_running, snap.server_waiting, snap.kv_cache_usage, snap.prefix_cache_hit_rate) == (2, 5, 0.5, 0.25)
+    await settle(lambda: running.health == [False, True])
+
+
+async def test_sleep_and_wake_use_the_dev_endpoints_and_flip_health(
+    running: Running,
+) -> None:
+    backend, standin = running.backend, running.standin
+
+    await backend.sleep(0)
+    asleep = backend.snapshot()
+    with pytest.raises(Unavailable, match="is asleep"):
+        await backend.generate("llama", chat(), common_pb2.PRIORITY_NORMAL, "r")
+    outcome = await backend.load("llama")
+
+    assert "POST /sleep?level=1" in standin.calls
+    assert standin.calls[-2:] == ["POST /wake_up", "GET /is_sleeping"]
+    assert (asleep.state, asleep.loaded_models, asleep.server_running) == (ServerState.SLEEPING, [], -1)
+    assert outcome == "woken"
+    assert backend.snapshot().state is ServerState.READY
+    await settle(lambda: running.health == [False, True, False, True])
+
+
+async def test_generate_sends_the_served_name_and_request_id(running: Running) -> None:
+    backend, standin = running.backend, running.standin
+
+    result = await backend.generate("llama", chat(), common_pb2.PRIORITY_HIGH, "req-9")
+
+    (request,) = standin.chats
+    body = orjson.loads(request.content)
+    assert body["model"] == "meta-llama/Llama-3-8B-Instruct"
+    assert "priority" not in body, "an attached vLLM may not run the priority policy"
+    assert request.headers["x-request-id"] == "req-9"
+    assert (result.model, result.message.content) == ("llama", "ok")
+
+
+async def test_an_attached_server_that_stops_answering_is_crashed_and_recovers(
+    running: Running,
+) -> None:
+    backend, standin = running.backend, running.standin
+
+    standin.healthy = False
+    await settle(lambda: backend.snapshot().state is ServerState.CRASHED)
+    standin.healthy = True
+    await settle(lambda: backend.snapshot().state is ServerState.READY)
+
+    await settle(lambda: running.health == [False, True, False, True])
+    assert [kind for kind, _ in running.crash_log.events] == ["BACKEND_CRASH"]
+
+
+async def test_lifecycle_requests_that_cannot_apply_are_refused(running: Running) -> None:
+    backend = running.backend
+
+    with pytest.raises(NotFound):
+        await backend.load("gpt-9")
+    with pytest.raises(FailedPrecondition, match="not configured to serve model 'qwen'"):
+        await backend.load("qwen")
+    with pytest.raises(FailedPrecondition, match="does not manage"):
+        await backend.switch("llama", 1, False)
+    with pytest.raises(InvalidArgument, match="sleep level must be 1 or 2"):
+        await backend.sleep(3)
+    with pytest.raises(NotFound):
+        await backend.generate("gpt-9", chat(), common_pb2.PRIORITY_NORMAL, "r")
+    with pytest.raises(Unavailable, match="not served by backend gpu-0"):
+        await backend.generate("qwen", chat(), common_pb2.PRIORITY_NORMAL, "r")
+
+
+async def test_sleep_needs_sleep_mode() -> None:
+    backend = make_backend(VllmStandIn(), sleep_mode=False)
+
+    with pytest.raises(FailedPrecondition, match="sleep_mode: true"):
+        await backend.sleep(1)

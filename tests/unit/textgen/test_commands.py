@@ -1,0 +1,138 @@
+"""Model server command lines, environments and the settings a textgen process derives from the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aigw_common.config import ConfigError, parse_config
+from services.textgen.commands import server_command, server_env
+from services.textgen.settings import TextgenSettings, resolve_settings
+
+
+def settings(env: dict[str, str] | None = None, **backend: Any) -> TextgenSettings:
+    raw = {
+        "services": {"textgen": {"port": 50063, "metrics_port": 9113}},
+        "models": {
+            "llama": {"path": "/models/llama-3-8b", "served_name": "meta-llama/Llama-3-8B-Instruct"},
+            "qwen": {"path": "/models/qwen"},
+            "other": {},
+        },
+        "backends": [
+            {"name": "gpu-0", "kind": "textgen", "engine": "vllm", "port": 8200, "models": ["llama", "qwen"], **backend},
+            {
+                "name": "gpu-1",
+                "kind": "textgen",
+                "engine": "vllm",
+                "port": 8300,
+                "address": "127.0.0.1:50070",
+                "models": ["qwen"],
+            },
+        ],
+    }
+    return resolve_settings(parse_config(raw, env={}), env or {})
+
+
+def test_vllm_default_command_carries_the_production_flags() -> None:
+    s = settings(capacity=48, gpu_memory_utilization=0.85)
+
+    argv = server_command(s.backend, s.models["llama"], 8201)
+
+    assert argv[0].endswith("vllm")
+    assert argv[1:3] == ["serve", "/models/llama-3-8b"]
+    flags = dict(zip(argv[3::2], argv[4::2], strict=False))
+    assert flags["--host"] == "127.0.0.1"
+    assert flags["--port"] == "8201"
+    assert flags["--served-model-name"] == "meta-llama/Llama-3-8B-Instruct"
+    assert flags["--max-num-seqs"] == "48"
+    assert flags["--gpu-memory-utilization"] == "0.85"
+    assert flags["--scheduling-policy"] == "priority"
+    assert "--max-model-len" not in argv
+    assert "--enable-sleep-mode" not in argv
+    assert s.priority_scheduling
+
+
+def test_vllm_optional_flags_follow_the_config() -> None:
+    s = settings(max_model_len=8192, sleep_mode=True)
+
+    argv = server_command(s.backend, s.models["qwen"], 8200)
+
+    assert argv[argv.index("--max-model-len") + 1] == "8192"
+    assert "--enable-sleep-mode" in argv
+    assert argv[argv.index("--served-model-name") + 1] == "qwen"
+    assert server_env(s.backend, {})["VLLM_SERVER_DEV_MODE"] == "1"
+    assert "VLLM_SERVER_DEV_MODE" not in server_env(settings().backend, {})
+
+
+def test_transformers_serves_the_model_path_offline() -> None:
+    s = settings(engine="transformers")
+
+    argv = server_command(s.backend, s.models["llama"], 8200)
+    env = server_env(s.backend, {"HF_HUB_OFFLINE": "0", "PATH": "/bin"})
+
+    assert argv[0].endswith("transformers")
+    assert argv[1:] == ["serve", "/models/llama-3-8b", "--host", "127.0.0.1", "--port", "8200", "--log-level", "warning"]
+    # transformers serve pins the model it was started with: requests must name it exactly.
+    assert s.models["llama"].upstream_name == "/models/llama-3-8b"
+    assert (env["TRANSFORMERS_OFFLINE"], env["HF_HUB_DISABLE_TELEMETRY"], env["PATH"]) == ("1", "1", "/bin")
+    assert env["HF_HUB_OFFLINE"] == "0", "an operator's explicit setting wins"
+    assert not s.priority_scheduling
+
+
+def test_a_configured_command_gets_its_placeholders_filled() -> None:
+    command = [
+        "/opt/vllm/bin/vllm",
+        "serve",
+        "{model}",
+        "--port={port}",
+        "--served-model-name",
+        "{served_name}",
+        '--json={"a": 1}',
+    ]
+    s = settings(command=command)
+
+    argv = server_command(s.backend, s.models["qwen"], 8201)
+
+    assert argv == [
+        "/opt/vllm/bin/vllm",
+        "serve",
+        "/models/qwen",
+        "--port=8201",
+        "--served-model-name",
+        "qwen",
+        '--json={"a": 1}',
+    ]
+    assert not s.priority_scheduling, "without --scheduling-policy priority, vLLM rejects priorities"
+    assert settings(command=[*command, "--scheduling-policy", "priority"]).priority_scheduling
+
+
+@pytest.mark.parametrize(
+    ("backend", "env", "message"),
+    [
+        ({"command": ["vllm", "serve", "{modle}"]}, {}, "unknown placeholder {modle}"),
+        ({"engine": "openai"}, {}, "required to supervise an openai-engine server"),
+        ({"engine": "tesseract"}, {}, "is not a text engine"),
+        ({"gpu_memory_utilization": 1.5}, {}, "gpu_memory_utilization: must be in (0, 1]"),
+        ({}, {"AIGW_BACKEND": "gpu-9"}, "no backend named 'gpu-9'"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_key_named(backend: dict[str, Any], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings(env, **backend)
+    assert message in str(err.value)
+
+
+def test_the_backend_comes_from_aigw_backend_with_its_own_address() -> None:
+    first, second = settings(), settings({"AIGW_BACKEND": "gpu-1"})
+
+    assert (first.name, first.address, first.metrics_port) == ("gpu-0", "127.0.0.1:50063", 9113)
+    assert (second.name, second.address, second.metrics_port) == ("gpu-1", "127.0.0.1:50070", 0)
+    assert list(second.models) == ["qwen"]
+    assert "other" in second.known_models
+
+
+def test_attach_urls_are_taken_with_or_without_v1() -> None:
+    assert settings(mode="attach", url="http://gpu-box:8000/v1/").url == "http://gpu-box:8000"
+    assert settings(mode="attach", url="http://gpu-box:8000").url == "http://gpu-box:8000"
+    assert settings(mode="attach", url="http://gpu-box:8000", engine="openai").health_path == "/v1/models"
