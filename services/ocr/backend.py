@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
 
 from aigw_common.config import BackendConfig, GatewayConfig
 from aigw_common.errors import InvalidArgument, NotFound, Unavailable
@@ -19,6 +21,14 @@ from services.ocr.results import OcrRequest, PageResult, RecognizeOptions, Sourc
 from services.ocr.workers import WorkerPool
 
 HealthHook = Callable[[bool], Awaitable[None]]
+
+PAGES = Counter("aigw_ocr_pages_total", "Pages recognised or read", ["engine", "source"])
+PAGE_SECONDS = Histogram(
+    "aigw_ocr_page_seconds",
+    "Time to produce one page",
+    ["engine", "source"],
+    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 
 @dataclass(frozen=True)
@@ -64,21 +74,32 @@ class DocumentRun:
         return self.document.page_count
 
     async def results(self) -> AsyncGenerator[PageResult, None]:
-        """Pages in order; up to the engine's concurrency are worked on at once."""
+        """Pages in order, as soon as each and those before it are done.
+
+        Up to the engine's concurrency are worked on at once; a page that finishes early frees its slot at once
+        (its result waits for the pages before it), so a slow page never leaves a worker idle.
+        """
         numbers = iter(self.pages)
-        pending: deque[asyncio.Task[PageResult]] = deque()
         window = max(1, self.backend.engine.concurrency)
+        running: set[asyncio.Task[PageResult]] = set()
+        finished: dict[int, PageResult] = {}
+        wanted = self.pages.start
         try:
-            while True:
-                while len(pending) < window and (number := next(numbers, None)) is not None:
-                    pending.append(asyncio.create_task(self._page(number)))
-                if not pending:
-                    return
-                yield await pending.popleft()
+            while wanted < self.pages.stop:
+                while len(running) < window and (number := next(numbers, None)) is not None:
+                    running.add(asyncio.create_task(self._page(number)))
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                errors = [error for task in done if (error := task.exception()) is not None]
+                if errors:
+                    raise errors[0]
+                finished.update((page.page, page) for page in (task.result() for task in done))
+                while wanted in finished:
+                    yield finished.pop(wanted)
+                    wanted += 1
         finally:
-            for task in pending:
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _page(self, number: int) -> PageResult:
         started = time.perf_counter()
@@ -86,7 +107,7 @@ class DocumentRun:
         if self.document.kind == "pdf":
             page = await pool.run(self._text_layer_page, number)
             if page is not None:
-                return _timed(page, started)
+                return _timed(page, started, self.backend.engine.name)
         image = await pool.run(self.document.page_image, number, self.backend.engine.render_spec(self.options.mode))
         found = await self.backend.engine.recognize(image, self.options)
         page = PageResult(
@@ -100,7 +121,7 @@ class DocumentRun:
             found.width,
             found.height,
         )
-        return _timed(page, started)
+        return _timed(page, started, self.backend.engine.name)
 
     def _text_layer_page(self, number: int) -> PageResult | None:
         layer = self.document.text_layer(number, self.options.include_layout)
@@ -113,20 +134,11 @@ class DocumentRun:
         return PageResult(number, layer.text, Source.TEXT_LAYER, language, script, 100.0, layer.lines)
 
 
-def _timed(page: PageResult, started: float) -> PageResult:
-    elapsed = (time.perf_counter() - started) * 1000
-    return PageResult(
-        page.page,
-        page.text,
-        page.source,
-        page.language,
-        page.script,
-        page.confidence,
-        page.lines,
-        page.width,
-        page.height,
-        elapsed,
-    )
+def _timed(page: PageResult, started: float, engine: str) -> PageResult:
+    elapsed = time.perf_counter() - started
+    PAGES.labels(engine, page.source.value).inc()
+    PAGE_SECONDS.labels(engine, page.source.value).observe(elapsed)
+    return dataclasses.replace(page, elapsed_ms=elapsed * 1000)
 
 
 class OcrBackend:
@@ -149,6 +161,8 @@ class OcrBackend:
         self.in_flight = 0
         self._lifecycle = asyncio.Lock()
         self._health_hooks: list[HealthHook] = []
+        self._changed = asyncio.Event()
+        engine.on_change(self._changed.set)
 
     def on_health(self, hook: HealthHook) -> None:
         """Calls `hook(serving)` whenever the engine becomes ready or stops being so."""
@@ -158,6 +172,13 @@ class OcrBackend:
         serving = self.engine.health().state == EngineState.READY
         for hook in self._health_hooks:
             await hook(serving)
+
+    async def watch(self) -> None:
+        """Tells the health hooks when readiness changes by itself (a model server crashing, then recovering)."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            await self._notify()
 
     def status(self) -> BackendView:
         health = self.engine.health()

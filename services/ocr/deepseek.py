@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ class DeepSeekOcrEngine:
         self._served = ""
         self._state = EngineState.IDLE
         self._detail = ""
+        self._changed: Callable[[], None] = lambda: None
 
     @property
     def concurrency(self) -> int:
@@ -162,6 +164,9 @@ class DeepSeekOcrEngine:
         restarts = self.server.restarts if self.server is not None else 0
         return EngineHealth(state, self._model, detail, restarts)
 
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._changed = callback
+
     async def load(self, name: str, model: ModelConfig) -> str:
         self._state, self._detail = EngineState.LOADING, ""
         served = served_name(name, model)
@@ -169,7 +174,7 @@ class DeepSeekOcrEngine:
             if self.backend.mode == "supervise":
                 log_file = self.log_dir / f"{self.backend.name}-vllm.log"
                 command = server_command(self.backend, name, model)
-                self.server = ModelServer(command, self.client, self.backend.startup_timeout_seconds, log_file)
+                self.server = ModelServer(command, self.client, self.backend.startup_timeout_seconds, log_file, self._changed)
                 await self.server.start()
             await self._check_served(served)
         except Unavailable as exc:

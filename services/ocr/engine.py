@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -56,6 +56,9 @@ class OcrEngine(Protocol):
 
     def health(self) -> EngineHealth:
         """The engine's state now."""
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Calls `callback` (on the event loop) whenever its health changes by itself, e.g. its server crashed."""
 
     async def recognize(self, page: PageImage, options: RecognizeOptions) -> Recognition:
         """Text, language and layout of one page image."""

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -25,8 +25,16 @@ MAX_BACKOFF = 30.0
 class ModelServer:
     """Runs `command` in its own process group, writing its output to `log_file`; `/health` says when it is up."""
 
-    def __init__(self, command: Sequence[str], client: httpx.AsyncClient, startup_timeout: float, log_file: Path) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        client: httpx.AsyncClient,
+        startup_timeout: float,
+        log_file: Path,
+        changed: Callable[[], None],
+    ) -> None:
         self.command = list(command)
+        self.changed = changed
         self.client = client
         self.startup_timeout = startup_timeout
         self.log_file = log_file
@@ -71,7 +79,9 @@ class ModelServer:
                 raise Unavailable(f"the model server exited during startup; see {self.log_file}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await self.client.get("/health")).status_code == 200:
-                    self.crashed = ""
+                    if self.crashed:
+                        self.crashed = ""
+                        self.changed()
                     return
             await asyncio.sleep(HEALTH_INTERVAL)
         await self._terminate()
@@ -88,6 +98,7 @@ class ModelServer:
             self.restarts += 1
             self.crashed = f"model server exited with code {code}; restarting (restart {self.restarts})"
             log.error("model server crashed", extra={"exit_code": code, "restarts": self.restarts})
+            self.changed()
             await asyncio.sleep(delay)
             try:
                 await self._launch()

@@ -35,6 +35,7 @@ class OcrService:
         self.backend = backend
         self.bind_address = backend.backend.address or cfg.services.ocr.address
         self._loading: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         ocr_pb2_grpc.add_OcrServiceServicer_to_server(OcrServicer(self.backend), server)
@@ -44,6 +45,7 @@ class OcrService:
         await health.set(False)
         if self.backend.backend.models:
             self._loading = asyncio.create_task(self._load_initial(), name="ocr-initial-load")
+        self._watching = asyncio.create_task(self.backend.watch(), name="ocr-health-watch")
 
     async def _load_initial(self) -> None:
         try:
@@ -58,8 +60,9 @@ class OcrService:
             await self._loading
 
     async def stop(self) -> None:
-        if self._loading is not None:
-            self._loading.cancel()
+        for task in (self._loading, self._watching):
+            if task is not None:
+                task.cancel()
         await self.backend.close()
 
 

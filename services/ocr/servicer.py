@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -34,13 +35,13 @@ _STATES = {
 
 
 def to_request(model: str, job: common_pb2.OcrJob) -> OcrRequest:
-    """The domain request for a RecognizeRequest or StreamRecognizeRequest."""
+    """The domain request for a RecognizeRequest or StreamRecognizeRequest ("eng+deu" and "eng,deu" name two packs)."""
     markdown = job.output_format == common_pb2.OCR_OUTPUT_FORMAT_MARKDOWN
     return OcrRequest(
         document=job.document,
         model=model,
         mode=_MODES.get(job.resolution),
-        languages=tuple(code.strip() for code in job.languages if code.strip()),
+        languages=tuple(code for entry in job.languages for code in re.split(r"[+,\s]+", entry.lower()) if code),
         first_page=job.first_page,
         last_page=job.last_page,
         output_format=OutputFormat.MARKDOWN if markdown else OutputFormat.TEXT,

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -146,6 +147,9 @@ class TesseractEngine:
 
     def health(self) -> EngineHealth:
         return EngineHealth(self._state, self._model, self._detail)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Nothing to watch: a tesseract run that fails fails only its page."""
 
     async def load(self, name: str, model: ModelConfig) -> str:
         self._state = EngineState.LOADING

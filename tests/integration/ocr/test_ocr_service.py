@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw_common.config import parse_config
 from aigw_common.server import create_server
+from services.ocr.deepseek import DeepSeekOcrEngine
 from services.ocr.service import OcrService, build
 from tests.helpers import free_port
 from tests.unit.ocr import samples
@@ -73,6 +76,13 @@ async def running(raw: dict[str, Any], tmp_path: Path) -> AsyncIterator[Ocr]:
 async def ocr(tmp_path: Path) -> AsyncIterator[Ocr]:
     async for client in running(TESSERACT, tmp_path):
         yield client
+
+
+async def until(ocr: Ocr, health: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await ocr.serving() != health:
+        assert asyncio.get_running_loop().time() < deadline, f"health never became {health}"
+        await asyncio.sleep(0.1)
 
 
 def joined(lines: list[str]) -> str:
@@ -140,6 +150,22 @@ async def test_stream_sends_pages_in_order_and_the_loop_stays_free(ocr: Ocr) -> 
     assert [p.page for p in pages] == [1, 2, 3, 4]
     assert samples.cer(f"Page 2: {samples.ENGLISH[1]}", pages[1].text) <= MAX_CER
     assert (await ocr.stub.GetStatus(ocr_pb2.GetStatusRequest(), timeout=1)).status.in_flight == 0
+
+
+async def test_a_cancelled_stream_frees_its_slot_and_workers(ocr: Ocr) -> None:
+    scans = [samples.text_image(samples.ENGLISH) for _ in range(8)]
+    request = ocr_pb2.StreamRecognizeRequest(job=common_pb2.OcrJob(document=samples.scanned_pdf(scans), languages=["eng"]))
+    call = ocr.stub.StreamRecognize(request, timeout=TIMEOUT)
+    first = await call.read()
+    assert isinstance(first, ocr_pb2.StreamRecognizeResponse)
+    assert first.page.page == 1
+    call.cancel()
+    deadline = asyncio.get_running_loop().time() + 10
+    while ocr.service.backend.in_flight or ocr.service.backend.pool.busy:
+        assert asyncio.get_running_loop().time() < deadline, "the cancelled document kept running"
+        await asyncio.sleep(0.05)
+    result = await ocr.recognize(samples.encode(samples.text_image(samples.ENGLISH[:1])), languages=["eng"])
+    assert samples.cer(samples.ENGLISH[0], result.text) <= MAX_CER
 
 
 async def test_multi_frame_tiff(ocr: Ocr) -> None:
@@ -268,6 +294,14 @@ async def test_deepseek_backend_starts_and_stops_its_server(tmp_path: Path) -> N
         assert markdown.pages[0].text.startswith("prompt '<image>\\nConvert the document to markdown.' image 512x")
         gundam = await ocr.recognize(pdf)
         assert gundam.pages[0].text.startswith("prompt '<image>\\nFree OCR.' image 1190x")
+        engine = ocr.service.backend.engine
+        assert isinstance(engine, DeepSeekOcrEngine)
+        assert engine.server is not None
+        os.kill(engine.server.pid, signal.SIGKILL)
+        await until(ocr, "NOT_SERVING")
+        await until(ocr, "SERVING")
+        status = (await ocr.stub.GetStatus(ocr_pb2.GetStatusRequest(), timeout=5)).status
+        assert (status.state, status.restarts) == (common_pb2.BACKEND_STATE_READY, 1)
         unloaded = await ocr.stub.UnloadModel(ocr_pb2.UnloadModelRequest(model="deepseek-ocr"), timeout=30)
         assert unloaded.status.state == common_pb2.BACKEND_STATE_IDLE
         assert await ocr.serving() == "NOT_SERVING"
