@@ -169,6 +169,8 @@ class JobRunner:
         if not isinstance(exc, GatewayError):
             log.error("backend call failed unexpectedly", exc_info=exc, extra={"backend": attempt.backend})
             exc = Unavailable(f"backend {attempt.backend!r} failed")
+        if isinstance(exc, Cancelled):  # reported as CANCELLED, the queue would cancel the client's job
+            exc = Unavailable(f"backend {attempt.backend!r} cancelled the call")
         if isinstance(exc, NOT_RETRYABLE):
             return Outcome(error=exc)
         if isinstance(exc, DeadlineExceeded) and seconds_left(attempt.job, self.clock()) <= 0:
