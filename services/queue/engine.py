@@ -451,6 +451,13 @@ class QueueEngine:
             return None
         return await self._grant(granted, worker_id)
 
+    def lease_at_submit(self, rec: JobRecord) -> Lease | None:
+        """The lease of a job granted to its owner at Submit, delivered with the Submit answer (accept_lease)."""
+        lease = rec.lease
+        if rec.state != State.RUNNING or lease is None or lease.delivered or rec.busy:
+            return None
+        return self._deliver(rec, rec.owner_id)[1]
+
     def _deliver(self, rec: JobRecord, worker_id: str) -> tuple[JobRecord, Lease]:
         """Hands a lease granted ahead of its taker (at Submit, or to a call that went away) to the caller, once."""
         lease = rec.lease

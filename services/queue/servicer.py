@@ -55,7 +55,11 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
     async def Submit(self, request: queue_pb2.SubmitRequest, context: Ctx) -> queue_pb2.SubmitResponse:
         self.readiness.check()
         rec, existing = await self.engine.submit(convert.submit_spec(request))
-        return queue_pb2.SubmitResponse(job=self._job(rec), existing=existing)
+        lease = self.engine.lease_at_submit(rec) if request.accept_lease and request.owner_id and not existing else None
+        reply = queue_pb2.SubmitResponse(job=self._job(rec), existing=existing)
+        if lease is not None:
+            reply.lease.CopyFrom(convert.lease_proto(rec, lease, self.engine.ttl))
+        return reply
 
     async def GetJob(self, request: queue_pb2.GetJobRequest, context: Ctx) -> queue_pb2.GetJobResponse:
         self.readiness.check()

@@ -179,3 +179,21 @@ async def test_a_non_retryable_failure_fails_at_once(queue: Queue) -> None:
     assert failed.job.error.code == "INVALID_ARGUMENT"
     assert failed.job.error.attempt == 1
     assert len(failed.job.attempt_errors) == 1
+
+
+async def test_an_owner_can_take_the_lease_with_the_submit_answer(queue: Queue) -> None:
+    await set_limits(queue, max_concurrent=1)
+    sub = await queue.submit("fast path", owner_id="r1", accept_lease=True)
+    assert sub.job.state == common_pb2.RUNNING
+    assert sub.lease.request_id == sub.job.request_id
+    assert sub.lease.attempt == 1
+    with pytest.raises(grpc.aio.AioRpcError) as taken:
+        await queue.acquire(request_id=sub.job.request_id, wait_ms=0)
+    assert taken.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert not (await queue.jobs.Heartbeat(heartbeat(sub.lease))).cancel
+    queued = await queue.submit("slot taken", owner_id="r1", accept_lease=True)
+    assert queued.job.state == common_pb2.QUEUED
+    assert not queued.HasField("lease")
+    assert (await queue.complete(sub.lease)).job.state == common_pb2.SUCCEEDED
+    granted = await queue.acquire(request_id=queued.job.request_id, wait_ms=2000)
+    assert granted.lease.attempt == 1

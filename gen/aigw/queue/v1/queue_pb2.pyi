@@ -117,6 +117,7 @@ class SubmitRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     OWNER_ID_FIELD_NUMBER: _builtins.int
+    ACCEPT_LEASE_FIELD_NUMBER: _builtins.int
     CHAT_FIELD_NUMBER: _builtins.int
     OCR_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
@@ -135,6 +136,10 @@ class SubmitRequest(_message.Message):
     """Seconds from submission to the deadline; 0 takes the model's configured timeout."""
     owner_id: _builtins.str
     """Worker that will wait for and run this job itself; empty for asynchronous jobs."""
+    accept_lease: _builtins.bool
+    """With owner_id: when the job can be granted at once, return its lease in SubmitResponse.lease, so the
+    owner runs it without calling AcquireJob (one round trip less). Otherwise the owner calls AcquireJob.
+    """
     @_builtins.property
     def chat(self) -> _common_pb2.ChatJob:
         """A chat request."""
@@ -154,12 +159,13 @@ class SubmitRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
         owner_id: _builtins.str = ...,
+        accept_lease: _builtins.bool = ...,
         chat: _common_pb2.ChatJob | None = ...,
         ocr: _common_pb2.OcrJob | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "ocr", b"ocr", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "client_id", b"client_id", "idempotency_key", b"idempotency_key", "model", b"model", "ocr", b"ocr", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "request_id", b"request_id", "subject", b"subject", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_lease", b"accept_lease", "chat", b"chat", "client_id", b"client_id", "idempotency_key", b"idempotency_key", "model", b"model", "ocr", b"ocr", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "request_id", b"request_id", "subject", b"subject", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["chat", "ocr"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
@@ -175,21 +181,29 @@ class SubmitResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     EXISTING_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     existing: _builtins.bool
     """True when the idempotency key matched an existing job."""
     @_builtins.property
     def job(self) -> _common_pb2.Job:
         """The admitted job (or the existing one for a repeated idempotency key)."""
 
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """The lease of a job granted at once to its owner; set only when accept_lease was. Calling AcquireJob
+        for the job after receiving it fails with FAILED_PRECONDITION (the lease was delivered here).
+        """
+
     def __init__(
         self,
         *,
         job: _common_pb2.Job | None = ...,
         existing: _builtins.bool = ...,
+        lease: Global___Lease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["existing", b"existing", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["existing", b"existing", "job", b"job", "lease", b"lease"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
