@@ -283,6 +283,7 @@ class PdfDocument(Document):
         with _MUPDF:
             try:
                 page = self._doc.load_page(number - 1)  # type: ignore[no-untyped-call]
+                self._check_images(page, number)
                 text = page.get_text("text")
                 if not _usable_text(text) or _looks_scanned(page, text):
                     return None
@@ -291,10 +292,22 @@ class PdfDocument(Document):
                 raise self._damaged(number) from None
         return TextLayer(text.strip(), lines)
 
+    def _check_images(self, page: pymupdf.Page, number: int) -> None:
+        """Refuses a page whose embedded images declare more pixels than allowed, before MuPDF decodes them."""
+        for info in page.get_images(full=False):  # type: ignore[no-untyped-call]
+            width, height = int(info[2]), int(info[3])
+            if width * height > self.limits.max_pixels:
+                raise InvalidArgument(
+                    f"page {number} of the PDF holds an image of {width}x{height} = {width * height:,} pixels, over this"
+                    f" backend's limit of {self.limits.max_pixels:,} (decompression bomb protection)",
+                    field=FIELD,
+                )
+
     def page_image(self, number: int, spec: RenderSpec) -> PageImage:
         with _MUPDF:
             try:
                 page = self._doc.load_page(number - 1)  # type: ignore[no-untyped-call]
+                self._check_images(page, number)
                 scale = self._scale(page.rect, spec)
                 colorspace = pymupdf.csGRAY if spec.grayscale else pymupdf.csRGB
                 matrix = pymupdf.Matrix(scale, scale)  # type: ignore[no-untyped-call]

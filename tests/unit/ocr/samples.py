@@ -127,6 +127,15 @@ def owner_locked_pdf(lines: list[str]) -> bytes:
     return data
 
 
+def pdf_image_bomb(width: int, height: int) -> bytes:
+    """A one-page PDF whose image declares `width` x `height` pixels (its data stays tiny)."""
+    doc = mupdf.open(stream=scanned_pdf([Image.new("L", (8, 8), 255)]), filetype="pdf")
+    xref = doc[0].get_images()[0][0]
+    doc.xref_set_key(xref, "Width", str(width))
+    doc.xref_set_key(xref, "Height", str(height))
+    return _pdf_bytes(doc)
+
+
 def blank_pdf(pages: int) -> bytes:
     doc = mupdf.open()
     for _ in range(pages):

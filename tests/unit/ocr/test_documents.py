@@ -85,6 +85,14 @@ def test_decompression_bomb_is_refused_without_decoding() -> None:
     assert "decompression bomb" in rejected(bomb)
 
 
+def test_pdf_image_declaring_too_many_pixels_is_refused_before_decoding() -> None:
+    document = open_document(samples.pdf_image_bomb(50_000, 50_000), LIMITS)
+    for read in (lambda: document.text_layer(1, layout=False), lambda: document.page_image(1, TESSERACT_RENDER[Mode.BASE])):
+        with pytest.raises(InvalidArgument) as caught:
+            read()
+        assert "page 1 of the PDF holds an image of 50000x50000 = 2,500,000,000 pixels" in caught.value.message
+
+
 def test_pixel_limit_is_the_backends_own() -> None:
     tight = DocumentLimits(max_bytes=10 * 2**20, max_pages=20, max_pixels=50_000)
     message = rejected(samples.encode(PAGE), tight)
