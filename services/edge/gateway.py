@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,8 @@ _NOT_FORWARDED = frozenset(
         "x-forwarded-for",
     }
 )
+# gRPC sets its own user-agent on every call, so the client's travels under another key (Envoy copies it the same way).
+_RENAMED = {"user-agent": "x-forwarded-user-agent"}
 _NOT_RETURNED = frozenset({"content-type", "content-length", "date", "x-request-id", "connection", "transfer-encoding"})
 _METADATA_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
@@ -75,14 +77,26 @@ class Route:
     label: str
 
 
-def _forwardable(name: str) -> bool:
-    return (
+def _metadata_key(name: str) -> str:
+    """The metadata key a request header travels under, or "" when it is not forwarded."""
+    if name in _RENAMED:
+        return _RENAMED[name]
+    forwarded = (
         name not in _NOT_FORWARDED
         and not name.startswith(("grpc-", ":"))
         and not name.endswith("-bin")
         and bool(name)
         and set(name) <= _METADATA_KEY_CHARS
     )
+    return name if forwarded else ""
+
+
+def _connection_tokens(request: Request) -> frozenset[str]:
+    """Header names the client listed in Connection: hop-by-hop, never forwarded."""
+    value = request.header("connection")
+    if not value:
+        return frozenset()
+    return frozenset(token.strip().lower() for token in value.decode("latin-1").split(","))
 
 
 class Gateway:
@@ -95,7 +109,7 @@ class Gateway:
         self.matcher: PathMatcher[Route] = PathMatcher()
         self.exact: dict[tuple[str, str], Route] = {}
         self.routes: list[Route] = []
-        self._forward: dict[str, bool] = {}
+        self._keys: dict[str, str] = {}
         self._metrics: dict[tuple[str, int], Any] = {}
         for binding in bindings:
             route = self._route(binding, resolve)
@@ -260,23 +274,20 @@ class Gateway:
         """Request headers as gRPC metadata: lowercase, hop-by-hop dropped, the request id and client address added."""
         metadata = [("x-request-id", rid)]
         forwarded_for = request.client
-        dropped: Iterable[str] = ()
+        dropped = _connection_tokens(request)
         for name, value in request.headers:
-            if name == "connection":
-                dropped = [token.strip().lower() for token in value.decode("latin-1").split(",")]
-            elif name == "x-forwarded-for":
-                forwarded_for = f"{value.decode('latin-1')}, {request.client}"
-        for name, value in request.headers:
-            verdict = self._forward.get(name)
-            if verdict is None:
-                verdict = _forwardable(name)
-                if len(self._forward) < 1024:
-                    self._forward[name] = verdict
-            if verdict and name not in dropped:
+            key = self._keys.get(name)
+            if key is None:
+                key = _metadata_key(name)
+                if len(self._keys) < 1024:
+                    self._keys[name] = key
+            if key and name not in dropped:
                 text = value.decode("latin-1")
                 if text.isascii() and text.isprintable():
-                    metadata.append((name, text))
-        if forwarded_for and forwarded_for.isprintable():
+                    metadata.append((key, text))
+            elif name == "x-forwarded-for":
+                forwarded_for = f"{value.decode('latin-1')}, {request.client}"
+        if forwarded_for.isascii() and forwarded_for.isprintable():
             metadata.append(("x-forwarded-for", forwarded_for))
         return tuple(metadata)
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import cast
 
 import httptools
 import orjson
@@ -115,6 +116,10 @@ def _error_response(status: int, code: int, message: str) -> bytes:
     return _head(status, [], extra) + body
 
 
+class _HeadersTooLarge(Exception):
+    """Raised inside the parser's callback to stop parsing headers over the limit."""
+
+
 class Responder:
     """Writes one response: whole (`send`) or streamed (`start`, `write`, `finish`)."""
 
@@ -202,18 +207,18 @@ class HttpConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         self.header_bytes = 0
+        self.unparsed_head_bytes = 0
         self.body_started = 0.0
         self.last_body = 0.0
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else ""
         if len(self.state.connections) >= self.limits.max_connections:
-            transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             transport.close()
             self.closing = True
             return
@@ -236,17 +241,21 @@ class HttpConnection(asyncio.Protocol):
         if self.phase == "idle":
             self.phase = "headers"
             self._arm(self.limits.header_timeout)
-        if self.phase == "headers":
-            self.header_bytes += len(data)
-            if self.header_bytes > self.limits.max_header_bytes:
-                self._reject(431, _INVALID_ARGUMENT, "the request headers are too large")
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(501, _UNIMPLEMENTED, "protocol upgrades are not supported")
+            return
         except httptools.HttpParserError as exc:
-            self._reject(400, _INVALID_ARGUMENT, f"malformed HTTP request: {exc}")
+            if isinstance(exc.__context__, _HeadersTooLarge):
+                self._reject(431, _INVALID_ARGUMENT, "the request headers are too large")
+            else:
+                self._reject(400, _INVALID_ARGUMENT, f"malformed HTTP request: {exc}")
+            return
+        if self.phase == "headers":
+            self.unparsed_head_bytes += len(data)
+            if self.unparsed_head_bytes > self.limits.max_header_bytes:
+                self._reject(431, _INVALID_ARGUMENT, "the request headers are too large")
 
     def eof_received(self) -> bool | None:
         return None
@@ -271,6 +280,9 @@ class HttpConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_bytes:
+            raise _HeadersTooLarge
         self.headers.append((name.decode("latin-1").lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -284,7 +296,7 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.phase = "body"
         self.body_started = self.last_body = self.loop.time()
-        self._arm(self.limits.body_timeout)
+        self._arm(min(self.limits.body_idle_timeout, self.limits.body_timeout))
 
     def on_body(self, body: bytes) -> None:
         if self.discarding:

@@ -9,8 +9,8 @@ from pathlib import Path
 from types import ModuleType
 
 import google.api
-import grpc_tools
-from grpc_tools import protoc
+import grpc_tools  # type: ignore[import-untyped]
+from grpc_tools import protoc  # type: ignore[import-untyped]
 
 HERE = Path(__file__).resolve().parent
 PROTO = "edgetest/v1/edgetest.proto"

@@ -81,7 +81,8 @@ def test_documented_name_pattern_binds_several_segments() -> None:
 
 def test_documented_sub_subfield_in_the_path() -> None:
     m = matcher(("GET", "/v1/messages/{message_id}/{sub.subfield}"))
-    assert resolve(m, "GET", "/v1/messages/1/foo") == ("/v1/messages/{message_id}/{sub.subfield}", {"message_id": "1", "sub.subfield": "foo"})
+    template = "/v1/messages/{message_id}/{sub.subfield}"
+    assert resolve(m, "GET", "/v1/messages/1/foo") == (template, {"message_id": "1", "sub.subfield": "foo"})
 
 
 def test_literal_segments_win_over_variables_and_star_over_double_star() -> None:
