@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from io import BytesIO
@@ -143,6 +144,7 @@ def blank_pdf(pages: int) -> bytes:
     return _pdf_bytes(doc)
 
 
+@functools.cache
 def png_bomb(width: int, height: int) -> bytes:
     """A valid PNG of a huge all-white 1-bit image: tiny on the wire, `width * height` pixels when decoded."""
 
