@@ -1,9 +1,10 @@
 """The router's own share of a Chat: its latency split into upstream, textgen hop, queue cycle and the router itself.
 
 `python -m bench.router_bench` starts the local mesh (textgen attached to bench.upstream) and measures, one
-client at a time: the upstream directly, textgen's Generate directly, the queue's durable cycle as a router
-drives it (Submit → AcquireJob → CompleteJob), and the router's Chat. The router's overhead is what Chat
-costs beyond the queue cycle and the textgen call; its CPU share is measured in-process as well.
+client at a time: the upstream directly, textgen's Generate directly, the queue's durable owner cycle as the
+router drives it (Submit with accept_lease, then CompleteJob), and the router's Chat. The router's overhead is
+what Chat costs beyond the queue cycle and the textgen call. It also reports the CPU each process spends per
+Chat, and the router's CPU per request before any I/O (credential, rate limit, validation), measured in-process.
 """
 
 from __future__ import annotations
@@ -14,21 +15,23 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
 from aigw.common.v1 import common_pb2
-from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw.router.v1 import router_pb2
+from aigw.queue.v1 import queue_pb2_grpc
+from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.auth import Authenticator, TokenSigner, TokenVerifier
-from aigw_common.config import AuthConfig, RateLimit, RateLimitConfig, parse_config
+from aigw_common.config import AuthConfig, GatewayConfig, RateLimit, RateLimitConfig, parse_config
 from aigw_common.ferretdb import free_port
 from aigw_common.mesh import Mesh, write_config
+from bench.queue_bench import owner_cycle_with_lease
 from bench.run import (
     JWT_SECRET,
     MAX_TOKENS,
@@ -54,46 +57,56 @@ CHAT = common_pb2.ChatJob(
 )
 
 
-def sequential(name: str, call: Callable[[], object], count: int, warmup: int) -> Run:
-    """Times `call` one at a time after a warm-up."""
+async def sequential(name: str, call: Callable[[], Awaitable[object]], count: int, warmup: int) -> Run:
+    """Times `call` one at a time after a warm-up (every path uses the same asyncio gRPC client)."""
     run = Run(name, "grpc", 1)
     samples: list[float] = []
     for _ in range(warmup):
-        call()
+        await call()
     begin = time.perf_counter()
     for _ in range(count):
         t = time.perf_counter()
         try:
-            call()
-        except grpc.RpcError:
+            await call()
+        except grpc.aio.AioRpcError:
             run.errors += 1
             continue
         samples.append((time.perf_counter() - t) * 1000)
     return finish(run, samples, time.perf_counter() - begin)
 
 
-def textgen_direct(address: str, count: int, warmup: int) -> Run:
-    with grpc.insecure_channel(address) as channel:
-        generate = textgen_pb2_grpc.TextgenServiceStub(channel).Generate
-        request = textgen_pb2.GenerateRequest(model=MODEL, chat=CHAT)
-        return sequential("textgen Generate direct", lambda: generate(request, timeout=30), count, warmup)
+async def paths(cfg: GatewayConfig, token: str, count: int, warmup: int) -> dict[str, Run]:
+    """textgen's Generate, the queue's owner cycle and the router's Chat, each measured on its own."""
+    metadata = (("authorization", f"Bearer {token}"),)
+    chat = router_pb2.ChatRequest(model=MODEL, messages=CHAT.messages, max_tokens=MAX_TOKENS)
+    generate = textgen_pb2.GenerateRequest(model=MODEL, chat=CHAT)
+    async with (
+        grpc.aio.insecure_channel(cfg.backend("upstream").address) as tg,
+        grpc.aio.insecure_channel(cfg.services.queue.address) as qu,
+        grpc.aio.insecure_channel(cfg.services.router.address) as ro,
+    ):
+        textgen: Any = textgen_pb2_grpc.TextgenServiceStub(tg)
+        queue: Any = queue_pb2_grpc.QueueServiceStub(qu)
+        router: Any = router_pb2_grpc.RouterServiceStub(ro)
+        return {
+            "textgen": await sequential("textgen Generate direct", lambda: textgen.Generate(generate), count, warmup),
+            "queue": await sequential("queue owner cycle", lambda: owner_cycle_with_lease(queue, WORKER), count, warmup),
+            "chat": await sequential("router Chat", lambda: router.Chat(chat, metadata=metadata), count, warmup),
+        }
 
 
-def queue_cycle(address: str, count: int, warmup: int) -> Run:
-    """Submit with this worker as owner, acquire the lease, complete: the queue's part of one synchronous Chat."""
-    with grpc.insecure_channel(address) as channel:
-        jobs = queue_pb2_grpc.QueueServiceStub(channel)
-        result = common_pb2.ChatResult(message=common_pb2.ChatMessage(role="assistant", content="hi"), finish_reason="stop")
+def cpu_per_request(mesh: Mesh, run: Callable[[], Run], programs: tuple[str, ...]) -> tuple[Run, dict[str, float]]:
+    """Runs `run` and returns it with the CPU milliseconds each program spent per successful request."""
+    procs = {name: psutil.Process(pid) for name, pid in mesh.pids().items() if name in programs}
 
-        def cycle() -> None:
-            job = jobs.Submit(queue_pb2.SubmitRequest(model=MODEL, client_id="bench", owner_id=WORKER, chat=CHAT), timeout=30).job
-            granted = jobs.AcquireJob(
-                queue_pb2.AcquireJobRequest(worker_id=WORKER, request_id=job.request_id, wait_ms=5000), timeout=30
-            )
-            done = queue_pb2.CompleteJobRequest(lease_id=granted.lease.lease_id, request_id=job.request_id, chat_result=result)
-            jobs.CompleteJob(done, timeout=30)
+    def used() -> dict[str, float]:
+        return {name: p.cpu_times().user + p.cpu_times().system for name, p in procs.items()}
 
-        return sequential("queue cycle (submit, acquire, complete)", cycle, count, warmup)
+    before = used()
+    result = run()
+    after = used()
+    done = max(1, result.requests - result.errors)
+    return result, {name: round((after[name] - before[name]) * 1000 / done, 3) for name in procs}
 
 
 def router_cpu_us(count: int) -> float:
@@ -118,15 +131,16 @@ def router_cpu_us(count: int) -> float:
     return asyncio.run(many())
 
 
-def breakdown(runs: dict[str, Run], cpu_us: float) -> dict[str, Any]:
+def breakdown(runs: dict[str, Run], cpu_us: float, cpu_ms: dict[str, float]) -> dict[str, Any]:
     chat, queue, textgen, direct = (runs[k] for k in ("chat", "queue", "textgen", "direct"))
     return {
         "router_overhead_p50_ms": round(chat.p50_ms - queue.p50_ms - textgen.p50_ms, 3),
-        "router_overhead_p99_ms": round(chat.p99_ms - queue.p99_ms - textgen.p99_ms, 3),
         "gateway_added_p50_ms": round(chat.p50_ms - direct.p50_ms, 3),
+        "gateway_added_p99_ms": round(chat.p99_ms - direct.p99_ms, 3),
         "queue_cycle_p50_ms": round(queue.p50_ms, 3),
         "textgen_hop_p50_ms": round(textgen.p50_ms - direct.p50_ms, 3),
-        "router_cpu_us_per_request": round(cpu_us, 1),
+        "router_domain_cpu_us_per_request": round(cpu_us, 1),
+        "cpu_ms_per_chat": cpu_ms,
     }
 
 
@@ -141,15 +155,16 @@ def measure(requests: int) -> dict[str, Any]:
             cfg = mesh.cfg
             token, _ = TokenSigner(cfg.auth, JWT_SECRET).issue_access("bench", "user")
             body = {"model": "upstream", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
-            runs = {
-                "direct": sequential_http("upstream direct", f"{up_url}/v1/chat/completions", body, {}, requests, warm),
-                "textgen": textgen_direct(cfg.backend("upstream").address, requests, warm),
-                "queue": queue_cycle(cfg.services.queue.address, requests, warm),
-                "chat": sequential_grpc(cfg.services.router.address, token, requests, warm),
-            }
+            runs = {"direct": sequential_http("upstream direct", f"{up_url}/v1/chat/completions", body, {}, requests, warm)}
+            runs.update(asyncio.run(paths(cfg, token, requests, warm)))
+            programs = ("router", "queue", "textgen-upstream", "ferretdb")
+            runs["chat_cpu"], cpu_ms = cpu_per_request(
+                mesh, lambda: sequential_grpc(cfg.services.router.address, token, requests, 0), programs
+            )
         finally:
             mesh.stop()
-    return {"breakdown": breakdown(runs, router_cpu_us(requests * 5)), "runs": [asdict(r) for r in runs.values()]}
+    report = breakdown(runs, router_cpu_us(requests * 5), cpu_ms)
+    return {"breakdown": report, "runs": [asdict(r) for r in runs.values()]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
@@ -18,6 +19,14 @@ from services.router.gate import Caller
 from services.router.own_jobs import OwnJobs, job_failure
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """An admitted job, and its lease when the queue granted it to this router at once (with its payload then)."""
+
+    job: common_pb2.Job
+    lease: queue_pb2.Lease | None = None
+
+
 class Inference:
     """Submits jobs for callers; synchronous and streaming ones are run by this router (OwnJobs)."""
 
@@ -28,8 +37,12 @@ class Inference:
 
     async def submit(
         self, caller: Caller, model: str, payload: common_pb2.ChatJob | common_pb2.OcrJob, sub: Submission
-    ) -> common_pb2.Job:
-        """Admits a job durably (RESOURCE_EXHAUSTED when the model's queue is full); async jobs have no owner."""
+    ) -> Submitted:
+        """Admits a job durably (RESOURCE_EXHAUSTED when the model's queue is full); async jobs have no owner.
+
+        A job this router waits for is submitted with `accept_lease`: when the queue can grant it at once,
+        the lease comes with the answer and the job runs without an AcquireJob round trip.
+        """
         request_id = uuid.uuid4().hex
         request_id_var.set(request_id)
         request = queue_pb2.SubmitRequest(
@@ -41,30 +54,38 @@ class Inference:
             idempotency_key=sub.idempotency_key,
             timeout_seconds=sub.timeout_seconds,
             owner_id="" if sub.async_mode else self.worker_id,
+            accept_lease=not sub.async_mode,
         )
         if isinstance(payload, common_pb2.ChatJob):
             request.chat.CopyFrom(payload)
         else:
             request.ocr.CopyFrom(payload)
-        job = (await self.queue.submit(request)).job
-        request_id_var.set(job.request_id)
-        return job
+        reply = await self.queue.submit(request)
+        request_id_var.set(reply.job.request_id)
+        if not reply.HasField("lease"):
+            return Submitted(reply.job)
+        job = reply.job
+        if request.HasField("chat"):
+            job.chat.CopyFrom(request.chat)
+        else:
+            job.ocr.CopyFrom(request.ocr)
+        return Submitted(job, reply.lease)
 
-    async def wait(self, job: common_pb2.Job) -> common_pb2.Job:
+    async def wait(self, submitted: Submitted) -> common_pb2.Job:
         """The finished job (its error raised); the job keeps running if the caller goes away."""
-        final = await asyncio.shield(self.own.start(job, Listener(streaming=False)))
+        final = await asyncio.shield(self.own.start(submitted.job, Listener(streaming=False), submitted.lease))
         failure = job_failure(final)
         if failure is not None:
             raise failure
         return final
 
-    def follow(self, job: common_pb2.Job) -> Listener:
+    def follow(self, submitted: Submitted) -> Listener:
         """Runs the job and returns the listener its deltas or pages arrive on, as the backend produces them."""
         listener = Listener(streaming=True)
-        self.own.start(job, listener)
+        self.own.start(submitted.job, listener, submitted.lease)
         return listener
 
-    async def text(self, job: common_pb2.Job) -> AsyncIterator[str | common_pb2.Job]:
+    async def text(self, submitted: Submitted) -> AsyncIterator[str | common_pb2.Job]:
         """The answer's text as the backend produces it, then the finished job.
 
         When no text came live (another worker ran the job), the whole answer comes as one piece. When an
@@ -72,12 +93,12 @@ class Inference:
         afresh, and its result stays retrievable by request id.
         """
         streamed = False
-        async for event in self.follow(job).events():
+        async for event in self.follow(submitted).events():
             if isinstance(event, Delta):
                 streamed = True
                 yield event.text
             elif isinstance(event, Retrying) and streamed:
-                raise _interrupted(job.request_id, event.reason)
+                raise _interrupted(submitted.job.request_id, event.reason)
             elif isinstance(event, Finished):
                 final = finished_job(event)
                 content = final.chat_result.message.content
@@ -85,10 +106,10 @@ class Inference:
                     yield content
                 yield final
 
-    async def pages(self, job: common_pb2.Job) -> AsyncIterator[Page | common_pb2.Job]:
+    async def pages(self, submitted: Submitted) -> AsyncIterator[Page | common_pb2.Job]:
         """Each page once, as a backend finishes it, then the finished job (pages not sent live come from its result)."""
         sent: set[int] = set()
-        async for event in self.follow(job).events():
+        async for event in self.follow(submitted).events():
             if isinstance(event, Page) and event.page.page not in sent:
                 sent.add(event.page.page)
                 yield event

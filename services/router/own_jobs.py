@@ -41,9 +41,11 @@ class OwnJobs:
     clock: Callable[[], float] = time.time
     tasks: set[asyncio.Task[common_pb2.Job]] = field(default_factory=set)
 
-    def start(self, job: common_pb2.Job, listener: Listener) -> asyncio.Task[common_pb2.Job]:
-        """Runs `job` to its end in a task of its own; the listener gets its events and the end."""
-        task = asyncio.create_task(self._run(job, listener))
+    def start(
+        self, job: common_pb2.Job, listener: Listener, lease: queue_pb2.Lease | None = None
+    ) -> asyncio.Task[common_pb2.Job]:
+        """Runs `job` to its end in a task of its own (under `lease` first when Submit granted one)."""
+        task = asyncio.create_task(self._run(job, listener, lease))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -54,25 +56,28 @@ class OwnJobs:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def _run(self, job: common_pb2.Job, listener: Listener) -> common_pb2.Job:
+    async def _run(self, job: common_pb2.Job, listener: Listener, lease: queue_pb2.Lease | None) -> common_pb2.Job:
         try:
-            final = await self._until_done(job, listener)
+            final = await self._until_done(job, listener, lease)
         except BaseException as exc:
             listener.finished(None, exc)
             raise
         listener.finished(final)
         return final
 
-    async def _until_done(self, job: common_pb2.Job, listener: Listener) -> common_pb2.Job:
+    async def _until_done(self, job: common_pb2.Job, listener: Listener, lease: queue_pb2.Lease | None) -> common_pb2.Job:
         request_id = job.request_id
         while job.state not in TERMINAL:
-            granted = await self._acquire(job)
-            if granted is None:
-                job = await self.queue.get(request_id)
-                if job.state == common_pb2.RUNNING:
-                    job = await self._watch(request_id)
-                continue
-            job = await self.runner.run(granted.job, granted.lease, listener, owner=True)
+            if lease is None:
+                granted = await self._acquire(job)
+                if granted is None:
+                    job = await self.queue.get(request_id)
+                    if job.state == common_pb2.RUNNING:
+                        job = await self._watch(request_id)
+                    continue
+                job, lease = granted.job, granted.lease
+            job = await self.runner.run(job, lease, listener, owner=True)
+            lease = None
             if job.state == common_pb2.QUEUED:
                 reason = job.attempt_errors[-1].message if job.attempt_errors else "the attempt failed"
                 listener.retrying(reason)

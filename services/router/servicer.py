@@ -21,7 +21,7 @@ from services.router.chat import Submission, parse_priority, submission, validat
 from services.router.clients import QueueClient
 from services.router.events import Page
 from services.router.gate import Caller, CallMeta, Gate
-from services.router.inference import Inference
+from services.router.inference import Inference, Submitted
 from services.router.ocr_input import OcrSpec, parse_json_upload, validate_ocr
 from services.router.openai_compat import (
     DONE,
@@ -94,10 +94,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         spec = validate_chat(convert.chat_input(request), self.catalog)
         async_mode = request.async_mode or meta.prefers_async
         sub = self._submission(meta, request.priority, async_mode, request.idempotency_key, request.timeout_seconds)
-        job = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
-        await send_request_id(context, job.request_id)
-        if not sub.async_mode:
-            job = await self.inference.wait(job)
+        submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
+        await send_request_id(context, submitted.job.request_id)
+        job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
         return convert.chat_response(job)
 
     async def StreamChat(
@@ -107,11 +106,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         caller = await self.gate.admit(meta)
         spec = validate_chat(convert.chat_input(request), self.catalog)
         sub = self._submission(meta, request.priority, False, request.idempotency_key, request.timeout_seconds)
-        job = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
-        await send_request_id(context, job.request_id)
-        rid, model = job.request_id, spec.model.name
+        submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
+        job, model = submitted.job, spec.model.name
+        rid = job.request_id
+        await send_request_id(context, rid)
         yield router_pb2.StreamChatResponse(request_id=rid, model=model, status=job.state, position=job.position)
-        async for item in self.inference.text(job):
+        async for item in self.inference.text(submitted):
             if isinstance(item, str):
                 yield router_pb2.StreamChatResponse(request_id=rid, model=model, status=common_pb2.RUNNING, delta=item)
             else:
@@ -126,7 +126,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         completion = parse_completion_request(request.data)
         spec = validate_chat(completion.chat, self.catalog)
         sub = self._submission(meta, "", meta.prefers_async and not completion.stream, "", 0.0)
-        job = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
+        submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
+        job = submitted.job
         await send_request_id(context, job.request_id)
         created = int(time.time())
         if sub.async_mode:
@@ -134,20 +135,20 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 content_type=JSON_TYPE, data=async_accepted_body(job.request_id, common_pb2.JobState.Name(job.state))
             )
         elif completion.stream:
-            async for chunk in self._sse(job, completion, created, spec.model.name):
+            async for chunk in self._sse(submitted, completion, created, spec.model.name):
                 yield httpbody_pb2.HttpBody(content_type=SSE_TYPE, data=chunk)
         else:
-            final = await self.inference.wait(job)
+            final = await self.inference.wait(submitted)
             result = final.chat_result
             body = completion_body(
                 final.request_id, created, spec.model.name, result.message.content, result.finish_reason, convert.usage_of(final)
             )
             yield httpbody_pb2.HttpBody(content_type=JSON_TYPE, data=body)
 
-    async def _sse(self, job: common_pb2.Job, completion: CompletionRequest, created: int, model: str) -> AsyncIterator[bytes]:
-        writer = ChunkWriter(job.request_id, created, model)
+    async def _sse(self, submitted: Submitted, completion: CompletionRequest, created: int, model: str) -> AsyncIterator[bytes]:
+        writer = ChunkWriter(submitted.job.request_id, created, model)
         yield writer.role()
-        async for item in self.inference.text(job):
+        async for item in self.inference.text(submitted):
             if isinstance(item, str):
                 yield writer.delta(item)
                 continue
@@ -167,20 +168,20 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         meta = call_meta(context)
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=False)
-        job = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
-        await send_request_id(context, job.request_id)
-        if not sub.async_mode:
-            job = await self.inference.wait(job)
+        submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
+        await send_request_id(context, submitted.job.request_id)
+        job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
         return convert.ocr_response(job)
 
     async def StreamOcr(self, request: router_pb2.StreamOcrRequest, context: Ctx) -> AsyncIterator[router_pb2.StreamOcrResponse]:
         meta = call_meta(context)
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=True)
-        job = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
+        submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
+        job = submitted.job
         await send_request_id(context, job.request_id)
         yield router_pb2.StreamOcrResponse(request_id=job.request_id, status=job.state, position=job.position)
-        async for item in self.inference.pages(job):
+        async for item in self.inference.pages(submitted):
             if isinstance(item, Page):
                 yield router_pb2.StreamOcrResponse(
                     request_id=job.request_id, status=common_pb2.RUNNING, page=item.page, page_count=item.page_count
