@@ -62,7 +62,8 @@ MAX_TEXT = 256
 MAX_TIMEOUT_SECONDS = 86_400.0
 MAX_PAYLOAD_BYTES = 15 * 1024 * 1024
 MAX_WAIT_SECONDS = 30.0
-RECENT_JOBS = 5000
+RECENT_JOBS = 2000
+RECENT_RESULT_BYTES = 64 * 1024
 ENDED_LEASES = 20_000
 DOUBT_RETRY_SECONDS = (0.1, 2.0)
 
@@ -378,6 +379,8 @@ class QueueEngine:
         for rec in mq.iter_grant_order(now, self.ageing):
             if len(chosen) + promised >= free:
                 break
+            if now >= rec.deadline:
+                continue
             fut = None if rec.busy or rec.in_doubt else self._taker(rec, now)
             if fut is None:
                 promised += 1
@@ -617,9 +620,11 @@ class QueueEngine:
         return done if done is not None else await self._settled(request_id, lease_id, ())
 
     async def _end_grant(self, rec: JobRecord, end: GrantEnd, crash: CrashKind | None) -> JobRecord:
-        """Ends the running grant without ending the job: QUEUED again (lock held)."""
+        """Ends the running grant without ending the job: QUEUED again, or CANCELLED when that was asked (lock held)."""
         assert rec.lease is not None
         lease = rec.lease
+        if rec.cancel_requested:
+            return await self._finish(rec, cancelled(rec, "cancelled while running", end.at, lease.lease_id))
         await self._insert(rec, EVENTS, docs.end_document(rec.request_id, end))
         apply_end(rec, end)
         self.with_events.add(rec.request_id)
@@ -674,13 +679,18 @@ class QueueEngine:
             self.ended_leases.popitem(last=False)
 
     def _remember(self, rec: JobRecord) -> None:
-        """Keeps a finished job at hand for polls and repeated calls (without its payload)."""
+        """Keeps a finished job at hand for polls and repeated calls (without its payload; large results are reread)."""
         rec.payload = b""
+        if len(rec.result) > RECENT_RESULT_BYTES:
+            self._forget_finished(rec)
+            return
         self.recent[rec.request_id] = rec
         while len(self.recent) > RECENT_JOBS:
-            _, old = self.recent.popitem(last=False)
-            if old.idempotency_key:
-                self.idem.pop((old.client_id, old.idempotency_key), None)
+            self._forget_finished(self.recent.popitem(last=False)[1])
+
+    def _forget_finished(self, rec: JobRecord) -> None:
+        if rec.idempotency_key and self.idem.get((rec.client_id, rec.idempotency_key)) == rec.request_id:
+            del self.idem[(rec.client_id, rec.idempotency_key)]
 
     # ---- cancellation, deadlines, lapses (the last three run from the housekeeping tick)
 

@@ -144,11 +144,13 @@ class Housekeeping:
         """The housekeeping loop; survives database outages."""
         while True:
             await asyncio.sleep(self.interval)
-            self.tick()
             try:
+                self.tick()
                 await self._periodic()
             except StoreUnavailable:
                 log.warning("housekeeping postponed: the store is unavailable")
+            except Exception:  # the loop must outlive any one failure; logged with its stack
+                log.exception("housekeeping failed; continuing")
 
     async def _periodic(self) -> None:
         now = self.clock()

@@ -120,3 +120,14 @@ async def test_watch_reports_position_grant_progress_requeue_and_the_end(queue: 
     assert events[-1][1].chat_result.message.content == "watched result"
     finished_watch = [r async for r in queue.jobs.WatchJob(queue_pb2.WatchJobRequest(request_id=rid))]
     assert [r.event for r in finished_watch] == [queue_pb2.WATCH_EVENT_FINISHED]
+
+
+async def test_a_running_job_given_back_after_cancellation_ends_cancelled(queue: Queue) -> None:
+    rid = (await queue.submit("cancel, then release")).job.request_id
+    lease = (await queue.acquire(models=[CHAT])).lease
+    await queue.jobs.CancelJob(queue_pb2.CancelJobRequest(request_id=rid))
+    released = await queue.jobs.ReleaseJob(
+        queue_pb2.ReleaseJobRequest(lease_id=lease.lease_id, request_id=rid, reason="stopping")
+    )
+    assert released.job.state == common_pb2.CANCELLED
+    assert not (await queue.acquire(models=[CHAT], wait_ms=50)).HasField("lease")
