@@ -198,6 +198,7 @@ class HttpConnection(asyncio.Protocol):
         self.phase = "idle"
         self.closing = False
         self.discarding = False
+        self.close_after_response = False
         self.paused_writing: asyncio.Future[None] | None = None
         self._reset()
 
@@ -285,12 +286,19 @@ class HttpConnection(asyncio.Protocol):
             raise _HeadersTooLarge
         self.headers.append((name.decode("latin-1").lower(), value))
 
+    @property
+    def busy(self) -> bool:
+        """A response is in progress (a request arriving now is pipelined and waits its turn)."""
+        return self.task is not None and not self.task.done()
+
     def on_headers_complete(self) -> None:
         if self.discarding:
             return
         length = next((v for k, v in self.headers if k == "content-length"), None)
         if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
             self._too_large()
+            return
+        if self.busy:
             return
         if any(k == "expect" and v.lower() == b"100-continue" for k, v in self.headers) and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -310,13 +318,13 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.discarding:
-            if self.transport is not None:
+            if self.transport is not None and not self.busy:
                 self.transport.close()
             return
         request = self._request()
         if request is None:
             return
-        if self.task is None or self.task.done():
+        if not self.busy:
             self._start(request)
         else:
             self.pending.append(request)
@@ -367,8 +375,12 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.pending:
             self._start(self.pending.popleft())
-            if not self.pending:
+            if not self.pending and not self.close_after_response:
                 self.transport.resume_reading()
+            return
+        if self.close_after_response:
+            self.transport.close()
+            self.closing = True
             return
         self.phase = "idle"
         self._arm(self.limits.keepalive_timeout)
@@ -395,8 +407,15 @@ class HttpConnection(asyncio.Protocol):
     # limits and timeouts
 
     def _reject(self, status: int, code: int, message: str) -> None:
-        """Answers an error the request cannot recover from and closes the connection."""
+        """Answers an error the request cannot recover from and closes the connection.
+
+        A pipelined request cannot be answered before the response in progress, so then the connection
+        ends after it instead.
+        """
         if self.transport is None or self.closing:
+            return
+        if self.busy:
+            self._end_after_response()
             return
         self.transport.write(_error_response(status, code, message))
         self.transport.close()
@@ -406,6 +425,9 @@ class HttpConnection(asyncio.Protocol):
         """413, then read and drop what the client still sends for a moment, so it sees the answer rather than a reset."""
         if self.transport is None:
             return
+        if self.busy:
+            self._end_after_response()
+            return
         self.discarding = True
         self.body = []
         self.transport.write(
@@ -413,6 +435,14 @@ class HttpConnection(asyncio.Protocol):
         )
         self.phase = "linger"
         self._arm(_LINGER_SECONDS)
+
+    def _end_after_response(self) -> None:
+        """Stops reading a pipelined request that cannot be served; the connection ends after the current response."""
+        self.discarding = True
+        self.body = []
+        self.close_after_response = True
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def _arm(self, seconds: float) -> None:
         if self.timer is not None:

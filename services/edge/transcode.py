@@ -58,31 +58,37 @@ class RequestBuilder:
         self.binding = binding
         self.cls = binding.rpc.request_cls
         self.descriptor: Descriptor = self.cls.DESCRIPTOR  # type: ignore[assignment]
-        self.variables = [(var, resolve_field_path(self.descriptor, var.field_path)) for var in binding.template.variables]
+        variables = [(var, resolve_field_path(self.descriptor, var.field_path)) for var in binding.template.variables]
+        # Strings (the common case) are set on the message directly; other types go through protobuf's JSON parser.
+        self.string_variables = [(var, f) for var, f in variables if f[-1].type == FieldDescriptor.TYPE_STRING]
+        self.typed_variables = [(var, f) for var, f in variables if f[-1].type != FieldDescriptor.TYPE_STRING]
         self.body = binding.body
         self.raw_body = binding.request_is_http_body or binding.body_field_is_http_body
         self._paths: dict[str, list[FieldDescriptor]] = {}
 
     def build(self, parts: list[str], query: str, body: bytes, content_type: str) -> Message:
+        """The request message; path variables win over query parameters, which win over the body."""
         msg = self.cls()
         if self.body:
             self._fill_body(msg, body, content_type)
-        values: dict[str, Any] = {}
-        if query:
-            for name, value in parse_query(query):
-                self._put(values, self._query_field(name), value)
-        for var, fields in self.variables:
-            try:
+        try:
+            values: dict[str, Any] = {}
+            if query:
+                for name, value in parse_query(query):
+                    self._put(values, self._query_field(name), value)
+            for var, fields in self.typed_variables:
                 self._put(values, fields, var.bind(parts))
-            except PathError as exc:
-                raise TranscodeError(str(exc)) from None
-        if values:
-            if self.body:
-                extra = self.cls()
-                _parse(values, extra)
-                msg.MergeFrom(extra)
-            else:
-                _parse(values, msg)
+            if values:
+                if self.body:
+                    extra = self.cls()
+                    _parse(values, extra)
+                    msg.MergeFrom(extra)
+                else:
+                    _parse(values, msg)
+            for var, fields in self.string_variables:
+                _set_string(msg, fields, var.bind(parts))
+        except PathError as exc:
+            raise TranscodeError(str(exc)) from None
         return msg
 
     def _fill_body(self, msg: Message, body: bytes, content_type: str) -> None:
@@ -126,6 +132,12 @@ class RequestBuilder:
             node.setdefault(leaf.name, []).append(value)
         else:
             node[leaf.name] = value
+
+
+def _set_string(msg: Any, fields: list[FieldDescriptor], value: str) -> None:
+    for field in fields[:-1]:
+        msg = getattr(msg, field.name)
+    setattr(msg, fields[-1].name, value)
 
 
 def _scalar(field: FieldDescriptor, raw: str) -> Any:

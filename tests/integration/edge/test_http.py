@@ -40,6 +40,19 @@ async def test_pipelined_requests_are_answered_in_order(running: Running) -> Non
     assert ids == ["first", "second", "third"]
 
 
+async def test_a_pipelined_request_waits_for_a_slow_one_without_timing_out(start_edge: StartEdge) -> None:
+    running = await start_edge(Limits(header_timeout=0.2, body_idle_timeout=0.2, body_timeout=0.2))
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    slow = b'{"count": 3, "interval_seconds": 0.3}'
+    writer.write(b"POST /v1/count HTTP/1.1\r\nhost: edge\r\ncontent-length: %d\r\n\r\n%s" % (len(slow), slow) + GET % b"second")
+    received = b""
+    while b'"message_id":"second"' not in received:
+        received += await asyncio.wait_for(reader.read(65536), 3)
+    writer.close()
+    assert received.count(b"HTTP/1.1 200 OK") == 2
+    assert received.index(b'data: {"index":3}') < received.index(b'"message_id":"second"')
+
+
 async def test_http10_gets_an_answer_and_the_connection_closes(running: Running) -> None:
     raw = await exchange(running.port, b"GET /v1/messages/old HTTP/1.0\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
