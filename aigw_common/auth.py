@@ -315,7 +315,8 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             return cached[1]
         principal = await self.lookup(key_id, digest)
-        self._keys = _remember(self._keys, entry, (now + self.cache_seconds, principal), now)
+        if self.cache_seconds > 0:
+            self._keys = _remember(self._keys, entry, (now + self.cache_seconds, principal), now)
         return principal
 
 

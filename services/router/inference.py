@@ -56,20 +56,13 @@ class Inference:
             owner_id="" if sub.async_mode else self.worker_id,
             accept_lease=not sub.async_mode,
         )
-        if isinstance(payload, common_pb2.ChatJob):
-            request.chat.CopyFrom(payload)
-        else:
-            request.ocr.CopyFrom(payload)
+        attach(request, payload)
         reply = await self.queue.submit(request)
         request_id_var.set(reply.job.request_id)
         if not reply.HasField("lease"):
             return Submitted(reply.job)
-        job = reply.job
-        if request.HasField("chat"):
-            job.chat.CopyFrom(request.chat)
-        else:
-            job.ocr.CopyFrom(request.ocr)
-        return Submitted(job, reply.lease)
+        attach(reply.job, payload)
+        return Submitted(reply.job, reply.lease)
 
     async def wait(self, submitted: Submitted) -> common_pb2.Job:
         """The finished job (its error raised); the job keeps running if the caller goes away."""
@@ -120,6 +113,14 @@ class Inference:
                     if page.page not in sent:
                         yield Page(page, result.page_count)
                 yield final
+
+
+def attach(message: queue_pb2.SubmitRequest | common_pb2.Job, payload: common_pb2.ChatJob | common_pb2.OcrJob) -> None:
+    """Sets the chat or OCR payload of a submission or a job."""
+    if isinstance(payload, common_pb2.ChatJob):
+        message.chat.CopyFrom(payload)
+    else:
+        message.ocr.CopyFrom(payload)
 
 
 def _interrupted(request_id: str, reason: str) -> Unavailable:

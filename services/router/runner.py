@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 NO_BACKEND_WAIT_SECONDS = 5.0
 NO_BACKEND_POLL_SECONDS = 0.1
+REPORT_RETRY_SECONDS = 15.0
+REPORT_FIRST_DELAY = 0.1
+REPORT_MAX_DELAY = 1.0
 NOT_RETRYABLE = (InvalidArgument, PermissionDenied, Unauthenticated, Unimplemented)
 LEASE_GONE = (FailedPrecondition, NotFound, Aborted)
 
@@ -264,6 +267,19 @@ class JobRunner:
                 return
 
     async def _report(self, attempt: Attempt, outcome: Outcome) -> common_pb2.Job:
+        """Reports the attempt, retrying while the queue is unavailable (a restarting queue keeps the lease)."""
+        delay, give_up = REPORT_FIRST_DELAY, time.monotonic() + REPORT_RETRY_SECONDS
+        while True:
+            try:
+                return await self._report_once(attempt, outcome)
+            except Unavailable:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("the queue is unavailable; retrying the report", extra={"retry_in": delay})
+                await asyncio.sleep(delay)
+                delay = min(REPORT_MAX_DELAY, delay * 2)
+
+    async def _report_once(self, attempt: Attempt, outcome: Outcome) -> common_pb2.Job:
         job, lease = attempt.job, attempt.lease
         try:
             if outcome.result is not None:

@@ -149,6 +149,23 @@ def mesh_config(
     return parse_config(raw, env={})
 
 
+class QueueProcess:
+    """The queue service of a test mesh, which a test can stop and start again on the same address."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.running: contextlib.AbstractAsyncContextManager[None] | None = None
+
+    async def start(self) -> None:
+        self.running = serving(build_queue(self.cfg), self.cfg.services.queue.address)
+        await self.running.__aenter__()
+
+    async def stop(self) -> None:
+        if self.running is not None:
+            running, self.running = self.running, None
+            await running.__aexit__(None, None, None)
+
+
 @dataclass
 class Mesh:
     """The running servers of one test and typed-as-Any stubs (grpc-stubs types aio stubs as sync)."""
@@ -159,6 +176,7 @@ class Mesh:
     jobs: Any
     identity: Any
     configs: Any
+    queue: QueueProcess
 
     def token(self, subject: str = "alice", role: str = "user", client_ids: tuple[str, ...] = ()) -> str:
         token, _ = TokenSigner(self.cfg.auth, SECRET).issue_access(subject, role, client_ids)
@@ -210,7 +228,9 @@ async def wait_until(condition: Any, timeout: float = READY_SECONDS, what: str =
 async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
     """Queue, every backend of `cfg` and a router, in process; ready when the router sees every backend's model."""
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(serving(build_queue(cfg), cfg.services.queue.address))
+        queue = QueueProcess(cfg)
+        await queue.start()
+        stack.push_async_callback(queue.stop)
         for backend in cfg.backends:
             service: Service = (
                 build_textgen(cfg, {"AIGW_BACKEND": backend.name}) if backend.kind == "textgen" else build_ocr(cfg, backend.name)
@@ -232,4 +252,5 @@ async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
             queue_pb2_grpc.QueueServiceStub(queue_channel),
             queue_pb2_grpc.IdentityServiceStub(queue_channel),
             queue_pb2_grpc.ModelConfigServiceStub(queue_channel),
+            queue,
         )

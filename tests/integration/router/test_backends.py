@@ -75,3 +75,21 @@ async def test_the_busier_backend_gets_a_bounded_share(ferretdb: FerretDBProcess
                 stream.cancel()
     assert sum(counts.values()) == 20
     assert counts["tg-busy"] <= 2, counts
+
+
+async def test_a_queue_restart_mid_request_loses_nothing(ferretdb: FerretDBProcess, tmp_path: Path) -> None:
+    with upstreams(("--delay-ms", "1500")) as (up,):
+        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, [textgen_backend("tg-0", up)])
+        async with running_mesh(cfg) as mesh:
+            call = asyncio.ensure_future(mesh.router.Chat(chat(), metadata=bearer(mesh.token())))
+            await wait_until(lambda: up.stats()["in_flight"] == 1, timeout=10, what="the request reached the upstream")
+            await mesh.queue.stop()
+            await wait_until(lambda: up.stats()["completed"] == 1, timeout=10, what="the upstream answered")
+            await asyncio.sleep(0.3)
+            await mesh.queue.start()
+            reply = await asyncio.wait_for(call, 30)
+            assert reply.status == common_pb2.SUCCEEDED
+            assert reply.response == ANSWER
+            lookup = router_pb2.GetRequestRequest(request_id=reply.request_id)
+            job = (await mesh.router.GetRequest(lookup, metadata=bearer(mesh.token()))).request
+            assert (job.state, job.attempt, job.chat_result.message.content) == (common_pb2.SUCCEEDED, 1, ANSWER)
