@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -173,12 +174,33 @@ class Responder:
 
 
 class ServerState:
-    """What the connections of one server share: the handler, the limits, the open connections."""
+    """What the connections of one server share: the handler, the limits, the open connections.
+
+    Timeouts are enforced by one periodic sweep over the connections rather than a timer per request
+    phase, so the request path only stores a deadline.
+    """
 
     def __init__(self, handler: Handler, limits: Limits) -> None:
         self.handler = handler
         self.limits = limits
         self.connections: set[HttpConnection] = set()
+        shortest = min(limits.header_timeout, limits.body_idle_timeout, limits.body_timeout, limits.keepalive_timeout)
+        self.sweep_interval = min(0.5, shortest / 4)
+        self.sweeper: asyncio.TimerHandle | None = None
+
+    def start_sweeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.sweeper = loop.call_later(self.sweep_interval, self._sweep, loop)
+
+    def stop_sweeping(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in list(self.connections):
+            conn.expire(now)
+        self.sweeper = loop.call_later(self.sweep_interval, self._sweep, loop)
 
 
 class HttpConnection(asyncio.Protocol):
@@ -193,8 +215,7 @@ class HttpConnection(asyncio.Protocol):
         self.client = ""
         self.pending: deque[Request] = deque()
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.deadline = 0.0
+        self.deadline = math.inf
         self.phase = "idle"
         self.closing = False
         self.discarding = False
@@ -229,8 +250,6 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.state.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.paused_writing is not None and not self.paused_writing.done():
@@ -304,7 +323,6 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.phase = "body"
         self.body_started = self.last_body = self.loop.time()
-        self._arm(min(self.limits.body_idle_timeout, self.limits.body_timeout))
 
     def on_body(self, body: bytes) -> None:
         if self.discarding:
@@ -349,9 +367,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _start(self, request: Request) -> None:
         self.phase = "busy"
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = math.inf
         responder = Responder(self, request, self.parser.should_keep_alive())
         self.task = self.loop.create_task(self._run(request, responder))
 
@@ -445,22 +461,18 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _arm(self, seconds: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         self.deadline = self.loop.time() + seconds
-        self.timer = self.loop.call_at(self.deadline, self._expired)
 
-    def _expired(self) -> None:
-        self.timer = None
+    def expire(self, now: float) -> None:
+        """Called by the server's sweep: ends the connection when its current phase has run out of time."""
         if self.closing or self.transport is None:
             return
         if self.phase == "body":
-            now = self.loop.time()
-            idle_until = self.last_body + self.limits.body_idle_timeout
-            if now < idle_until and now < self.body_started + self.limits.body_timeout:
-                self.timer = self.loop.call_at(min(idle_until, self.body_started + self.limits.body_timeout), self._expired)
-                return
-            self._reject(408, _DEADLINE_EXCEEDED, "the request body arrived too slowly")
+            limit = min(self.last_body + self.limits.body_idle_timeout, self.body_started + self.limits.body_timeout)
+            if now >= limit:
+                self._reject(408, _DEADLINE_EXCEEDED, "the request body arrived too slowly")
+        elif now < self.deadline:
+            return
         elif self.phase == "headers":
             self._reject(408, _DEADLINE_EXCEEDED, "the request headers arrived too slowly")
         elif self.phase in ("idle", "linger"):
@@ -479,6 +491,7 @@ class HttpServer:
         """Binds and starts accepting; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: HttpConnection(self.state), host, port, backlog=1024, reuse_address=True)
+        self.state.start_sweeping()
         sock = self.server.sockets[0]
         bound: int = sock.getsockname()[1]
         return bound
@@ -487,6 +500,7 @@ class HttpServer:
         """Stops accepting, closes idle connections, lets busy ones finish within `grace` seconds, then cuts them."""
         if self.server is not None:
             self.server.close()
+        self.state.stop_sweeping()
         deadline = asyncio.get_running_loop().time() + grace
         while True:
             busy = [c for c in self.state.connections if c.phase != "idle"]
