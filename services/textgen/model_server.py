@@ -108,7 +108,9 @@ class ModelServer:
             try:
                 await self._launch(ServerState.LOADING)
             except BaseException:
+                why = self.detail
                 await self.stop()
+                self.detail = why
                 raise
             self.set_state(ServerState.READY)
             self._tasks.append(asyncio.create_task(self._supervise(), name=f"{self.label}-supervise"))
@@ -178,21 +180,21 @@ class ModelServer:
             self._crash_log.record("BACKEND_CRASH", self.model, reason, proc.tail(), details)
             if uptime >= STABLE_SECONDS:
                 self._backoff.reset()
-            await self._restart()
+            await self._restart(reason)
 
-    async def _restart(self) -> None:
+    async def _restart(self, reason: str) -> None:
+        """Starts the process again after growing delays until it answers; every attempt counts as a restart."""
         while True:
             delay = self._backoff.next_delay()
-            self.detail = f"{self.detail.split(';')[0]}; restarting in {delay:g}s"
+            self.detail = f"{reason}; restarting in {delay:g}s"
             await asyncio.sleep(delay)
             self.restarts += 1
             try:
                 await self._launch(ServerState.CRASHED)
-            except Unavailable as exc:
+            except Unavailable:
+                reason = f"restart {self.restarts} failed: {self.detail}"
                 tail = self.process.tail() if self.process else []
-                self._crash_log.record(
-                    "BACKEND_CRASH", self.model, f"restart failed: {exc.message}", tail, {"attempt": str(self.restarts)}
-                )
+                self._crash_log.record("BACKEND_CRASH", self.model, reason, tail, {"restarts": str(self.restarts)})
                 continue
             self.set_state(ServerState.READY)
             message = f"the model server was restarted (restart {self.restarts}, after {delay:g}s backoff)"
