@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from google.protobuf.message import Message as ProtoMessage
+
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2
@@ -32,19 +36,21 @@ WATCH_EVENTS = {
     queue_pb2.WATCH_EVENT_FINISHED: "finished",
 }
 
+OPTIONAL_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+CHAT_REQUEST_PARAMS = ("max_tokens", "temperature", "top_p", "seed")
+
 ChatLike = router_pb2.ChatRequest | router_pb2.StreamChatRequest
 OcrLike = router_pb2.OcrRequest | router_pb2.StreamOcrRequest
 
 
+def _optional_fields(message: ProtoMessage, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named optional fields of a message, None where unset."""
+    return {name: getattr(message, name) if message.HasField(name) else None for name in names}
+
+
 def chat_input(request: ChatLike) -> ChatInput:
     """The domain view of a Chat or StreamChat request."""
-    params = SamplingParams(
-        max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
-        temperature=request.temperature if request.HasField("temperature") else None,
-        top_p=request.top_p if request.HasField("top_p") else None,
-        stop=tuple(request.stop),
-        seed=request.seed if request.HasField("seed") else None,
-    )
+    params = SamplingParams(stop=tuple(request.stop), **_optional_fields(request, CHAT_REQUEST_PARAMS))
     messages = tuple(Message(m.role, m.content, m.name) for m in request.messages)
     return ChatInput(request.model, messages, params, request.prompt)
 
@@ -69,31 +75,15 @@ def ocr_input(request: OcrLike) -> OcrInput:
 
 def params_proto(params: SamplingParams) -> common_pb2.GenerationParams:
     proto = common_pb2.GenerationParams(stop=params.stop)
-    if params.max_tokens is not None:
-        proto.max_tokens = params.max_tokens
-    if params.temperature is not None:
-        proto.temperature = params.temperature
-    if params.top_p is not None:
-        proto.top_p = params.top_p
-    if params.seed is not None:
-        proto.seed = params.seed
-    if params.presence_penalty is not None:
-        proto.presence_penalty = params.presence_penalty
-    if params.frequency_penalty is not None:
-        proto.frequency_penalty = params.frequency_penalty
+    for name in OPTIONAL_PARAMS:
+        value = getattr(params, name)
+        if value is not None:
+            setattr(proto, name, value)
     return proto
 
 
 def params_of(proto: common_pb2.GenerationParams) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=proto.max_tokens if proto.HasField("max_tokens") else None,
-        temperature=proto.temperature if proto.HasField("temperature") else None,
-        top_p=proto.top_p if proto.HasField("top_p") else None,
-        stop=tuple(proto.stop),
-        seed=proto.seed if proto.HasField("seed") else None,
-        presence_penalty=proto.presence_penalty if proto.HasField("presence_penalty") else None,
-        frequency_penalty=proto.frequency_penalty if proto.HasField("frequency_penalty") else None,
-    )
+    return SamplingParams(stop=tuple(proto.stop), **_optional_fields(proto, OPTIONAL_PARAMS))
 
 
 def chat_job(spec: ChatSpec) -> common_pb2.ChatJob:
