@@ -100,6 +100,11 @@ def _servicer(owner: EdgeTestService, protos: EdgeTestProtos) -> Any:
             yield httpbody_pb2.HttpBody(data=b"data: [DONE]\n\n")
 
         async def Fail(self, request: Any, context: Any) -> Any:
+            try:
+                await asyncio.sleep(request.delay_seconds)
+            except asyncio.CancelledError:
+                owner.cancelled.set()
+                raise
             if request.code == "CRASH":
                 raise RuntimeError("secret internals: password=hunter2")
             if request.code == "PLAIN":

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import orjson
+import pytest
 from google.rpc import code_pb2
 
 from tests.integration.edge.conftest import Running
@@ -76,6 +77,12 @@ async def test_client_disconnect_cancels_the_upstream_stream(running: Running) -
     async with running.client.stream("POST", "/v1/count", json={"count": 100, "interval_seconds": 0.05}) as r:
         async for _ in r.aiter_raw():
             break
+    await asyncio.wait_for(running.service.cancelled.wait(), 5)
+
+
+async def test_client_disconnect_cancels_a_unary_call(running: Running) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        await running.client.post("/v1/fail", json={"code": "NOT_FOUND", "delay_seconds": 30}, timeout=0.3)
     await asyncio.wait_for(running.service.cancelled.wait(), 5)
 
 
