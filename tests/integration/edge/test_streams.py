@@ -28,8 +28,7 @@ async def test_each_event_is_flushed_when_it_happens(running: Running) -> None:
         async for chunk in r.aiter_raw():
             arrivals.append((time.monotonic() - start, chunk))
     assert [c for _, c in arrivals] == [b'data: {"index":%d}\n\n' % i for i in (1, 2, 3)]
-    assert arrivals[0][0] < 0.35
-    assert arrivals[2][0] > 0.75
+    assert arrivals[2][0] - arrivals[0][0] > 0.6
 
 
 async def test_streamed_http_body_passes_through_raw(running: Running) -> None:
