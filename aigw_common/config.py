@@ -180,6 +180,7 @@ class BackendConfig:
     name: str = ""
     kind: Literal["textgen", "ocr"] = "textgen"
     address: str = ""
+    metrics_port: int = 0
     engine: Literal["transformers", "vllm", "openai", "tesseract", "deepseek-ocr"] = "transformers"
     mode: Literal["supervise", "attach"] = "supervise"
     url: str = ""

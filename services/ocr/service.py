@@ -34,6 +34,8 @@ class OcrService:
         self.cfg = cfg
         self.backend = backend
         self.bind_address = backend.backend.address or cfg.services.ocr.address
+        first_ocr = cfg.backends_of("ocr")[0].name == backend.backend.name
+        self.metrics_port = backend.backend.metrics_port or (cfg.services.ocr.metrics_port if first_ocr else 0)
         self._loading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
 
