@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps ferretdb proto proto-check check lint typecheck buflint test test-fast run bench chaos clean
+.PHONY: help setup system-deps ferretdb proto proto-check check lint typecheck buflint envoy-check test test-fast run bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ lint: .venv/.synced ## ruff
 	.venv/bin/ruff format --check .
 
 typecheck: .venv/.synced ## mypy --strict on hand-written code
-	.venv/bin/mypy aigw_common services tools tests bench
+	.venv/bin/mypy aigw_common services tools tests bench envoy
 
 buflint: .venv/.synced ## buf lint, and buf breaking against main when main has protos
 	tools/gen_protos.sh >/dev/null
@@ -51,7 +51,10 @@ buflint: .venv/.synced ## buf lint, and buf breaking against main when main has 
 	  .venv/bin/buf breaking --against '.git#branch=main,subdir=.' --exclude-path build/proto-deps || \
 	  .venv/bin/buf breaking protos --against '.git#branch=main,subdir=protos'; fi
 
-check: lint typecheck buflint proto-check ## everything CI checks besides the tests
+envoy-check: .venv/.synced ## envoy/envoy.yaml is what envoy/generate.py makes and parses strictly into Envoy's Bootstrap
+	$(PY) envoy/generate.py --check
+
+check: lint typecheck buflint proto-check envoy-check ## everything CI checks besides the tests
 
 test: setup ## run the test suite (unit, integration, end-to-end)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -395,7 +395,7 @@ class ModelCard(_message.Message):
     object: _builtins.str
     """Always "model"."""
     created: _builtins.int
-    """Unix time the model was configured."""
+    """Unix time the model was configured (uint32 so JSON renders a number, as OpenAI clients expect)."""
     owned_by: _builtins.str
     """Owner ("aigw")."""
     def __init__(
