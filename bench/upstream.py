@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -44,6 +45,18 @@ class UpstreamOptions:
     def finish_reason(self, max_tokens: int | None) -> str:
         full = self.tokens or len(self.answer.split(" "))
         return "length" if max_tokens is not None and max_tokens < full else "stop"
+
+
+class Journal:
+    """Appends `start|end <request id> <time>` lines (O_APPEND, one write each) so a checker can find overlapping runs."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if path else -1
+        self.write("boot", str(os.getpid()))
+
+    def write(self, event: str, request_id: str, extra: str = "") -> None:
+        if self.fd >= 0:
+            os.write(self.fd, f"{event} {request_id or '-'} {time.time():.6f} {extra}\n".encode())
 
 
 @dataclass
@@ -90,8 +103,9 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 class Upstream:
     """The ASGI application: /v1/chat/completions (unary and SSE), /v1/models, /health, /metrics, /stats."""
 
-    def __init__(self, options: UpstreamOptions) -> None:
+    def __init__(self, options: UpstreamOptions, journal: Journal | None = None) -> None:
         self.options = options
+        self.journal = journal or Journal("")
         self.stats = UpstreamStats()
         self.started = int(time.time())
         self.seq = itertools.count(1)
@@ -101,7 +115,7 @@ class Upstream:
             return
         path = scope["path"]
         if path == "/v1/chat/completions" and scope["method"] == "POST":
-            await self._chat(receive, send)
+            await self._chat(scope, receive, send)
         elif path == "/v1/models":
             await _respond(send, 200, JSON_HEADERS, orjson.dumps({"object": "list", "data": [self._model_card()]}))
         elif path == "/health":
@@ -123,7 +137,7 @@ class Upstream:
             f"upstream_requests_total {self.stats.requests}\n"
         ).encode()
 
-    async def _chat(self, receive: Receive, send: Send) -> None:
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = await _read_body(receive)
         try:
             body = orjson.loads(raw)
@@ -132,12 +146,16 @@ class Upstream:
             return
         self.stats.requests += 1
         self.stats.in_flight += 1
+        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode()
+        self.journal.write("start", request_id)
         disconnect = _Disconnect(receive)
+        done = False
         try:
             done = await (self._stream(body, send, disconnect) if body.get("stream") else self._unary(body, send, disconnect))
         finally:
             disconnect.close()
             self.stats.in_flight -= 1
+            self.journal.write("end", request_id, "done" if done else "cut")
         if done:
             self.stats.completed += 1
         else:
@@ -216,10 +234,16 @@ async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], 
     await send({"type": "http.response.body", "body": body})
 
 
-def server(options: UpstreamOptions, host: str = "127.0.0.1", port: int = 0) -> uvicorn.Server:
+def server(options: UpstreamOptions, host: str = "127.0.0.1", port: int = 0, journal: str = "") -> uvicorn.Server:
     """A uvicorn server (httptools, no access log) for the upstream; `await server.serve()` runs it."""
     config = uvicorn.Config(
-        Upstream(options), host=host, port=port, http="httptools", log_level="warning", access_log=False, lifespan="off"
+        Upstream(options, Journal(journal)),
+        host=host,
+        port=port,
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
     )
     return uvicorn.Server(config)
 
@@ -232,14 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=0, help="tokens per answer (the answer's words cycled); 0: its words")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="delay before a unary answer")
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay before each streamed token")
+    parser.add_argument("--journal", default="", help="append start/end lines per request (by x-request-id) to this file")
     args = parser.parse_args(argv)
     options = UpstreamOptions(args.answer, args.tokens, args.delay_ms / 1000, args.chunk_delay_ms / 1000)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(server(options, args.host, args.port).serve())
+        asyncio.run(server(options, args.host, args.port, args.journal).serve())
     else:
-        uvloop.run(server(options, args.host, args.port).serve())
+        uvloop.run(server(options, args.host, args.port, args.journal).serve())
 
 
 if __name__ == "__main__":
