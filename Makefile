@@ -68,8 +68,9 @@ run: setup ## start the whole mesh in the foreground (Ctrl-C stops it)
 bench: setup ## performance benchmark (writes docs/bench/latest.json)
 	$(PY) -m bench.run
 
-chaos: setup ## fault-injection run under load (short form; CHAOS_SECONDS to lengthen)
-	$(PY) -m bench.chaos
+CHAOS_SECONDS ?= 45
+chaos: setup ## fault-injection run under load (short form; CHAOS_SECONDS=1800 for a soak)
+	$(PY) -m bench.chaos --seconds $(CHAOS_SECONDS) --out build/chaos.json
 
 clean: ## remove build outputs (keeps data/)
 	rm -rf build .mypy_cache .ruff_cache .pytest_cache tools/ferretdb/bin

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -130,10 +131,22 @@ class Mesh:
         address = self.grpc_addresses().get(program)
         while time.monotonic() - begin < timeout:
             pid = self.pids().get(program)
-            if pid and pid != old_pid and (address is None or health_of(address) == "SERVING"):
+            if pid and pid != old_pid and self._answers(program, address):
                 return time.monotonic() - begin
             time.sleep(0.2)
         raise TimeoutError(f"{program} did not come back within {timeout:.0f}s")
+
+    def _answers(self, program: str, address: str | None) -> bool:
+        if address is not None:
+            return health_of(address) == "SERVING"
+        if program == "ferretdb":
+            db = self.cfg.database
+            try:
+                with socket.create_connection((db.embedded_host, db.embedded_port), timeout=1):
+                    return True
+            except OSError:
+                return False
+        return True
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM to the launcher (supervisord stops every program), then waits."""
