@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             mesh.stop()
     print(json.dumps(figures, indent=2))
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     if figures["lost"] or figures["duplicated"] or figures["refused_but_stored"]:
         raise SystemExit("chaos: requests were lost or duplicated")
