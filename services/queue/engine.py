@@ -146,6 +146,7 @@ class QueueEngine:
         self._owner_waiters: dict[str, asyncio.Future[JobRecord | None]] = {}
         self._orphan_waiters: list[OrphanWaiter] = []
         self._lock_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._admissions: dict[str, asyncio.Future[bool]] = {}
         self._watchers: dict[str, list[asyncio.Queue[WatchEvent]]] = {}
         self._positions: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -212,7 +213,7 @@ class QueueEngine:
         if spec.idempotency_key:
             existing = self._idempotent(spec.client_id, spec.idempotency_key)
             if existing is not None:
-                return existing, True
+                return await self._once_stored(existing), True
         mq = self.queues[spec.model]
         if not admits(len(mq), len(mq.running), settings):
             return await self._refuse(spec, settings, mq)
@@ -247,6 +248,13 @@ class QueueEngine:
         if request_id is None:
             return None
         return self.active.get(request_id) or self.recent.get(request_id)
+
+    async def _once_stored(self, rec: JobRecord) -> JobRecord:
+        """The job, once its own Submit's write is acknowledged (UNAVAILABLE if that write failed)."""
+        pending = self._admissions.get(rec.request_id)
+        if pending is not None and not await asyncio.shield(pending):
+            raise StoreUnavailable(uncertain=False)
+        return rec
 
     async def _stored_idempotent(self, client_id: str, key: str) -> JobRecord | None:
         doc = await self.store.find_one(JOBS, {"idem": docs.idem_key(client_id, key)}, {"_id": 1})
@@ -293,6 +301,7 @@ class QueueEngine:
         """Reserves the job's place (locked until its write returns); an owner's job at the front is granted at once."""
         mq = self.queues[rec.model]
         rec.busy = True
+        self._admissions[rec.request_id] = asyncio.get_running_loop().create_future()
         self.active[rec.request_id] = rec
         if rec.idempotency_key:
             self.idem[(rec.client_id, rec.idempotency_key)] = rec.request_id
@@ -306,8 +315,14 @@ class QueueEngine:
         else:
             mq.push(rec)
 
+    def _admission_done(self, rec: JobRecord, stored: bool) -> None:
+        pending = self._admissions.pop(rec.request_id, None)
+        if pending is not None and not pending.done():
+            pending.set_result(stored)
+
     def _forget(self, rec: JobRecord) -> None:
         """Undoes an admission whose write failed."""
+        self._admission_done(rec, False)
         self.active.pop(rec.request_id, None)
         if rec.idempotency_key:
             self.idem.pop((rec.client_id, rec.idempotency_key), None)
@@ -334,6 +349,7 @@ class QueueEngine:
             if exc.uncertain:
                 self._adopt_later(rec.request_id)
             raise
+        self._admission_done(rec, True)
         self.stats[rec.model].submitted += 1
         self.usage.add(rec.model, rec.submitted_at)
         self._unlock(rec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -174,3 +175,20 @@ async def test_lowering_max_waiting_at_runtime_changes_admission_at_once(queue: 
     raise_it = queue_pb2.UpdateModelConfigRequest(model=CHAT, expected_version=1, patch=queue_pb2.ModelConfigPatch(max_waiting=3))
     await queue.configs.UpdateModelConfig(raise_it)
     await queue.submit("3 fits now")
+
+
+async def test_concurrent_submits_are_each_stored_once(queue: Queue, db: Database[Doc]) -> None:
+    same_key = await asyncio.gather(*(queue.submit(f"copy {i}", client_id="c1", idempotency_key="same") for i in range(5)))
+    assert len({r.job.request_id for r in same_key}) == 1
+    assert sorted(r.existing for r in same_key) == [False, True, True, True, True]
+
+    done = await queue.submit("finished long ago", request_id="old-1", owner_id="r1", accept_lease=True)
+    await queue.complete(done.lease)
+    queue.service.engine.recent.clear()
+    ids = [f"new-{i}" for i in range(4)] + ["old-1"] + [f"new-{i}" for i in range(4, 8)]
+    batch = await asyncio.gather(*(queue.submit(rid, request_id=rid) for rid in ids), return_exceptions=True)
+    reused = batch.pop(4)
+    assert isinstance(reused, grpc.aio.AioRpcError)
+    assert reused.code() == grpc.StatusCode.ALREADY_EXISTS, "the duplicate in a batched insert is refused alone"
+    assert all(isinstance(r, queue_pb2.SubmitResponse) for r in batch)
+    assert db.jobs.count_documents({}) == 1 + 1 + 8
