@@ -567,6 +567,7 @@ class QueueEngine:
             return HeartbeatReply(now, True, self.ended_leases.get(lease_id, STOP_LEASE_LOST))
         lease.delivered = True
         lease.expires_at = now + self.ttl
+        self._owner_active(rec, lease, now)
         if backend:
             rec.backend = backend[:MAX_TEXT]
         if progress > rec.progress:
@@ -577,6 +578,11 @@ class QueueEngine:
         if now >= rec.deadline:
             return HeartbeatReply(lease.expires_at, True, STOP_DEADLINE)
         return HeartbeatReply(lease.expires_at, False)
+
+    def _owner_active(self, rec: JobRecord, lease: Lease, now: float) -> None:
+        """The owner running its own job is present: if the job is requeued, it stays the owner's to take."""
+        if lease.worker_id == rec.owner_id:
+            rec.owner_seen = now
 
     async def _leased(self, request_id: str, lease_id: str, body: Callable[[JobRecord], Awaitable[T]]) -> T | None:
         """Runs `body` on the job if `lease_id` is its current lease; None when the job is no longer active."""
@@ -619,6 +625,7 @@ class QueueEngine:
             now = self.clock()
             err = JobError(error.code or "UNKNOWN", error.message[:2000], rec.lease.attempt, error.backend or rec.backend, now)
             decision = after_failure(rec, err, retryable, now)
+            self._owner_active(rec, rec.lease, now)
             if isinstance(decision, GrantEnd):
                 return await self._end_grant(rec, decision, CrashKind.RETRY)
             return await self._finish(rec, decision)
@@ -630,7 +637,10 @@ class QueueEngine:
         """Gives the leased job back without using an attempt."""
 
         async def body(rec: JobRecord) -> JobRecord:
-            return await self._end_grant(rec, released(rec, reason[:500], self.clock()), None)
+            now = self.clock()
+            assert rec.lease is not None
+            self._owner_active(rec, rec.lease, now)
+            return await self._end_grant(rec, released(rec, reason[:500], now), None)
 
         done = await self._leased(request_id, lease_id, body)
         return done if done is not None else await self._settled(request_id, lease_id, ())

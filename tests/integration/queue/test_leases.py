@@ -197,3 +197,17 @@ async def test_an_owner_can_take_the_lease_with_the_submit_answer(queue: Queue) 
     assert (await queue.complete(sub.lease)).job.state == common_pb2.SUCCEEDED
     granted = await queue.acquire(request_id=queued.job.request_id, wait_ms=2000)
     assert granted.lease.attempt == 1
+
+
+async def test_an_owner_running_its_job_keeps_it_when_the_attempt_is_retried(queue: Queue) -> None:
+    sub = await queue.submit("owner retries", owner_id="r1", accept_lease=True)
+    await asyncio.sleep(0.7)
+    assert not (await queue.jobs.Heartbeat(heartbeat(sub.lease))).cancel
+    orphan_hunt = asyncio.create_task(queue.acquire(models=[CHAT], wait_ms=400, worker_id="background"))
+    await asyncio.sleep(0.05)
+    error = common_pb2.JobError(code="UNAVAILABLE", message="backend went away")
+    request = queue_pb2.FailJobRequest(lease_id=sub.lease.lease_id, request_id=sub.job.request_id, error=error, retryable=True)
+    assert (await queue.jobs.FailJob(request)).job.state == common_pb2.QUEUED
+    again = await queue.acquire(request_id=sub.job.request_id, worker_id="r1", wait_ms=1000)
+    assert again.lease.attempt == 2
+    assert not (await orphan_hunt).HasField("lease"), "the requeued job stayed with its owner"
