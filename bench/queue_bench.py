@@ -27,6 +27,7 @@ import yaml
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_common.ferretdb import FerretDBProcess, ensure_built, free_port
+from aigw_common.server import install_event_loop
 from tests.helpers import wait_serving
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         queue = subprocess.Popen([sys.executable, "-m", "services.queue"], cwd=REPO, env=env)
         try:
             wait_serving(f"127.0.0.1:{port}", 60)
+            install_event_loop()
             results = asyncio.run(measure(f"127.0.0.1:{port}", args.count, args.clients, args.seconds))
         finally:
             queue.terminate()
