@@ -250,6 +250,22 @@ def memory(mesh: Mesh) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(mesh: Mesh) -> dict[str, float]:
+    """CPU time (user + system) used so far by every supervised process and its children."""
+    out: dict[str, float] = {}
+    for name, pid in mesh.pids().items():
+        proc = psutil.Process(pid)
+        times = [proc.cpu_times(), *(c.cpu_times() for c in proc.children(recursive=True))]
+        out[name] = sum(t.user + t.system for t in times)
+    return out
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], run: Run) -> dict[str, float]:
+    """Milliseconds of CPU each process spent per successful request during `run`."""
+    done = max(1, run.requests - run.errors)
+    return {name: round((after[name] - before.get(name, 0.0)) * 1000 / done, 3) for name in after}
+
+
 def ocr_runs(mesh: Mesh, token: str, pages: int) -> list[Run]:
     """Pages per second: Tesseract called directly, and through the gateway's REST path (2 at a time)."""
     import io
@@ -331,10 +347,13 @@ def main(argv: list[str] | None = None) -> None:
                         "direct",
                     )
                 )
-                runs.append(
-                    wrk(f"gateway REST x{clients}", f"{mesh.edge_url}/api/chat", gw_body, auth, clients, args.seconds, "rest")
-                )
+                before = cpu_seconds(mesh)
+                rest = wrk(f"gateway REST x{clients}", f"{mesh.edge_url}/api/chat", gw_body, auth, clients, args.seconds, "rest")
+                rest.extra["cpu_ms_per_request"] = cpu_per_request(before, cpu_seconds(mesh), rest)
+                runs.append(rest)
+            before = cpu_seconds(mesh)
             runs.append(concurrent_grpc(cfg.services.router.address, token, 10, args.seconds))
+            runs[-1].extra["cpu_ms_per_request"] = cpu_per_request(before, cpu_seconds(mesh), runs[-1])
             loaded = memory(mesh)
             runs.extend(ocr_runs(mesh, token, args.ocr_pages))
             chat_ok = sum(r.requests - r.errors for r in runs if r.path in ("rest", "grpc") and "ocr" not in r.name)
@@ -406,6 +425,9 @@ def render(report: dict[str, Any]) -> str:
     lines.append("added latency over direct (1 client): " + ", ".join(f"{k}={v}" for k, v in report["added_latency_ms"].items()))
     idle = report["memory_mb"]["idle"]
     lines.append(f"idle RSS: mesh {idle['mesh_total']} MB (with FerretDB: {idle['mesh_total_with_ferretdb']} MB)")
+    for r in report["runs"]:
+        if "cpu_ms_per_request" in r["extra"]:
+            lines.append(f"CPU ms per request, {r['name']}: " + json.dumps(r["extra"]["cpu_ms_per_request"]))
     lines.append("durability: " + json.dumps(report["durability"]))
     lines.append("targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}" for k, v in report["targets_met"].items()))
     return "\n".join(lines)
