@@ -1,0 +1,1 @@
+"""Security tests of the whole mesh, driven through the REST edge and the services' gRPC ports."""
