@@ -144,7 +144,7 @@ async def test_slow_clients_neither_block_the_edge_nor_keep_their_connections(se
     for _, writer in silent:
         writer.close()
     assert len(latencies) >= 10
-    assert max(latencies) < 2.0, latencies
+    assert max(latencies) < 3.0, latencies
     for seconds, answer in closed:
         assert seconds < HEADER_TIMEOUT + 5, closed
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
