@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from io import BytesIO
+from typing import TYPE_CHECKING, Any
 
-import pymupdf
 from PIL import Image, ImageOps
 
 from aigw_common.errors import InvalidArgument
@@ -17,14 +18,26 @@ from services.ocr.languages import letter_count
 from services.ocr.resolution import RenderSpec
 from services.ocr.results import Box, Line, PageImage, Word
 
+if TYPE_CHECKING:
+    import pymupdf
+
 SUPPORTED = "JPEG, PNG, WebP, BMP, TIFF or PDF"
 FIELD = "job.document"
 
 # MuPDF keeps global state and is not thread-safe (PyMuPDF's docs say so): every call into it takes this lock.
 _MUPDF = threading.Lock()
-# Its messages about damaged files go to stderr by default; the errors raised here say what matters.
-pymupdf.TOOLS.mupdf_display_errors(False)  # type: ignore[no-untyped-call]
-pymupdf.TOOLS.mupdf_display_warnings(False)  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _mupdf() -> Any:
+    """PyMuPDF, imported with the first PDF: it costs ~120 MB resident that an idle service need not hold."""
+    import pymupdf
+
+    # Its messages about damaged files go to stderr by default; the errors raised here say what matters.
+    pymupdf.TOOLS.mupdf_display_errors(False)  # type: ignore[no-untyped-call]
+    pymupdf.TOOLS.mupdf_display_warnings(False)  # type: ignore[no-untyped-call]
+    return pymupdf
+
 
 _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 _PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF"}
@@ -260,7 +273,7 @@ class PdfDocument(Document):
             raise InvalidArgument("the PDF is truncated (it has no end-of-file marker); send the complete file", field=FIELD)
         with _MUPDF:
             try:
-                self._doc = pymupdf.open(stream=data, filetype="pdf")  # type: ignore[no-untyped-call]
+                self._doc = _mupdf().open(stream=data, filetype="pdf")
             except (RuntimeError, ValueError):
                 raise InvalidArgument("the PDF is corrupt and cannot be read", field=FIELD) from None
             encrypted = self._doc.needs_pass
@@ -309,8 +322,9 @@ class PdfDocument(Document):
                 page = self._doc.load_page(number - 1)  # type: ignore[no-untyped-call]
                 self._check_images(page, number)
                 scale = self._scale(page.rect, spec)
-                colorspace = pymupdf.csGRAY if spec.grayscale else pymupdf.csRGB
-                matrix = pymupdf.Matrix(scale, scale)  # type: ignore[no-untyped-call]
+                mu = _mupdf()
+                colorspace = mu.csGRAY if spec.grayscale else mu.csRGB
+                matrix = mu.Matrix(scale, scale)
                 pix = page.get_pixmap(matrix=matrix, colorspace=colorspace, alpha=False)
                 mode = "L" if spec.grayscale else "RGB"
                 image = Image.frombytes(mode, (pix.width, pix.height), pix.samples)
@@ -342,7 +356,7 @@ def _looks_scanned(page: pymupdf.Page, text: str) -> bool:
     if letter_count(text) >= SCAN_TEXT_LETTERS:
         return False
     area = abs(page.rect) or 1.0
-    covered = sum(abs(pymupdf.Rect(info["bbox"]) & page.rect) for info in page.get_image_info())  # type: ignore[no-untyped-call]
+    covered = sum(abs(_mupdf().Rect(info["bbox"]) & page.rect) for info in page.get_image_info())  # type: ignore[no-untyped-call]
     return bool(covered / area >= SCAN_IMAGE_COVER)
 
 

@@ -7,8 +7,10 @@ import threading
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from py3langid.langid import MODEL_FILE, LanguageIdentifier
+if TYPE_CHECKING:
+    from py3langid.langid import LanguageIdentifier
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,9 @@ def letter_count(text: str) -> int:
 
 @functools.cache
 def _bundled_model() -> LanguageIdentifier:
-    """py3langid's bundled model (about a second to load): read once per process, never changed after."""
+    """py3langid's bundled model (about a second to load): read once per process, on first use, never changed after."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
