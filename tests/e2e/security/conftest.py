@@ -126,8 +126,8 @@ def secure(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     pem.write_bytes(public_pem(key))
     config = write_config(root / "config.yaml", security_config(root / "data", tiny_model_dir, pem))
     running = SecureMesh(Mesh(config), key)
-    running.mesh.start(timeout=150)
     try:
+        running.mesh.start(timeout=150)
         running.admin_token = admin_login(running.url)
         running.pids = running.mesh.pids()
         yield running
