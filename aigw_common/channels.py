@@ -14,6 +14,10 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Above the edge's 64 KiB header limit, so an oversized credential reaches the auth check (401),
+    # not gRPC's transport limit (which would answer RESOURCE_EXHAUSTED naming internal headers).
+    ("grpc.max_metadata_size", 96 * 1024),
+    ("grpc.absolute_max_metadata_size", 128 * 1024),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),

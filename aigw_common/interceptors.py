@@ -3,7 +3,8 @@
 1. RequestIdInterceptor   — takes `x-request-id` metadata or makes one; sets the log context.
 2. AccessLogInterceptor   — one log line per call with method, code and duration.
 3. MetricsInterceptor     — Prometheus counters and latency histograms per method and code.
-4. ErrorMappingInterceptor — domain errors -> gRPC statuses; unexpected ones -> logged INTERNAL.
+4. ErrorMappingInterceptor — domain errors -> gRPC statuses; unparsable requests -> INVALID_ARGUMENT;
+   unexpected errors -> logged INTERNAL.
 
 All of them cover unary and server-streaming RPCs (the only kinds the protos use).
 """
@@ -19,7 +20,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
-from aigw_common.errors import GatewayError
+from aigw_common.errors import GatewayError, InvalidArgument
 from aigw_common.logs import request_id_var
 from aigw_common.rpc_errors import internal_status, to_status
 
@@ -56,6 +57,9 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
     def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
         return behavior
 
+    def wrap_deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        return deserializer
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
@@ -68,13 +72,13 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self.wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self.wrap_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self.wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self.wrap_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -176,8 +180,30 @@ class MetricsInterceptor(_WrappingInterceptor):
         return run
 
 
+MALFORMED = object()
+"""Stands for a request message that could not be parsed (gRPC would otherwise answer UNKNOWN naming the exception)."""
+
+
 class ErrorMappingInterceptor(_WrappingInterceptor):
-    """Domain errors become their gRPC status; anything unexpected is logged and answered INTERNAL."""
+    """Domain errors become their gRPC status; unparsable requests INVALID_ARGUMENT; anything unexpected a logged INTERNAL."""
+
+    def wrap_deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        if deserializer is None:
+            return None
+        parse = deserializer
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except Exception:  # noqa: BLE001 - any parse failure is the caller's malformed message
+                return MALFORMED
+
+        return tolerant
+
+    @staticmethod
+    def _check(request: Any) -> None:
+        if request is MALFORMED:
+            raise InvalidArgument("the request message is not valid protobuf for this method")
 
     @staticmethod
     async def _fail(method: str, context: Ctx, exc: Exception) -> None:
@@ -189,6 +215,7 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     def wrap_unary(self, method: str, behavior: Unary) -> Unary:
         async def run(request: Any, context: Ctx) -> Any:
             try:
+                self._check(request)
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -200,6 +227,7 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
         async def run(request: Any, context: Ctx) -> AsyncIterator[Any]:
             try:
+                self._check(request)
                 async for item in behavior(request, context):
                     yield item
             except grpc.aio.AbortError:

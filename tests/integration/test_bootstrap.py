@@ -157,3 +157,17 @@ async def test_graceful_stop_lets_in_flight_calls_finish(running: Any) -> None:
     svc.release.set()
     assert await call == b"slow"
     await stopping
+
+
+async def test_unparsable_request_is_invalid_argument(running: Any) -> None:
+    _, _, channel, _ = running
+    call = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=_identity, response_deserializer=_identity)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(b"\xff\xff\xff\xff garbage")
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "DecodeError" not in (info.value.details() or "")
+
+
+async def test_large_metadata_reaches_the_service(running: Any) -> None:
+    _, _, channel, _ = running
+    assert await unary(channel)(b"ok", metadata=(("authorization", "Bearer " + "a" * 40_000),)) == b"ok"
