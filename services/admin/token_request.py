@@ -68,7 +68,7 @@ def _body_fields(content_type: str, body: bytes) -> dict[str, str]:
 def _json_fields(body: bytes) -> dict[str, str]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidArgument("body: malformed JSON", field="form") from None
     if not isinstance(data, dict):
         raise InvalidArgument("body: expected a JSON object", field="form")
