@@ -40,7 +40,7 @@ def test_typed_fields_alone() -> None:
     ("content_type", "body", "field", "message"),
     [
         ("application/json", b"{not json", "form", "malformed JSON"),
-        ("application/json", b"[" * 100_000, "form", "malformed JSON"),
+        ("application/json", b"[" * 10_000, "form", "malformed JSON"),
         ("application/json", b'["username"]', "form", "JSON object"),
         ("application/json", b'{"username": 5, "password": "x"}', "username", "expected a string"),
         (FORM, b"username=a&username=b&password=x", "username", "more than once"),
