@@ -16,6 +16,7 @@ from aigw_common.errors import FailedPrecondition, GatewayError, InvalidArgument
 from services.textgen.metrics import UNKNOWN
 from services.textgen.model_server import CrashSink, ModelServer, ServerState
 from services.textgen.payloads import chat_body, chat_result, chunk_parts, usage_of
+from services.textgen.process import Backoff
 from services.textgen.settings import ModelSpec, TextgenSettings
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,21 @@ class TextgenBackend:
             self._loader = asyncio.create_task(self._load_initial(self.settings.backend.initial_model), name="initial-load")
 
     async def _load_initial(self, model: str) -> None:
-        try:
-            await self.load(model)
-        except GatewayError as exc:
-            log.error("initial model failed to load", extra={"model": model, "reason": exc.message, "detail": self._detail})
+        """Loads the initial model, retrying with backoff: a server that dies at start must not leave us NOT_SERVING."""
+        backoff = Backoff()
+        while True:
+            try:
+                await self.load(model)
+                return
+            except GatewayError as exc:
+                if self._servers:
+                    return  # an operator loaded something meanwhile; theirs is the decision now
+                delay = backoff.next_delay()
+                log.error(
+                    "initial model failed to load; retrying",
+                    extra={"model": model, "reason": exc.message, "detail": self._detail, "retry_in_s": delay},
+                )
+            await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         if self._loader is not None:
