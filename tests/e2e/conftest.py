@@ -64,6 +64,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
     data = tmp_path_factory.mktemp("mesh")
     config = write_config(data / "config.yaml", mesh_config(data / "data", tiny_model_dir))
     running = Mesh(config)
-    running.start(timeout=150)
-    yield running
-    running.stop()
+    try:
+        running.start(timeout=150)
+        yield running
+    finally:
+        running.stop()
