@@ -13,7 +13,7 @@ from typing import Any
 
 from aigw_common.errors import InvalidArgument
 from services.queue.documents import from_datetime, to_datetime
-from services.queue.store import CRASHES, Duplicate, QueueStore, StoreUnavailable
+from services.queue.store import CLOSE_WAIT_SECONDS, CRASHES, Duplicate, QueueStore, StoreUnavailable, stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +174,16 @@ class CrashLog:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task], timeout=CLOSE_WAIT_SECONDS)
             self._task = None
 
     async def _run(self) -> None:
         while True:
+            stop_if_cancelled()
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                stop_if_cancelled()
                 event = self._pending[0]
                 try:
                     await self.store.insert(CRASHES, event_document(event))

@@ -51,7 +51,7 @@ from services.queue.jobs import (
 from services.queue.limits import ModelSettings, admits, retry_after
 from services.queue.ordering import ModelQueue
 from services.queue.stats import ModelStats, Usage
-from services.queue.store import EVENTS, JOBS, OUTCOMES, PAYLOADS, Duplicate, QueueStore, StoreUnavailable
+from services.queue.store import EVENTS, JOBS, OUTCOMES, PAYLOADS, Duplicate, QueueStore, StoreUnavailable, stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +364,7 @@ class QueueEngine:
     async def _adopt(self, request_id: str) -> None:
         delay, cap = DOUBT_RETRY_SECONDS
         while True:
+            stop_if_cancelled()
             try:
                 doc = await self.store.find_one(JOBS, {"_id": request_id})
                 if doc is not None and request_id not in self.active:
@@ -810,6 +811,7 @@ class QueueEngine:
     async def _settle_doubt(self, rec: JobRecord) -> None:
         delay, cap = DOUBT_RETRY_SECONDS
         while rec.in_doubt and not rec.terminal:
+            stop_if_cancelled()
             try:
                 await self._locked(rec, _nothing)
             except StoreUnavailable:
@@ -986,7 +988,8 @@ class QueueEngine:
             await asyncio.wait(pending, timeout=2.0)
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
 
 
 def _expire(fut: asyncio.Future[JobRecord | None]) -> None:

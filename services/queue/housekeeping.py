@@ -26,6 +26,7 @@ from services.queue.store import (
     REFRESH_TOKENS,
     QueueStore,
     StoreUnavailable,
+    stop_if_cancelled,
 )
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class Housekeeping:
     async def run(self) -> None:
         """The housekeeping loop; survives database outages."""
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(self.interval)
             try:
                 self.tick()

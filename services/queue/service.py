@@ -20,11 +20,12 @@ from services.queue.identity import Identities
 from services.queue.metrics import QueueCollector, register, unregister
 from services.queue.servicer import CrashLogServicer, QueueServicer, Readiness
 from services.queue.servicer_records import AutoSwitchStoreServicer, IdentityServicer, ModelConfigServicer
-from services.queue.store import QueueStore, StoreUnavailable
+from services.queue.store import QueueStore, StoreUnavailable, stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
 START_RETRY_SECONDS = (0.2, 2.0)
+STOP_WAIT_SECONDS = 5.0
 
 
 class QueueService:
@@ -74,6 +75,7 @@ class QueueService:
     async def _recover_then_serve(self, health: Health) -> None:
         delay, cap = START_RETRY_SECONDS
         while True:
+            stop_if_cancelled()
             try:
                 features = await self.store.connect()
                 await self.identities.load()
@@ -94,7 +96,8 @@ class QueueService:
         self.readiness.ready = False
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_WAIT_SECONDS)
         await self.engine.close()
         await self.crashlog.close()
         await self.store.close()

@@ -44,6 +44,18 @@ NOT_IMPLEMENTED = 238
 SERVER_SELECTION_MS = 2000
 CONNECT_MS = 2000
 SOCKET_MS = 30_000
+CLOSE_WAIT_SECONDS = 5.0
+
+
+def stop_if_cancelled() -> None:
+    """Raises CancelledError in a task whose cancellation a driver call swallowed.
+
+    On Python 3.11 `asyncio.wait_for` (which pymongo uses) can complete normally although the task was
+    cancelled meanwhile; long-running loops call this each round so that they still stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class Duplicate(Exception):
@@ -97,14 +109,16 @@ class InsertBatcher:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task], timeout=CLOSE_WAIT_SECONDS)
             self._task = None
 
     async def _run(self) -> None:
         while True:
+            stop_if_cancelled()
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                stop_if_cancelled()
                 batch, self._pending = self._pending, []
                 await self._flush(batch)
 

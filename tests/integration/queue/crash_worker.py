@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import time
 from pathlib import Path
 
@@ -58,7 +59,7 @@ class Worker:
         stop = asyncio.Event()
         beats = asyncio.create_task(self.heartbeat(lease, stop))
         try:
-            await asyncio.wait_for(stop.wait(), self.work_seconds)
+            await asyncio.wait_for(stop.wait(), self.work_seconds * random.uniform(0.5, 1.5))
             return
         except TimeoutError:
             pass

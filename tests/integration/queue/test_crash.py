@@ -74,6 +74,9 @@ class Mesh:
         command = [sys.executable, "-m", "tests.integration.queue.crash_worker", *args]
         self.workers[name] = subprocess.Popen(command, cwd=REPO, env=self.env(), stderr=subprocess.DEVNULL)
 
+    def in_flight(self) -> set[str]:
+        return set(self.lines("started")) - set(self.lines("done"))
+
     def lines(self, suffix: str) -> list[str]:
         return [line.split()[1] for f in self.tmp.glob(f"*.{suffix}") for line in f.read_text().splitlines()]
 
@@ -143,9 +146,9 @@ def test_killing_the_queue_loses_and_duplicates_nothing(mesh_on: Callable[[str],
     ids = submit_all(mesh)
     mesh.start_worker("w1")
     mesh.start_worker("w2")
-    wait_for(lambda: len(mesh.lines("done")) >= 10, 30, "the first completions")
+    wait_for(lambda: len(mesh.lines("done")) >= 10 and bool(mesh.in_flight()), 30, "completions, with jobs in flight")
     mesh.kill_queue()
-    running_at_kill = set(mesh.lines("started")) - set(mesh.lines("done"))
+    running_at_kill = mesh.in_flight()
     time.sleep(0.3)
     mesh.start_queue()
     stored = assert_each_succeeded_exactly_once(mesh, ids)
@@ -162,7 +165,7 @@ def test_killing_a_worker_mid_job_hands_its_jobs_to_another(mesh_on: Callable[[s
     wait_for(lambda: len(mesh.lines("started")) >= 5, 30, "the victim to start jobs")
     mesh.workers["victim"].send_signal(signal.SIGKILL)
     mesh.workers["victim"].wait()
-    lost = set(mesh.lines("started")) - set(mesh.lines("done"))
+    lost = mesh.in_flight()
     assert lost, "the worker died holding leases"
     mesh.start_worker("rescuer", concurrency=10, work_ms=100)
     stored = assert_each_succeeded_exactly_once(mesh, ids, spared=0)
