@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +43,21 @@ def test_valid_token_gives_principal() -> None:
     assert (p.subject, p.role, p.client_ids, p.via) == ("alice", "user", ("app-1",), "jwt")
 
 
+# Claims are built when the test runs (times relative to then), not when the module is collected.
 @pytest.mark.parametrize(
-    ("token_claims", "reason"),
+    ("make_claims", "reason"),
     [
-        (claims(exp=int(time.time()) - 120), "expired"),
-        (claims(nbf=int(time.time()) + 600), "not yet valid"),
-        (claims(aud="other"), "audience"),
-        (claims(iss="evil"), "issuer"),
-        (claims(role="root"), "role"),
-        (claims(iat=int(time.time()) + 3600, nbf=int(time.time()) - 1), "future|not yet valid"),
-        (claims(typ="refresh"), "not an access token"),
+        (lambda: claims(exp=int(time.time()) - 120), "expired"),
+        (lambda: claims(nbf=int(time.time()) + 600), "not yet valid"),
+        (lambda: claims(aud="other"), "audience"),
+        (lambda: claims(iss="evil"), "issuer"),
+        (lambda: claims(role="root"), "role"),
+        (lambda: claims(iat=int(time.time()) + 3600, nbf=int(time.time()) - 1), "future|not yet valid"),
+        (lambda: claims(typ="refresh"), "not an access token"),
     ],
 )
-def test_bad_claims_are_refused(token_claims: dict[str, Any], reason: str) -> None:
-    token = jwt.encode(token_claims, SECRET, algorithm="HS256")
+def test_bad_claims_are_refused(make_claims: Callable[[], dict[str, Any]], reason: str) -> None:
+    token = jwt.encode(make_claims(), SECRET, algorithm="HS256")
     with pytest.raises(Unauthenticated, match=reason):
         verifier().principal(token)
 

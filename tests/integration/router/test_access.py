@@ -94,7 +94,11 @@ async def api_key(mesh: Mesh, subject: str) -> tuple[str, str]:
     return key_id, full
 
 
-NOW = int(time.time())
+def now() -> int:
+    """Seconds now, read when a case's credential is made (cases are collected long before some run)."""
+    return int(time.time())
+
+
 CREDENTIALS: list[tuple[str, Callable[[Mesh], tuple[tuple[str, str], ...]], grpc.StatusCode]] = [
     ("missing", lambda m: (), grpc.StatusCode.UNAUTHENTICATED),
     ("not bearer", lambda m: (("authorization", "Token abc"),), grpc.StatusCode.UNAUTHENTICATED),
@@ -105,8 +109,8 @@ CREDENTIALS: list[tuple[str, Callable[[Mesh], tuple[tuple[str, str], ...]], grpc
         grpc.StatusCode.UNAUTHENTICATED,
     ),
     ("alg none", lambda m: bearer(unsigned()), grpc.StatusCode.UNAUTHENTICATED),
-    ("expired", lambda m: bearer(forged(iat=NOW - 600, nbf=NOW - 600, exp=NOW - 300)), grpc.StatusCode.UNAUTHENTICATED),
-    ("not yet valid", lambda m: bearer(forged(nbf=NOW + 600)), grpc.StatusCode.UNAUTHENTICATED),
+    ("expired", lambda m: bearer(forged(iat=now() - 600, nbf=now() - 600, exp=now() - 300)), grpc.StatusCode.UNAUTHENTICATED),
+    ("not yet valid", lambda m: bearer(forged(nbf=now() + 600)), grpc.StatusCode.UNAUTHENTICATED),
     ("wrong issuer", lambda m: bearer(forged(iss="someone-else")), grpc.StatusCode.UNAUTHENTICATED),
     ("wrong audience", lambda m: bearer(forged(aud="another-api")), grpc.StatusCode.UNAUTHENTICATED),
     ("no role", lambda m: bearer(forged(role=None)), grpc.StatusCode.UNAUTHENTICATED),

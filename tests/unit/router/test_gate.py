@@ -67,7 +67,8 @@ def gate(store: KeyStore | None = None, clock: Clock | None = None, limits: Rate
 
 def token(**over: Any) -> str:
     now = int(time.time())
-    claims = {"sub": "alice", "role": "user", "iss": "aigw", "aud": "aigw", "iat": now, "nbf": now, "exp": now + 60, **over}
+    # A day's validity: parametrized tokens are made at collection, possibly long before their test runs.
+    claims = {"sub": "alice", "role": "user", "iss": "aigw", "aud": "aigw", "iat": now, "nbf": now, "exp": now + 86400, **over}
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
