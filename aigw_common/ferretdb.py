@@ -21,6 +21,7 @@ __all__ = [
     "binary_path",
     "ensure_built",
     "free_port",
+    "free_ports",
 ]
 
 _TOOL_DIR = Path("tools") / "ferretdb"
@@ -60,6 +61,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct unused TCP ports (held together while chosen, so none repeats)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -30,7 +30,7 @@ import psutil
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_common.auth import TokenSigner
-from aigw_common.ferretdb import free_port
+from aigw_common.ferretdb import free_ports
 from aigw_common.mesh import Mesh, write_config
 from bench.documents import page_png
 
@@ -66,6 +66,7 @@ class Kill:
 
 
 def mesh_config(data: Path, journal: Path) -> dict[str, Any]:
+    ports = iter(free_ports(24))  # distinct: ports chosen one by one may repeat
     model_server = [
         sys.executable,
         "-m",
@@ -82,13 +83,13 @@ def mesh_config(data: Path, journal: Path) -> dict[str, Any]:
         str(journal),
     ]
     return {
-        "server": {"host": "127.0.0.1", "port": free_port(), "metrics_port": free_port()},
+        "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
         "services": {
-            s: {"host": "127.0.0.1", "port": free_port(), "metrics_port": free_port()}
+            s: {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)}
             for s in ("router", "queue", "textgen", "ocr", "admin")
         },
         "data_dir": str(data),
-        "database": {"uri": "", "embedded_port": free_port()},
+        "database": {"uri": "", "embedded_port": next(ports)},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": "chaos-admin-password"},
         "rate_limit": {"default": {"requests_per_minute": 1_000_000, "burst": 100_000}},
         "queue": {"lease_ttl_seconds": 4, "timeout": 150, "max_waiting": 12},
@@ -101,11 +102,11 @@ def mesh_config(data: Path, journal: Path) -> dict[str, Any]:
             {
                 "name": "gpu-0",
                 "kind": "textgen",
-                "address": f"127.0.0.1:{free_port()}",
+                "address": f"127.0.0.1:{next(ports)}",
                 "engine": "openai",
                 "mode": "supervise",
                 "command": model_server,
-                "port": free_port(),
+                "port": next(ports),
                 "models": [MODEL],
                 "initial_model": MODEL,
                 "capacity": 8,
@@ -114,7 +115,7 @@ def mesh_config(data: Path, journal: Path) -> dict[str, Any]:
             {
                 "name": "tesseract-0",
                 "kind": "ocr",
-                "address": f"127.0.0.1:{free_port()}",
+                "address": f"127.0.0.1:{next(ports)}",
                 "engine": "tesseract",
                 "models": ["tesseract"],
                 "initial_model": "tesseract",

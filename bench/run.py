@@ -26,7 +26,7 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_common.auth import TokenSigner
-from aigw_common.ferretdb import free_port
+from aigw_common.ferretdb import free_port, free_ports
 from aigw_common.mesh import Mesh, write_config
 from bench.documents import page_png
 
@@ -72,14 +72,15 @@ def finish(run: Run, samples_ms: list[float], seconds: float) -> Run:
 
 def mesh_config(data: Path, upstream_url: str) -> dict[str, Any]:
     """The local mesh with textgen attached to the fast upstream; limits high enough not to refuse benchmark load."""
+    ports = iter(free_ports(24))  # distinct: ports chosen one by one may repeat
     return {
-        "server": {"host": "127.0.0.1", "port": free_port(), "metrics_port": free_port()},
+        "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
         "services": {
-            s: {"host": "127.0.0.1", "port": free_port(), "metrics_port": free_port()}
+            s: {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)}
             for s in ("router", "queue", "textgen", "ocr", "admin")
         },
         "data_dir": str(data),
-        "database": {"uri": "", "embedded_port": free_port()},
+        "database": {"uri": "", "embedded_port": next(ports)},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": "bench-admin-password"},
         "rate_limit": {"default": {"requests_per_minute": 100_000_000, "burst": 1_000_000}},
         "logging": {"level": "WARNING"},
@@ -92,7 +93,7 @@ def mesh_config(data: Path, upstream_url: str) -> dict[str, Any]:
             {
                 "name": "upstream",
                 "kind": "textgen",
-                "address": f"127.0.0.1:{free_port()}",
+                "address": f"127.0.0.1:{next(ports)}",
                 "engine": "openai",
                 "mode": "attach",
                 "url": upstream_url,
@@ -103,7 +104,7 @@ def mesh_config(data: Path, upstream_url: str) -> dict[str, Any]:
             {
                 "name": "tesseract-0",
                 "kind": "ocr",
-                "address": f"127.0.0.1:{free_port()}",
+                "address": f"127.0.0.1:{next(ports)}",
                 "engine": "tesseract",
                 "models": ["tesseract"],
                 "initial_model": "tesseract",

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from aigw_common.ferretdb import free_ports
 from aigw_common.mesh import Mesh, write_config
-from tests.helpers import free_port
 
 JWT_SECRET = "e2e-secret-" + "x" * 40
 ADMIN_PASSWORD = "e2e-admin-password-123"
@@ -17,14 +17,15 @@ ADMIN_PASSWORD = "e2e-admin-password-123"
 
 def mesh_config(data_dir: Path, tiny_model_dir: Path, **overrides: Any) -> dict[str, Any]:
     """A config like config/offline.yaml, on free ports, with its data in `data_dir`."""
+    ports = iter(free_ports(24))  # distinct: ports chosen one by one may repeat
     raw: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": free_port(), "metrics_port": free_port()},
+        "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
         "services": {
-            svc: {"host": "127.0.0.1", "port": free_port(), "metrics_port": free_port()}
+            svc: {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)}
             for svc in ("router", "queue", "textgen", "ocr", "admin")
         },
         "data_dir": str(data_dir),
-        "database": {"uri": "", "embedded_port": free_port()},
+        "database": {"uri": "", "embedded_port": next(ports)},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": ADMIN_PASSWORD},
         "logging": {"level": "INFO"},
         "models": {
@@ -35,10 +36,10 @@ def mesh_config(data_dir: Path, tiny_model_dir: Path, **overrides: Any) -> dict[
             {
                 "name": "cpu-0",
                 "kind": "textgen",
-                "address": f"127.0.0.1:{free_port()}",
+                "address": f"127.0.0.1:{next(ports)}",
                 "engine": "transformers",
                 "mode": "supervise",
-                "port": free_port(),
+                "port": next(ports),
                 "models": ["tiny-chat"],
                 "initial_model": "tiny-chat",
                 "capacity": 4,
@@ -46,7 +47,7 @@ def mesh_config(data_dir: Path, tiny_model_dir: Path, **overrides: Any) -> dict[
             {
                 "name": "tesseract-0",
                 "kind": "ocr",
-                "address": f"127.0.0.1:{free_port()}",
+                "address": f"127.0.0.1:{next(ports)}",
                 "engine": "tesseract",
                 "models": ["tesseract"],
                 "initial_model": "tesseract",
