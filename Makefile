@@ -9,6 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 PYTEST_ARGS ?=
+PY_DIRS := aigw_common services tools tests bench envoy
 
 .PHONY: help setup system-deps ferretdb proto proto-check check lint typecheck buflint envoy-check test test-fast run bench chaos clean
 
@@ -38,18 +39,16 @@ proto-check: proto ## fail when the committed generated code is stale
 	git diff --exit-code -- gen/ || (echo "generated code is stale: run make proto and commit" >&2; exit 1)
 
 lint: .venv/.synced ## ruff
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
+	.venv/bin/ruff check $(PY_DIRS)
+	.venv/bin/ruff format --check $(PY_DIRS)
 
 typecheck: .venv/.synced ## mypy --strict on hand-written code
 	.venv/bin/mypy aigw_common services tools tests bench envoy
 
-buflint: .venv/.synced ## buf lint, and buf breaking against main when main has protos
-	tools/gen_protos.sh >/dev/null
+buflint: .venv/.synced ## buf lint, and buf breaking against main (or the previous commit when on main)
+	tools/gen_protos.sh >/dev/null 2>&1
 	.venv/bin/buf lint
-	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:protos 2>/dev/null; then \
-	  .venv/bin/buf breaking --against '.git#branch=main,subdir=.' --exclude-path build/proto-deps || \
-	  .venv/bin/buf breaking protos --against '.git#branch=main,subdir=protos'; fi
+	tools/buf_breaking.sh
 
 envoy-check: .venv/.synced ## envoy/envoy.yaml is what envoy/generate.py makes and parses strictly into Envoy's Bootstrap
 	$(PY) envoy/generate.py --check
