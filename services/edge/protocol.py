@@ -438,7 +438,10 @@ class HttpConnection(asyncio.Protocol):
         self.closing = True
 
     def _too_large(self) -> None:
-        """413, then read and drop what the client still sends for a moment, so it sees the answer rather than a reset."""
+        self._answer_and_linger(413, _INVALID_ARGUMENT, f"the request body exceeds {self.limits.max_body_bytes} bytes")
+
+    def _answer_and_linger(self, status: int, code: int, message: str) -> None:
+        """Answers, then reads and drops what the client still sends for a moment, so it sees the answer rather than a reset."""
         if self.transport is None:
             return
         if self.busy:
@@ -446,9 +449,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self.discarding = True
         self.body = []
-        self.transport.write(
-            _error_response(413, _INVALID_ARGUMENT, f"the request body exceeds {self.limits.max_body_bytes} bytes")
-        )
+        self.transport.write(_error_response(status, code, message))
         self.phase = "linger"
         self._arm(_LINGER_SECONDS)
 
@@ -470,7 +471,7 @@ class HttpConnection(asyncio.Protocol):
         if self.phase == "body":
             limit = min(self.last_body + self.limits.body_idle_timeout, self.body_started + self.limits.body_timeout)
             if now >= limit:
-                self._reject(408, _DEADLINE_EXCEEDED, "the request body arrived too slowly")
+                self._answer_and_linger(408, _DEADLINE_EXCEEDED, "the request body arrived too slowly")
         elif now < self.deadline:
             return
         elif self.phase == "headers":
