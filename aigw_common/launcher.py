@@ -132,7 +132,7 @@ def prepare(cfg: GatewayConfig) -> tuple[Path, dict[str, str]]:
     }
     if not cfg.auth.jwt_secret and "HS256" in cfg.auth.algorithms:
         env["JWT_SECRET"] = ensure_secret(data, "jwt_secret")
-    for key in ("JWT_SECRET", "MONGODB_URI", "AIGW_ADMIN_PASSWORD", "PATH", "HOME", "LANG"):
+    for key in ("JWT_SECRET", "MONGODB_URI", "AIGW_ADMIN_PASSWORD", "AIGW_PROFILE_DIR", "PATH", "HOME", "LANG"):
         if os.environ.get(key):
             env[key] = os.environ[key]
     for name, value in os.environ.items():

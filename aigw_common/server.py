@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -122,4 +124,15 @@ def serve(name: ServiceName, build: Callable[[GatewayConfig], Service]) -> None:
         # A service may bind an address of its own (a textgen backend's `address`) instead of its section's.
         await run_until_signalled(service, cfg, getattr(service, "bind_address", None))
 
-    asyncio.run(main())
+    profile_dir = os.environ.get("AIGW_PROFILE_DIR", "")
+    if not profile_dir:
+        asyncio.run(main())
+        return
+    # Developer aid: a cProfile of the whole process, written at a graceful stop (see docs/performance.md).
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(main())
+    finally:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(profile_dir, f"{name}-{os.getpid()}.prof"))
