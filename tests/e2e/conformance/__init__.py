@@ -1,0 +1,1 @@
+"""REST conformance suite: the documented HTTP contract, run against the local mesh or any deployed edge."""
