@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from aigw_common.documents import sniff
 from aigw_common.errors import InvalidArgument
 from services.router.catalog import ModelCatalog, ModelEntry
 
@@ -147,6 +148,7 @@ def validate_ocr(request: OcrInput, catalog: ModelCatalog, resolution_header: st
         raise InvalidArgument(
             f"document: {len(request.document)} bytes; the limit is {max_document_bytes} bytes", field="document"
         )
+    sniff(request.document, field="document")  # a disguised upload is refused before anything is stored
     _check_pages(request.first_page, request.last_page)
     _check_languages(request.languages)
     output_format = request.output_format.strip().lower() or "text"

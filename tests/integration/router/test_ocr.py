@@ -87,8 +87,9 @@ async def test_async_ocr_is_answered_with_its_id(mesh: Mesh) -> None:
     ("request_", "headers", "field"),
     [
         (router_pb2.OcrRequest(), {}, "document"),
-        (router_pb2.OcrRequest(document=b"%PDF", resolution="huge"), {}, "resolution"),
-        (router_pb2.OcrRequest(document=b"%PDF"), {"x_resolution": "4k"}, "resolution"),
+        (router_pb2.OcrRequest(document=b"%PDF-1.7", resolution="huge"), {}, "resolution"),
+        (router_pb2.OcrRequest(document=b"%PDF-1.7"), {"x_resolution": "4k"}, "resolution"),
+        (router_pb2.OcrRequest(document=b"<html><body>not an image</body></html>"), {}, "document"),
         (
             router_pb2.OcrRequest(upload=httpbody_pb2.HttpBody(content_type="application/json", data=b'{"document": "***"}')),
             {},
