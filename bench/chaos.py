@@ -37,6 +37,7 @@ from bench.documents import page_png
 JWT_SECRET = "chaos-secret-" + "c" * 40
 MODEL = "chaos-chat"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+SOAK_SLOT_SECONDS = 40.0  # in long runs, one kill about every 40 s
 MODES = ("sync", "stream", "async", "ocr")
 PRIORITIES = ("high", "normal", "low")
 
@@ -253,10 +254,11 @@ def model_server_pid(mesh: Mesh, textgen: str) -> int:
 
 
 def faults(mesh: Mesh, textgen: str, seconds: float, kills: list[Kill], start: float) -> None:
-    """Kills each target in turn at random moments; records recovery times."""
+    """Kills each target in turn at random moments (round after round in longer runs); records recovery times."""
     order = ["router", "queue", textgen, "model-server", "ferretdb"]
-    slot = seconds / (len(order) + 1)
-    for i, target in enumerate(order):
+    slot = min(seconds / (len(order) + 1), SOAK_SLOT_SECONDS)
+    rounds = max(1, int(seconds / (slot * len(order))))
+    for i, target in enumerate(order * rounds):
         time.sleep(max(0.0, start + slot * (i + 0.5) + random.uniform(0, slot * 0.5) - time.monotonic()))
         kill = Kill(target, round(time.monotonic() - start, 1))
         kills.append(kill)
