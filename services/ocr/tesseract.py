@@ -165,7 +165,8 @@ class TesseractEngine:
             raise FailedPrecondition(f"{self._detail}; installed: {', '.join(sorted(installed))}")
         self._installed, self._model, self._state = installed, name, EngineState.READY
         self._detail = version if "osd" in installed else f"{version}; no osd pack: no rotation or script detection"
-        await self.pool.run(self.identification.identify, "warm up the language model once, before the first page")
+        # The language model (~95 MB resident) loads with the first page that needs it, not here: an idle
+        # backend stays small, and the first auto-detected page pays about a second once.
         return f"{version} ready with {', '.join(sorted(self.languages()))}"
 
     def _probe(self) -> tuple[str, frozenset[str]]:
