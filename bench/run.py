@@ -268,7 +268,11 @@ def cpu_per_request(before: dict[str, float], after: dict[str, float], run: Run)
 
 
 def ocr_runs(mesh: Mesh, token: str, pages: int) -> list[Run]:
-    """Pages per second: Tesseract called directly, and through the gateway's REST path (2 at a time)."""
+    """Pages per second: pytesseract one page at a time, and the gateway's REST path two at a time.
+
+    Not a like-for-like overhead measure (the service pins Tesseract to one thread per page and runs
+    pages in parallel); `bench/ocr_bench.py` measures the service's overhead on the same pages and settings.
+    """
     import io
 
     import pytesseract  # type: ignore[import-untyped]
@@ -386,10 +390,7 @@ def build_report(
         "rest_added_p50_le_3.5ms": added["rest_p50_ms"] <= 3.5,
         "rest_rps_x10_ge_600": by["gateway REST x10"].rps >= 600,
         "idle_rss_le_400MB": idle["mesh_total"] <= 400,
-        "ocr_overhead_le_10pct": False,
     }
-    ocr_direct, ocr_gw = by["tesseract direct"], by["gateway REST /api/ocr x2"]
-    targets["ocr_overhead_le_10pct"] = ocr_gw.seconds <= ocr_direct.seconds * 1.10
     return {
         "machine": {
             "cpus": psutil.cpu_count(),
