@@ -310,7 +310,14 @@ def _request_id(value: bytes | None) -> str:
 
 
 def _returned_headers(metadata: Any, rid: str) -> list[tuple[str, str]]:
-    """Response initial metadata as HTTP headers (as Envoy passes them), without gRPC's own and binary keys."""
+    """Response initial metadata as HTTP headers (as Envoy passes them), without gRPC's own and binary keys.
+
+    `x-request-id` is the service's own when it sent one (the router's is the id the request is stored
+    under), else the edge's.
+    """
+    for key, value in metadata or ():
+        if key == "x-request-id" and isinstance(value, str) and value:
+            rid = value
     headers = [("x-request-id", rid)]
     for key, value in metadata or ():
         if (
