@@ -9,7 +9,6 @@ import pytest
 
 from tests.unit.deploy.helpers import (
     DEPLOY,
-    PENDING_ENVOY,
     REPO,
     compose_services,
     compose_variables,
@@ -104,7 +103,7 @@ def _bind_sources(service: dict[str, Any]) -> list[str]:
     return [v.split(":", 1)[0] for v in service.get("volumes", []) if v.startswith((".", "/"))]
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=PENDING_ENVOY) if n == "envoy" else n for n in sorted(SERVICES)])
+@pytest.mark.parametrize("name", sorted(SERVICES))
 def test_every_path_and_dependency_a_service_names_exists(name: str) -> None:
     service = SERVICES[name]
     for source in _bind_sources(service):

@@ -9,7 +9,6 @@ import pytest
 from tests.unit.deploy.helpers import (
     GRPC_SERVICES,
     K8S,
-    PENDING_ENVOY,
     containers,
     documents,
     env_values,
@@ -64,7 +63,6 @@ def test_the_generators_read_files_that_exist() -> None:
     assert GENERATED["aigw-config"]["files"] == ["config.yaml=../config/production.yaml"]
 
 
-@PENDING_ENVOY
 def test_the_envoy_config_generator_reads_a_file_that_exists() -> None:
     assert [e for e in _generated_files(envoy=True) if not (K8S / e).exists()] == []
 
