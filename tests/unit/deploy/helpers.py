@@ -20,7 +20,6 @@ from aigw_common.config import GatewayConfig, parse_config
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
-ENVOY_CONFIG = REPO / "envoy" / "envoy.yaml"
 # Written alongside this deployment; until it lands, the checks that read it are expected to fail.
 PLACEHOLDER_ENV = {"MONGODB_URI": "mongodb://mongo:27017/aigw?replicaSet=rs0", "JWT_SECRET": "x" * 64}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
