@@ -139,16 +139,16 @@ def _percentiles(p: queue_pb2.Percentiles) -> str:
 
 
 def queue_stats(s: admin_pb2.GetQueueStatsResponse) -> str:
-    failures = ", ".join(f"{k} {v}" for k, v in sorted(s.failures_by_reason.items()))
+    failures = ", ".join(f"{k} {v:.0f}" for k, v in sorted(s.failures_by_reason.items()))
     return pairs(
         [
             ("model", s.model),
             ("processing", f"{s.processing} of {s.max_concurrent}"),
             ("waiting", f"{s.waiting} of {s.max_waiting}"),
             ("utilization", f"{s.utilization:.0%}"),
-            ("total_processed", s.total_processed),
-            ("total_failed", s.total_failed),
-            ("total_cancelled", s.total_cancelled),
+            ("total_processed", f"{s.total_processed:.0f}"),
+            ("total_failed", f"{s.total_failed:.0f}"),
+            ("total_cancelled", f"{s.total_cancelled:.0f}"),
             ("failures", failures),
             ("queue wait", _percentiles(s.queue_wait_ms)),
             ("service time", _percentiles(s.service_ms)),

@@ -252,7 +252,7 @@ def test_admin_model_commands(capsys: Captured, env: dict[str, str], gateway: Ga
     assert code == 1
     assert "no model 'nope'" in err
     code, out, _ = run(capsys, env, "admin", "queue", "tiny-chat", "--json")
-    assert json.loads(out)["total_processed"] == "120"
+    assert json.loads(out)["total_processed"] == 120  # a JSON number, as the original API gave it
     assert run(capsys, env, "admin", "switch", "gpu-0", "big")[1].startswith("switched to big")
 
 

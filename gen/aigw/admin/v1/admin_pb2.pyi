@@ -966,12 +966,12 @@ class GetQueueStatsResponse(_message.Message):
         KEY_FIELD_NUMBER: _builtins.int
         VALUE_FIELD_NUMBER: _builtins.int
         key: _builtins.str
-        value: _builtins.int
+        value: _builtins.float
         def __init__(
             self,
             *,
             key: _builtins.str = ...,
-            value: _builtins.int = ...,
+            value: _builtins.float = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -999,18 +999,21 @@ class GetQueueStatsResponse(_message.Message):
     """Jobs queued."""
     utilization: _builtins.float
     """processing / max_concurrent."""
-    total_processed: _builtins.int
-    """Jobs finished SUCCEEDED."""
-    total_failed: _builtins.int
+    total_processed: _builtins.float
+    """Jobs finished SUCCEEDED.
+    Counts are doubles (exact up to 2^53) so REST renders JSON numbers, as the original API did;
+    proto3 JSON would render 64-bit integers as strings.
+    """
+    total_failed: _builtins.float
     """Jobs finished FAILED."""
-    total_cancelled: _builtins.int
+    total_cancelled: _builtins.float
     """Jobs finished CANCELLED."""
     max_concurrent: _builtins.int
     """Running limit."""
     max_waiting: _builtins.int
     """Waiting limit."""
     @_builtins.property
-    def failures_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+    def failures_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Failed jobs by error code."""
 
     @_builtins.property
@@ -1028,10 +1031,10 @@ class GetQueueStatsResponse(_message.Message):
         processing: _builtins.int = ...,
         waiting: _builtins.int = ...,
         utilization: _builtins.float = ...,
-        total_processed: _builtins.int = ...,
-        total_failed: _builtins.int = ...,
-        total_cancelled: _builtins.int = ...,
-        failures_by_reason: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        total_processed: _builtins.float = ...,
+        total_failed: _builtins.float = ...,
+        total_cancelled: _builtins.float = ...,
+        failures_by_reason: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         max_concurrent: _builtins.int = ...,
         max_waiting: _builtins.int = ...,
         queue_wait_ms: _queue_pb2.Percentiles | None = ...,
