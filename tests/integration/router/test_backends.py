@@ -79,7 +79,10 @@ async def test_the_busier_backend_gets_a_bounded_share(ferretdb: FerretDBProcess
 
 async def test_a_queue_restart_mid_request_loses_nothing(ferretdb: FerretDBProcess, tmp_path: Path) -> None:
     with upstreams(("--delay-ms", "1500")) as (up,):
-        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, [textgen_backend("tg-0", up)])
+        # A lease longer than the outage (the harness's 1.5 s TTL is shorter than stop + restart on a busy
+        # machine): what is tested is that a queue restart within the lease neither loses nor re-runs the job.
+        lease = {"lease_ttl_seconds": 6, "orphan_grace_seconds": 1.0, "sweep_interval_seconds": 0.2}
+        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, [textgen_backend("tg-0", up)], queue=lease)
         async with running_mesh(cfg) as mesh:
             call = asyncio.ensure_future(mesh.router.Chat(chat(), metadata=bearer(mesh.token())))
             await wait_until(lambda: up.stats()["in_flight"] == 1, timeout=10, what="the request reached the upstream")
