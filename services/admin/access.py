@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aigw_common.auth import Authenticator, Principal, TokenVerifier
+from aigw_common.auth import Authenticator, Principal, TokenVerifier, api_key_principal
 from aigw_common.errors import NotFound, Unauthenticated
 from services.admin.identity_store import IdentityStore
 
@@ -37,7 +37,4 @@ class Access:
             owner = await self.store.get_user(key.subject)
         except NotFound:
             raise Unauthenticated(BAD_KEY) from None
-        if owner.disabled:
-            raise Unauthenticated(BAD_KEY)
-        role = key.role if owner.role == "admin" else "user"
-        return Principal(key.subject, role, "api_key", tuple(owner.allowed_client_ids), key.key_id)
+        return api_key_principal(key.key_id, key.subject, key.role, (owner.role, owner.disabled, tuple(owner.allowed_client_ids)))
