@@ -21,7 +21,7 @@ from aigw_common import client_text as text
 from aigw_common.client import AigwClient, AigwError, AuthError, PermissionDenied, RateLimited, Unavailable, to_jsonable
 from aigw_common.client_requests import GenerationOptions, OcrOptions
 from aigw_common.client_store import SavedLogin, credentials_path, delete_login, load_login, save_login
-from aigw_common.client_types import TokenInfo
+from aigw_common.client_types import ChatResult, OcrResult, TokenInfo
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_BUSY = 0, 1, 2, 3, 4
 RESOLUTIONS = ("tiny", "small", "base", "large", "gundam")
@@ -233,14 +233,19 @@ def cmd_chat(cli: Cli) -> int:
     if a.stream:
         return _stream_chat(cli, prompt, opts)
     result = cli.client.chat(prompt, async_mode=a.async_mode, **opts)
+    return _show_answer(cli, result, a.async_mode, lambda: text.chat_summary(result))
+
+
+def _show_answer(cli: Cli, result: ChatResult | OcrResult, async_mode: bool, summary: Callable[[], str]) -> int:
+    """Prints a chat or OCR answer: JSON, the request id of an async submit, or the text with a summary."""
     if cli.json:
         cli.dump(result)
-    elif a.async_mode:
+    elif async_mode:
         cli.out(result.request_id)
         cli.note(text.submitted(result.request_id, result.status, result.position))
     else:
         cli.out(result.text)
-        cli.note(text.chat_summary(result))
+        cli.note(summary())
     return EXIT_OK
 
 
@@ -255,15 +260,7 @@ def cmd_ocr(cli: Cli) -> int:
                 cli.out(event.page.text)
         return EXIT_OK
     result = cli.client.ocr(a.file, async_mode=a.async_mode, **opts)
-    if cli.json:
-        cli.dump(result)
-    elif a.async_mode:
-        cli.out(result.request_id)
-        cli.note(text.submitted(result.request_id, result.status, result.position))
-    else:
-        cli.out(result.text)
-        cli.note(text.ocr_summary(result))
-    return EXIT_OK
+    return _show_answer(cli, result, a.async_mode, lambda: text.ocr_summary(result))
 
 
 def cmd_requests_get(cli: Cli) -> int:
