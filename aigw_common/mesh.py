@@ -69,8 +69,9 @@ class Mesh:
     def start(self, timeout: float = 120.0) -> float:
         """Starts the launcher and waits until every service is SERVING and the edge answers; returns seconds taken."""
         begin = time.monotonic()
-        Path(self.cfg.data_dir).mkdir(parents=True, exist_ok=True)
-        log = open(Path(self.cfg.data_dir) / "launcher.out", "ab")  # noqa: SIM115 - closed with the process
+        Path(self.cfg.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        out = os.open(Path(self.cfg.data_dir) / "launcher.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log = os.fdopen(out, "ab")
         env = {**os.environ, **self.env, "AIGW_CONFIG": str(self.config_path)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aigw_common.launcher"],
