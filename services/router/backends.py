@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from aigw_common.config import BackendConfig, RoutingConfig
 from services.router.policies import RoutingPolicy, Saturation, make_policy
 
+# A backend's reported state in the words of `GET /health` ("ready" becomes "serving" or "starting").
+BACKEND_STATE_WORDS = {"idle": "stopped", "unspecified": "unknown"}
+
 
 @dataclass(frozen=True)
 class StatusReport:
@@ -32,6 +35,7 @@ class BackendView:
     kind: str
     capacity: int
     reachable: bool = False
+    serving: bool = False
     state: str = "unknown"
     loaded: frozenset[str] = frozenset()
     reported_in_flight: int = 0
@@ -53,12 +57,17 @@ class BackendView:
         return (self.in_flight + max(0, self.server_waiting)) / max(1, self.capacity)
 
     def holds(self, model: str, now: float) -> bool:
-        return self.reachable and now >= self.down_until and self.state == "ready" and model in self.loaded
+        return self.serving and now >= self.down_until and self.state == "ready" and model in self.loaded
 
     def summary(self, now: float) -> str:
+        """What the backend is doing, in words (docs/router.md lists them)."""
+        if not self.reachable:
+            return "unreachable"
         if now < self.down_until:
             return "down"
-        return self.state if self.reachable else "unreachable"
+        if self.state == "ready":
+            return "serving" if self.serving else "starting"
+        return BACKEND_STATE_WORDS.get(self.state, self.state)
 
 
 @dataclass
@@ -80,9 +89,10 @@ class BackendPool:
         """Records a status poll: the report, or None with the reason when the backend did not answer."""
         view = self.views[name]
         if report is None:
-            view.reachable, view.detail = False, error
+            view.reachable, view.serving, view.detail = False, False, error
             return
-        view.reachable = report.serving
+        view.reachable = True
+        view.serving = report.serving
         view.state = report.state
         view.loaded = report.loaded_models
         view.reported_in_flight = report.in_flight

@@ -15,7 +15,7 @@ from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.auth import Principal, api_key_principal
 from aigw_common.channels import make_channel
 from aigw_common.config import BackendConfig
-from aigw_common.errors import NotFound, Unauthenticated
+from aigw_common.errors import GatewayError, NotFound, Unauthenticated
 from aigw_common.rpc_errors import from_rpc_error
 
 T = TypeVar("T")
@@ -102,6 +102,25 @@ class QueueClient:
         except NotFound:
             raise Unauthenticated("API key is invalid or revoked") from None
         return api_key_principal(key.key_id, key.subject, key.role, (user.role, user.disabled, tuple(user.allowed_client_ids)))
+
+
+class HealthClient:
+    """The standard health check of a service the router depends on (the admin service, which issues tokens)."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = make_channel(address)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+    async def state(self) -> str:
+        """ "serving", "starting" (it answers, not yet SERVING) or "unreachable"."""
+        try:
+            check = await _call(self.health.Check(health_pb2.HealthCheckRequest(), timeout=STATUS_CALL_SECONDS))
+        except GatewayError:
+            return "unreachable"
+        return "serving" if check.status == health_pb2.HealthCheckResponse.SERVING else "starting"
 
 
 class BackendClient:

@@ -18,7 +18,7 @@ from aigw_common.server import Health
 from services.router.backends import BackendPool
 from services.router.background import ConfigRefresher, OrphanWorkers, StatusPoller
 from services.router.catalog import ModelCatalog
-from services.router.clients import BackendClient, QueueClient
+from services.router.clients import BackendClient, HealthClient, QueueClient
 from services.router.gate import Gate
 from services.router.inference import Inference
 from services.router.own_jobs import OwnJobs
@@ -72,7 +72,8 @@ class RouterService:
         self.runner = JobRunner(self.queue, self.pool, self.backends, self.worker_id)
         self.own = OwnJobs(self.queue, self.runner)
         self.inference = Inference(self.queue, self.own, self.worker_id)
-        self.poller = StatusPoller(self.pool, self.backends, cfg.routing.status_interval_seconds)
+        self.admin = HealthClient(cfg.endpoint("admin").address)
+        self.poller = StatusPoller(self.pool, self.backends, cfg.routing.status_interval_seconds, self.admin)
         self.refresher = ConfigRefresher(self.queue, self.catalog)
         self.workers = OrphanWorkers(self.queue, self.runner, self.pool, cfg.routing.workers)
         self.tasks: list[asyncio.Task[None]] = []
@@ -85,7 +86,7 @@ class RouterService:
             self.inference,
             self.queue,
             self.runner,
-            (self.refresher, self.pool, gateway_version()),
+            (self.refresher, self.poller, gateway_version()),
             max(ocr_limits, default=BackendConfig().max_document_bytes),
         )
         router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
@@ -102,7 +103,7 @@ class RouterService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.own.stop()
-        await asyncio.gather(self.queue.close(), *(b.close() for b in self.backends.values()))
+        await asyncio.gather(self.queue.close(), self.admin.close(), *(b.close() for b in self.backends.values()))
 
 
 def build(cfg: GatewayConfig) -> RouterService:

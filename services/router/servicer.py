@@ -12,10 +12,9 @@ from google.api import httpbody_pb2
 
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.errors import InvalidArgument
+from aigw_common.errors import InvalidArgument, Unavailable
 from services.router import convert
-from services.router.backends import BackendPool
-from services.router.background import ConfigRefresher
+from services.router.background import ConfigRefresher, StatusPoller
 from services.router.catalog import ModelCatalog
 from services.router.chat import Submission, parse_priority, submission, validate_chat
 from services.router.clients import QueueClient
@@ -33,9 +32,11 @@ from services.router.openai_compat import (
     completion_body,
     parse_completion_request,
 )
+from services.router.readiness import SERVING, UNREACHABLE, assess
 from services.router.runner import JobRunner
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+NOT_READY_RETRY_SECONDS = 1.0
 HEADERS = {
     "authorization": "authorization",
     "x-api-key": "api_key",
@@ -72,7 +73,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         inference: Inference,
         queue: QueueClient,
         runner: JobRunner,
-        health: tuple[ConfigRefresher, BackendPool, str],
+        health: tuple[ConfigRefresher, StatusPoller, str],
         max_document_bytes: int,
     ) -> None:
         self.gate = gate
@@ -80,13 +81,15 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self.inference = inference
         self.queue = queue
         self.runner = runner
-        self.refresher, self.pool, self.version = health
+        self.refresher, self.poller, self.version = health
         self.max_document_bytes = max_document_bytes
 
     async def GetHealth(self, request: router_pb2.GetHealthRequest, context: Ctx) -> router_pb2.GetHealthResponse:
-        queue_ok = self.refresher.queue_reachable
-        components = {"queue": "ok" if queue_ok else "unreachable", **dict(self.pool.summaries())}
-        return router_pb2.GetHealthResponse(status="ok" if queue_ok else "degraded", components=components, version=self.version)
+        queue = SERVING if self.refresher.queue_reachable else UNREACHABLE
+        readiness = assess(queue, self.poller.admin_state, self.poller.pool.summaries())
+        if not readiness.ready:
+            raise Unavailable(readiness.explanation(), retry_after=NOT_READY_RETRY_SECONDS)
+        return router_pb2.GetHealthResponse(status=readiness.status, components=readiness.components, version=self.version)
 
     async def Chat(self, request: router_pb2.ChatRequest, context: Ctx) -> router_pb2.ChatResponse:
         meta = call_meta(context)

@@ -129,7 +129,8 @@ def mesh_config(
         "database": {"uri": ferretdb_uri, "name": db_name},
         "services": {
             "queue": {"port": free_port(), "metrics_port": 0},
-            **{name: {"port": 0, "metrics_port": 0} for name in ("admin", "textgen", "ocr", "router")},
+            "admin": {"port": free_port(), "metrics_port": 0},  # the router checks admin's health there
+            **{name: {"port": 0, "metrics_port": 0} for name in ("textgen", "ocr", "router")},
         },
         "auth": {"jwt_secret": SECRET},
         "queue": {"lease_ttl_seconds": 1.5, "orphan_grace_seconds": 1.0, "sweep_interval_seconds": 0.2},
