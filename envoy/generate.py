@@ -70,6 +70,14 @@ def cluster_of(service: str) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[0] == "aigw" else None
 
 
+# `GET /livez` as the embedded edge answers it: liveness only (Envoy is up); readiness is `GET /health`.
+LIVENESS_ROUTE: dict[str, Any] = {
+    "match": {"path": "/livez", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+    "direct_response": {"status": 200, "body": {"inline_string": '{"status":"live"}'}},
+    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+}
+
+
 def build(descriptor_set: bytes, cfg: GatewayConfig) -> dict[str, Any]:
     """The bootstrap for the services annotated in the descriptor set."""
     _, bindings = load_bindings(descriptor_set)
@@ -77,7 +85,8 @@ def build(descriptor_set: bytes, cfg: GatewayConfig) -> dict[str, Any]:
     streaming = sorted({b.rpc.path for b in bindings if b.rpc.server_streaming})
     clusters = {service: cluster_of(service) for service in services}
     unary_timeout = f"{int(cfg.queue.timeout) + 30}s"
-    routes = [_route({"path": path, "grpc": {}}, clusters[path.split("/")[1]], "0s") for path in streaming]
+    routes = [LIVENESS_ROUTE]
+    routes += [_route({"path": path, "grpc": {}}, clusters[path.split("/")[1]], "0s") for path in streaming]
     routes += [_route({"prefix": f"/{service}/", "grpc": {}}, clusters[service], unary_timeout) for service in services]
     return {
         "admin": {"address": _address("127.0.0.1", ADMIN_PORT)},
@@ -283,7 +292,7 @@ def consistency_problems(bootstrap: dict[str, Any], descriptor_set: bytes) -> li
             problems.append(f"no gRPC route for /{service}/")
         elif route["route"]["cluster"] != cluster_of(service):
             problems.append(f"/{service}/ goes to {route['route']['cluster']}, not {cluster_of(service)}")
-    for route in routes:
+    for route in (r for r in routes if "route" in r):
         if route["route"]["cluster"] not in clusters:
             problems.append(f"route {route['match']} names the missing cluster {route['route']['cluster']}")
     for path in sorted({b.rpc.path for b in bindings if b.rpc.server_streaming}):

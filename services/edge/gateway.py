@@ -29,6 +29,9 @@ Resolver = Callable[[str], "str | None"]
 Metadata = tuple[tuple[str, str], ...]
 
 JSON = "application/json"
+# Liveness, apart from readiness (`GET /health`, the router's answer): says only that this process is up.
+LIVENESS_PATH = "/livez"
+LIVE_BODY = b'{"status":"live"}'
 SSE = "text/event-stream"
 _DETAILS_KEY = "grpc-status-details-bin"
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -155,6 +158,10 @@ class Gateway:
 
     async def handle(self, request: Request, responder: Responder) -> None:
         start = time.perf_counter()
+        if request.path == LIVENESS_PATH:
+            self._liveness(request, responder)
+            self._observe("liveness", responder.status, start)
+            return
         route = self.exact.get((request.method, request.path))
         parts: list[str] = []
         if route is None:
@@ -257,6 +264,16 @@ class Gateway:
 
     def _error(self, responder: Responder, rid: str, reply: ErrorReply) -> None:
         responder.send(reply.http_status, [("x-request-id", rid), ("content-type", JSON), *reply.headers], reply.body)
+
+    def _liveness(self, request: Request, responder: Responder) -> None:
+        """`GET /livez`: the edge process is up and answering, and nothing more (readiness is `GET /health`)."""
+        rid = _request_id(request.header("x-request-id"))
+        if request.method not in ("GET", "HEAD"):
+            reply = local_error(code_pb2.UNIMPLEMENTED, f"{request.method} is not allowed on {LIVENESS_PATH}", 405)
+            reply.headers.append(("allow", "GET, HEAD"))
+            self._error(responder, rid, reply)
+            return
+        responder.send(200, [("x-request-id", rid), ("content-type", JSON)], LIVE_BODY)
 
     def _no_route(self, request: Request, responder: Responder) -> None:
         rid = _request_id(request.header("x-request-id"))

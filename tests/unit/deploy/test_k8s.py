@@ -188,3 +188,15 @@ def test_envoy_mounts_its_config_and_descriptor_from_the_generated_config_map() 
     assert envoy["containers"][0]["args"][:2] == ["-c", "/etc/envoy/envoy.yaml"]
     assert envoy["volumes"][0]["configMap"]["name"] == "envoy-config"
     assert sorted(f.split("=")[0] for f in GENERATED["envoy-config"]["files"]) == ["aigw_descriptor.binpb", "envoy.yaml"]
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_liveness_never_follows_readiness(name: str) -> None:
+    """A pod whose dependency is down is unready, not restarted: liveness asks only whether the process is up."""
+    for container in containers(WORKLOADS[name]):
+        live = container.get("livenessProbe")
+        if live is None or "exec" in live or container["name"] in ("vllm", "deepseek-ocr"):
+            continue
+        assert "grpc" not in live, f"{name}/{container['name']}: gRPC health here is readiness"
+        if "httpGet" in live:
+            assert live["httpGet"]["path"] == "/livez"
