@@ -6,6 +6,7 @@ import argparse
 import os
 import secrets
 import shlex
+import signal
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -73,15 +74,22 @@ def mesh_programs(cfg: GatewayConfig, python: str, ferretdb_binary: Path | None)
 
 
 def tied_to(parent: int, programs: list[Program]) -> list[Program]:
-    """The same programs, each started so that it dies with `parent` (supervisord) even if that is SIGKILLed."""
-    return [replace(p, command=dying_with(parent, p.command)) for p in programs]
+    """The same programs, each started so that it dies with `parent` (supervisord) even if that is SIGKILLed.
+
+    By SIGKILL: supervisord stops its programs gracefully itself when asked to, so the kernel's signal
+    comes only when supervisord died without stopping them, and then nothing should linger (logs go
+    nowhere, nobody restarts anything). Every service survives a kill by design, and what they run in
+    turn is tied to them (a model server gets SIGTERM when its service dies, so its engine goes too).
+    """
+    return [replace(p, command=dying_with(parent, p.command, signal.SIGKILL)) for p in programs]
 
 
 def supervisord_conf(programs: list[Program], data_dir: Path) -> str:
     """The supervisord configuration that runs `programs` and restarts any that dies.
 
-    It holds no secret: those reach the programs through supervisord's own environment. Its umask
-    keeps every file the mesh writes (logs, database files, models) private to its owner.
+    It holds no secret: those reach the programs through supervisord's own environment. The umask
+    (inherited from the launcher, and set for each program) keeps every file the mesh writes (logs,
+    database files, models) private to its owner.
     """
     logs = data_dir / "logs"
     lines = [
@@ -116,6 +124,7 @@ def supervisord_conf(programs: list[Program], data_dir: Path) -> str:
             "startretries=1000",
             f"stopwaitsecs={prog.stop_seconds}",
             "stopsignal=TERM",
+            "umask=077",
             "stopasgroup=true",
             "killasgroup=true",
             "redirect_stderr=true",

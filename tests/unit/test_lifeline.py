@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from aigw_common.lifeline import EXIT_PARENT_GONE, dying_with
 
 # A parent that starts `sleep` through the lifeline, says the child's pid, and waits to be killed.
 PARENT = """
 import subprocess, sys
 from aigw_common.lifeline import dying_with
-child = subprocess.Popen(dying_with(__import__("os").getpid(), ["sleep", "120"]), start_new_session=True)
+child = subprocess.Popen(dying_with(__import__("os").getpid(), ["sleep", "120"], int(sys.argv[1])), start_new_session=True)
 print(child.pid, flush=True)
 child.wait()
 """
@@ -34,8 +36,9 @@ def command_of(pid: int) -> str:
         return f.read().split(b"\0")[0].decode()
 
 
-def test_the_child_gets_sigterm_when_its_parent_is_sigkilled() -> None:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("death_signal", [signal.SIGTERM, signal.SIGKILL])
+def test_the_child_gets_its_signal_when_its_parent_is_sigkilled(death_signal: signal.Signals) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(int(death_signal))], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     try:
