@@ -162,6 +162,26 @@ def test_no_secret_or_user_data_is_readable_by_others_or_logged(mesh: Mesh) -> N
     assert str(data / "secrets" / "admin_password") in admin_log, "the log says where the generated password is"
 
 
+def assert_a_stopped_model_is_called_stopped_and_the_mesh_stays_ready(mesh: Mesh) -> None:
+    password = (Path(mesh.cfg.data_dir) / "secrets" / "admin_password").read_text().strip()
+    with httpx.Client(base_url=mesh.edge_url, timeout=60) as http:
+        token = http.post("/auth/token", data={"username": "admin", "password": password}).json()["access_token"]
+        stopped = http.post("/admin/models/tiny-chat/stop", headers={"authorization": f"Bearer {token}"})
+        assert stopped.status_code == 200, stopped.text
+        deadline = time.monotonic() + 20
+        while (health := http.get("/health")).json().get("components", {}).get("textgen:cpu-0") != "stopped":
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.2)
+    assert health.status_code == 200, "the OCR backend still serves: the mesh is ready"
+    assert health.json()["status"] == "ok", "a model stopped on purpose is not a fault"
+    assert health.json()["components"] == {
+        "queue": "serving",
+        "admin": "serving",
+        "textgen:cpu-0": "stopped",
+        "ocr:tesseract-0": "serving",
+    }
+
+
 @pytest.mark.timeout(480)
 def test_killing_the_supervisor_takes_every_process_with_it_and_the_next_mesh_starts_cleanly(mesh: Mesh) -> None:
     assert mesh.proc is not None
@@ -186,5 +206,6 @@ def test_killing_the_supervisor_takes_every_process_with_it_and_the_next_mesh_st
         assert httpx.get(f"{again.edge_url}/health", timeout=5).status_code == 200
         log = (Path(again.cfg.data_dir) / "logs" / "supervisord.log").read_text()
         assert "not expected" not in log.rsplit("supervisord started with pid", 1)[1]
+        assert_a_stopped_model_is_called_stopped_and_the_mesh_stays_ready(again)
     finally:
         again.stop()
