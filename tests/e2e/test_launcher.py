@@ -21,6 +21,7 @@ from tests.e2e.conftest import mesh_config
 
 # What `make run` leaves to be generated: no JWT secret and no admin password from the environment.
 NO_SECRETS_GIVEN = {"JWT_SECRET": "", "AIGW_ADMIN_PASSWORD": ""}
+pytestmark = pytest.mark.timeout(420)  # the first test includes the mesh's start (a model server on 2 busy cores)
 CHAT = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 
 
@@ -32,7 +33,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
     raw["auth"] = {"jwt_secret": "", "admin_password": ""}
     running = Mesh(write_config(root / "config.yaml", raw), dict(NO_SECRETS_GIVEN))
     try:
-        running.start(timeout=150)
+        running.start(timeout=240)
         yield running
     finally:
         running.stop()
