@@ -61,7 +61,7 @@ def build(cfg: GatewayConfig, descriptor_set: bytes | None = None) -> Edge:
     """The edge of the configured mesh, serving every annotated method of the descriptor set."""
     data = descriptor_set if descriptor_set is not None else descriptor_set_path().read_bytes()
     gateway = Gateway(data, config_resolver(cfg))
-    return Edge(gateway, Limits(max_body_bytes=cfg.server.max_body_bytes))
+    return Edge(gateway, Limits(max_body_bytes=cfg.server.max_body_bytes, max_document_bytes=cfg.max_document_bytes))
 
 
 async def run(cfg: GatewayConfig) -> None:

@@ -32,6 +32,9 @@ HTTP_STATUS: dict[int, int] = {
     code_pb2.UNAUTHENTICATED: 401,
 }
 
+# google.rpc.ErrorInfo reasons with an HTTP status of their own (the gRPC code alone has none for them).
+HTTP_STATUS_BY_REASON = {"PAYLOAD_TOO_LARGE": 413}
+
 # Codes whose message may carry internals when no service built the status (transport or crash text).
 OPAQUE_CODES = frozenset({code_pb2.UNKNOWN, code_pb2.INTERNAL, code_pb2.UNAVAILABLE, code_pb2.DATA_LOSS})
 OPAQUE_MESSAGES = {
@@ -87,9 +90,19 @@ def retry_after(status: status_pb2.Status) -> str | None:
     return None
 
 
+def _reason_status(status: status_pb2.Status) -> int | None:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.reason in HTTP_STATUS_BY_REASON:
+                return HTTP_STATUS_BY_REASON[info.reason]
+    return None
+
+
 def error_reply(status: status_pb2.Status, pool: DescriptorPool | None = None) -> ErrorReply:
     """The HTTP answer for a non-OK Status, with Retry-After on 429/503 when the status says when to retry."""
-    http = http_status_of(status.code)
+    http = _reason_status(status) or http_status_of(status.code)
     reply = ErrorReply(http, status_json(status, pool))
     if http in (429, 503):
         delay = retry_after(status)

@@ -22,6 +22,7 @@ class StatusReport:
     kv_cache_usage: float = -1.0
     detail: str = ""
     serving: bool = True
+    languages: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -41,6 +42,7 @@ class BackendView:
     local_in_flight: int = 0
     local_at_report: int = 0
     down_until: float = 0.0
+    languages: frozenset[str] = frozenset()
 
     @property
     def in_flight(self) -> int:
@@ -91,6 +93,7 @@ class BackendPool:
         view.server_waiting = report.server_waiting
         view.kv_cache_usage = report.kv_cache_usage
         view.detail = report.detail
+        view.languages = report.languages
 
     def mark_down(self, name: str, reason: str) -> None:
         """A call failed: no new work goes there for down_retry_seconds (then a good poll brings it back)."""
@@ -119,6 +122,12 @@ class BackendPool:
         if not candidates:
             return None
         return self.policy.choose(candidates, affinity_key)
+
+    def languages(self, model: str) -> frozenset[str] | None:
+        """The OCR language codes the backends configured for `model` last reported; None when none has reported."""
+        serving = {b.name for b in self.backends if model in b.models}
+        reported = [v.languages for v in self.views.values() if v.name in serving and v.languages]
+        return frozenset().union(*reported) if reported else None
 
     def servable_models(self) -> set[str]:
         """Models at least one healthy backend holds now."""

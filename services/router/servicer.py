@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -17,12 +16,13 @@ from services.router import convert
 from services.router.backends import BackendPool
 from services.router.background import ConfigRefresher
 from services.router.catalog import ModelCatalog
-from services.router.chat import Submission, parse_priority, submission, validate_chat
+from services.router.chat import Submission, parse_priority, refuse_stream_flag, submission, validate_chat
 from services.router.clients import QueueClient
 from services.router.events import Page
 from services.router.gate import Caller, CallMeta, Gate
 from services.router.inference import Inference, Submitted
-from services.router.ocr_input import OcrSpec, parse_json_upload, validate_ocr
+from services.router.ocr_checks import OcrPreflight
+from services.router.ocr_input import OcrSpec, parse_upload, validate_ocr
 from services.router.openai_compat import (
     DONE,
     JSON_TYPE,
@@ -73,7 +73,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         queue: QueueClient,
         runner: JobRunner,
         health: tuple[ConfigRefresher, BackendPool, str],
-        max_document_bytes: int,
+        preflight: OcrPreflight,
     ) -> None:
         self.gate = gate
         self.catalog = catalog
@@ -81,7 +81,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self.queue = queue
         self.runner = runner
         self.refresher, self.pool, self.version = health
-        self.max_document_bytes = max_document_bytes
+        self.preflight = preflight
 
     async def GetHealth(self, request: router_pb2.GetHealthRequest, context: Ctx) -> router_pb2.GetHealthResponse:
         queue_ok = self.refresher.queue_reachable
@@ -91,6 +91,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def Chat(self, request: router_pb2.ChatRequest, context: Ctx) -> router_pb2.ChatResponse:
         meta = call_meta(context)
         caller = await self.gate.admit(meta)
+        refuse_stream_flag(request.stream)
         spec = validate_chat(convert.chat_input(request), self.catalog)
         async_mode = request.async_mode or meta.prefers_async
         sub = self._submission(meta, request.priority, async_mode, request.idempotency_key, request.timeout_seconds)
@@ -168,6 +169,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         meta = call_meta(context)
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=False)
+        await self.preflight.check(spec)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         await send_request_id(context, submitted.job.request_id)
         job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
@@ -177,6 +179,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         meta = call_meta(context)
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=True)
+        await self.preflight.check(spec)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         job = submitted.job
         await send_request_id(context, job.request_id)
@@ -223,12 +226,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     def _ocr(self, request: convert.OcrLike, meta: CallMeta, streaming: bool) -> tuple[OcrSpec, Submission]:
         raw = convert.ocr_input(request)
-        upload = request.upload
-        if upload.data:
-            if upload.content_type.split(";")[0].strip().lower() == JSON_TYPE:
-                raw = parse_json_upload(upload.data, raw)
-            else:
-                raw = replace(raw, document=upload.data)
-        spec = validate_ocr(raw, self.catalog, meta.resolution, self.max_document_bytes)
+        if request.upload.data:
+            raw = parse_upload(request.upload.content_type, request.upload.data, raw)
+        spec = validate_ocr(raw, self.catalog, meta.resolution, self.preflight.rules.max_bytes)
         async_mode = not streaming and (raw.async_mode or meta.prefers_async)
         return spec, self._submission(meta, raw.priority, async_mode, raw.idempotency_key, raw.timeout_seconds)

@@ -66,7 +66,7 @@ async def test_declared_oversize_body_is_413_before_it_is_sent(start_edge: Start
     status, headers, body = await asyncio.wait_for(read_response(reader), 2)
     writer.close()
     assert (status, headers["connection"]) == (413, "close")
-    assert orjson.loads(body)["message"] == "the request body exceeds 1000 bytes"
+    assert orjson.loads(body)["message"] == "the request body is over the limit of 1,000 bytes"
 
 
 async def test_chunked_body_over_the_limit_is_413(start_edge: StartEdge) -> None:

@@ -1,0 +1,229 @@
+"""The router's REST surface through the embedded edge: uploads in every encoding, one size rule, refusals in API terms."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from aigw.queue.v1 import queue_pb2
+from aigw_common.config import Endpoint, json_upload_bytes
+from aigw_common.ferretdb import FerretDBProcess
+from bench.documents import page_png
+from services.edge.service import build as build_edge
+from tests.integration.router.harness import (
+    MODEL,
+    OCR_MODEL,
+    Mesh,
+    mesh_config,
+    ocr_backend,
+    running_mesh,
+    start_upstream,
+    textgen_backend,
+)
+from tests.unit.ocr.samples import encrypted_pdf, text_pdf
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
+DOCUMENT_LIMIT = 300_000
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def mesh(ferretdb: FerretDBProcess, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+    upstream = start_upstream("--answer", "hello there")
+    try:
+        backends = [textgen_backend("tg-0", upstream), {**ocr_backend(), "max_document_bytes": DOCUMENT_LIMIT}]
+        cfg = mesh_config(
+            ferretdb.uri,
+            f"t_{uuid.uuid4().hex[:12]}",
+            tmp_path_factory.mktemp("router-rest"),
+            backends,
+            server={"max_body_bytes": json_upload_bytes(DOCUMENT_LIMIT)},
+        )
+        async with running_mesh(cfg) as running:
+            yield running
+    finally:
+        upstream.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def rest(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
+    host, router_port = mesh.router_address.rsplit(":", 1)
+    router = Endpoint(host, int(router_port))
+    edge = build_edge(replace(mesh.cfg, services=replace(mesh.cfg.services, router=router)))
+    port = await edge.start("127.0.0.1", 0)
+    headers = {"authorization": f"Bearer {mesh.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers) as client:
+            yield client
+    finally:
+        await edge.stop(0)
+
+
+def violation(reply: httpx.Response) -> str:
+    """The field of the BadRequest detail of an error answer."""
+    for detail in reply.json()["details"]:
+        if detail["@type"].endswith("google.rpc.BadRequest"):
+            field: str = detail["field_violations"][0]["field"]
+            return field
+    raise AssertionError(f"no BadRequest detail in {reply.text}")
+
+
+async def stored_ocr_jobs(mesh: Mesh, client_id: str) -> int:
+    reply = await mesh.jobs.ListJobs(queue_pb2.ListJobsRequest(model=OCR_MODEL, client_id=client_id))
+    return len(reply.jobs)
+
+
+def padded_png(size: int) -> bytes:
+    """A real PNG page followed by filler up to `size` bytes (decoders stop at the image's end)."""
+    png = page_png(7)
+    return png + b"\0" * (size - len(png))
+
+
+# multipart/form-data
+
+
+async def test_a_multipart_upload_is_read(rest: httpx.AsyncClient) -> None:
+    form = {"resolution": "small", "languages": "eng", "model": OCR_MODEL}
+    reply = await rest.post("/api/ocr", files={"file": ("page.png", page_png(7), "image/png")}, data=form)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["status"] == "SUCCEEDED"
+    assert "quick brown fox" in body["text"].lower()
+    assert body["result"]["document_type"] == "png"
+
+
+async def test_a_multipart_upload_streams_page_by_page(rest: httpx.AsyncClient) -> None:
+    pdf = text_pdf([["The first page speaks of apples."], ["The second page speaks of pears."]])
+    files = {"file": ("two.pdf", pdf, "application/pdf")}
+    async with rest.stream("POST", "/api/ocr/stream", files=files, data={"first_page": "2"}) as reply:
+        assert reply.status_code == 200
+        text = (await reply.aread()).decode()
+    assert "pears" in text
+    assert "apples" not in text
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "field", "words"),
+    [
+        ({}, {"model": OCR_MODEL}, "file", "file: required"),
+        ({"file": ("a.png", b"x", "image/png")}, {"first_page": "two"}, "first_page", "first_page must be an integer"),
+        ({"file": ("a.png", b"x", "image/png")}, {"colour": "red"}, "colour", 'unknown form field "colour"'),
+    ],
+)
+async def test_bad_forms_name_the_field(
+    rest: httpx.AsyncClient, files: dict[str, Any], data: dict[str, str], field: str, words: str
+) -> None:
+    if not files:  # httpx sends a form without files as urlencoded; force multipart with an empty text part
+        files = {"model": (None, OCR_MODEL)}
+    reply = await rest.post("/api/ocr", files=files, data=data)
+    assert reply.status_code == 400, reply.text
+    assert words in reply.json()["message"]
+    assert violation(reply) == field
+
+
+async def test_a_form_with_a_bad_boundary_is_400(rest: httpx.AsyncClient) -> None:
+    reply = await rest.post("/api/ocr", content=b"--other\r\n\r\n", headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert reply.status_code == 400
+    assert reply.json()["message"].startswith("body: malformed multipart/form-data")
+
+
+# one size rule
+
+
+def _send(rest: httpx.AsyncClient, encoding: str, document: bytes) -> Any:
+    async_headers = {"prefer": "respond-async"}
+    if encoding == "raw":
+        return rest.post("/api/ocr", content=document, headers={**async_headers, "content-type": "image/png"})
+    if encoding == "json":
+        return rest.post("/api/ocr", json={"document": base64.b64encode(document).decode(), "async": True})
+    return rest.post("/api/ocr", files={"file": ("doc.png", document, "image/png")}, headers=async_headers)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "json", "multipart"])
+async def test_one_size_rule_whatever_the_encoding(rest: httpx.AsyncClient, encoding: str) -> None:
+    under = await _send(rest, encoding, padded_png(DOCUMENT_LIMIT))
+    assert under.status_code == 200, under.text
+    assert under.json()["status"] in ("QUEUED", "RUNNING")
+
+    over = await _send(rest, encoding, padded_png(DOCUMENT_LIMIT + 1))
+    assert over.status_code == 413, over.text
+    assert f"{DOCUMENT_LIMIT:,} bytes" in over.json()["message"]
+    assert violation(over) == "document"
+
+
+async def test_a_body_far_over_the_limit_is_413_naming_the_document_limit(rest: httpx.AsyncClient) -> None:
+    reply = await rest.post("/api/ocr", content=padded_png(2 * DOCUMENT_LIMIT), headers={"content-type": "image/png"})
+    assert reply.status_code == 413
+    assert f"a document may be at most {DOCUMENT_LIMIT:,} bytes" in reply.json()["message"]
+
+
+# languages in the query string
+
+
+@pytest.mark.parametrize("languages", ["eng,deu", "eng+fra", "eng deu"])
+async def test_languages_in_the_query_string_take_several_codes(rest: httpx.AsyncClient, languages: str) -> None:
+    reply = await rest.post(
+        f"/api/ocr?languages={languages.replace(' ', '%20')}", content=page_png(3), headers={"content-type": "image/png"}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "SUCCEEDED"
+
+
+# refused before admission
+
+
+@pytest.mark.parametrize(
+    ("document", "params", "field", "words"),
+    [
+        (encrypted_pdf(["A secret page."]), {}, "document", "encrypted"),
+        (text_pdf([["A page."]])[:-600], {}, "document", "truncated"),
+        (page_png(1), {"languages": "spa"}, "languages", "spa is not installed"),
+        (page_png(1), {"first_page": "3"}, "first_page", "past the document's last page (1)"),
+    ],
+)
+async def test_unrecognisable_requests_are_refused_before_admission(
+    mesh: Mesh, rest: httpx.AsyncClient, document: bytes, params: dict[str, str], field: str, words: str
+) -> None:
+    client_id = f"pre-{uuid.uuid4().hex[:8]}"
+    before = await mesh.jobs.GetQueueStats(queue_pb2.GetQueueStatsRequest(model=OCR_MODEL))
+    headers = {"content-type": "application/octet-stream", "authorization": f"Bearer {mesh.token(client_id)}"}
+    reply = await rest.post("/api/ocr", params=params, content=document, headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert words in reply.json()["message"]
+    assert violation(reply) == field
+    assert await stored_ocr_jobs(mesh, client_id) == 0
+    after = await mesh.jobs.GetQueueStats(queue_pb2.GetQueueStatsRequest(model=OCR_MODEL))
+    assert after.total_failed == before.total_failed
+
+
+# chat refusals in the API's terms
+
+
+async def test_stream_true_on_chat_points_to_the_stream_endpoint(rest: httpx.AsyncClient) -> None:
+    body = {"model": MODEL, "prompt": "hi", "stream": True}
+    reply = await rest.post("/api/chat", json=body)
+    assert reply.status_code == 400
+    assert "/api/chat/stream" in reply.json()["message"]
+    assert violation(reply) == "stream"
+    assert (await rest.post("/api/chat", json={**body, "stream": False})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"max_tokens": "ten"}, 'max_tokens must be an integer; got "ten"'),
+        ({"bogus": 1}, 'unknown field "bogus": this request has no such field'),
+        ({"messages": [{"role": "user", "text": "hi"}]}, 'unknown field "messages[0].text": this request has no such field'),
+        ({"temperature": "warm"}, 'temperature must be a number; got "warm"'),
+    ],
+)
+async def test_chat_body_refusals_name_the_field(rest: httpx.AsyncClient, body: dict[str, Any], message: str) -> None:
+    reply = await rest.post("/api/chat", json={"model": MODEL, "prompt": "hi", **body})
+    assert reply.status_code == 400
+    assert reply.json()["message"] == message
