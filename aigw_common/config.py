@@ -435,7 +435,8 @@ def _validate(cfg: GatewayConfig) -> None:
             if m not in cfg.models:
                 raise ConfigError(f"{where}.models: {m!r} is not defined under models")
             if cfg.models[m].kind != ("chat" if b.kind == "textgen" else "ocr"):
-                raise ConfigError(f"{where}.models: {m!r} is a {cfg.models[m].kind} model, not for a {b.kind} backend")
+                wrong = "an OCR model, not for a textgen" if cfg.models[m].kind == "ocr" else "a chat model, not for an OCR"
+                raise ConfigError(f"{where}.models: {m!r} is {wrong} backend")
         if b.initial_model and b.initial_model not in b.models:
             raise ConfigError(f"{where}.initial_model: {b.initial_model!r} is not in its models")
         if b.mode == "attach" and not b.url:
