@@ -52,6 +52,7 @@ class ErrorReply:
     http_status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+    status: status_pb2.Status | None = None
 
 
 def http_status_of(code: int) -> int:
@@ -103,7 +104,7 @@ def _reason_status(status: status_pb2.Status) -> int | None:
 def error_reply(status: status_pb2.Status, pool: DescriptorPool | None = None) -> ErrorReply:
     """The HTTP answer for a non-OK Status, with Retry-After on 429/503 when the status says when to retry."""
     http = _reason_status(status) or http_status_of(status.code)
-    reply = ErrorReply(http, status_json(status, pool))
+    reply = ErrorReply(http, status_json(status, pool), status=status)
     if http in (429, 503):
         delay = retry_after(status)
         if delay is not None:
@@ -117,3 +118,37 @@ def local_error(code: int, message: str, http_status: int | None = None) -> Erro
     if http_status is not None:
         reply.http_status = http_status
     return reply
+
+
+# OpenAI's error `type` by HTTP status (its SDKs pick the exception class by status, tools read `type`).
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    499: "cancelled_error",
+    501: "invalid_request_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+
+def openai_error_json(status: status_pb2.Status, http_status: int) -> bytes:
+    """The Status in OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`.
+
+    `param` is the field a BadRequest detail names (else null); `code` is the gRPC code's name in lowercase.
+    """
+    param = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            if bad.field_violations:
+                param = bad.field_violations[0].field
+    code = code_pb2.Code.Name(status.code).lower() if status.code in code_pb2.Code.values() else None
+    kind = OPENAI_TYPES.get(http_status, "server_error" if http_status >= 500 else "invalid_request_error")
+    return orjson.dumps({"error": {"message": status.message, "type": kind, "param": param, "code": code}})

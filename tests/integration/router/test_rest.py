@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import pytest_asyncio
 
@@ -227,3 +228,45 @@ async def test_chat_body_refusals_name_the_field(rest: httpx.AsyncClient, body: 
     reply = await rest.post("/api/chat", json={"model": MODEL, "prompt": "hi", **body})
     assert reply.status_code == 400
     assert reply.json()["message"] == message
+
+
+# the OpenAI-compatible surface answers errors in OpenAI's shape
+
+
+@pytest.fixture
+def openai_client(rest: httpx.AsyncClient, mesh: Mesh) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{str(rest.base_url).rstrip('/')}/v1", api_key=mesh.token(), max_retries=0)
+
+
+async def test_openai_sdk_raises_the_matching_exception_with_the_message(openai_client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        await openai_client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.body == {
+        "message": "model 'nope' does not exist",
+        "type": "not_found_error",
+        "param": None,
+        "code": "not_found",
+    }
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        await openai_client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], temperature=5)
+    assert bad.value.type == "invalid_request_error"
+    assert bad.value.param == "temperature"
+    assert "temperature" in bad.value.body["message"]  # type: ignore[index]
+
+    with pytest.raises(openai.AuthenticationError) as unknown:
+        await openai_client.with_options(api_key="not-a-credential").models.list()
+    assert unknown.value.type == "authentication_error"
+
+
+async def test_v1_errors_keep_their_status_and_take_openai_shape(rest: httpx.AsyncClient) -> None:
+    missing = await rest.get("/v1/requests/does-not-exist")
+    assert missing.status_code == 404
+    assert set(missing.json()) == {"error"}
+    assert missing.json()["error"]["type"] == "not_found_error"
+    no_route = await rest.get("/v1/nothing-here")
+    assert no_route.status_code == 404
+    assert no_route.json()["error"]["message"] == "no route for GET /v1/nothing-here"
+    assert (
+        "error" not in (await rest.post("/api/chat", json={"bogus": 1})).json()
+    )  # the gateway's own API keeps google.rpc.Status
