@@ -43,6 +43,7 @@ class BackendView:
     local_at_report: int = 0
     down_until: float = 0.0
     languages: frozenset[str] = frozenset()
+    answered: bool = False
 
     @property
     def in_flight(self) -> int:
@@ -81,6 +82,7 @@ class BackendPool:
     def observe(self, name: str, report: StatusReport | None, error: str = "") -> None:
         """Records a status poll: the report, or None with the reason when the backend did not answer."""
         view = self.views[name]
+        view.answered = report is not None
         if report is None:
             view.reachable, view.detail = False, error
             return
@@ -128,6 +130,17 @@ class BackendPool:
         serving = {b.name for b in self.backends if model in b.models}
         reported = [v.languages for v in self.views.values() if v.name in serving and v.languages]
         return frozenset().union(*reported) if reported else None
+
+    def stopped(self, model: str) -> bool:
+        """Every backend configured for `model` answers and holds something else or nothing, none loading: stopped.
+
+        A loading, sleeping, crashed or unreachable backend may bring the model back by itself, so it is not stopped.
+        """
+        now = self.clock()
+        views = [self.views[b.name] for b in self.backends if model in b.models]
+        return bool(views) and all(
+            v.answered and now >= v.down_until and v.state in ("idle", "ready") and model not in v.loaded for v in views
+        )
 
     def servable_models(self) -> set[str]:
         """Models at least one healthy backend holds now."""

@@ -20,7 +20,7 @@ from services.router.chat import Submission, parse_priority, refuse_stream_flag,
 from services.router.clients import QueueClient
 from services.router.events import Page
 from services.router.gate import Caller, CallMeta, Gate
-from services.router.inference import Inference, Submitted
+from services.router.inference import Inference, Submitted, refuse_stopped
 from services.router.ocr_checks import OcrPreflight
 from services.router.ocr_input import OcrSpec, parse_upload, validate_ocr
 from services.router.openai_compat import (
@@ -95,6 +95,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         spec = validate_chat(convert.chat_input(request), self.catalog)
         async_mode = request.async_mode or meta.prefers_async
         sub = self._submission(meta, request.priority, async_mode, request.idempotency_key, request.timeout_seconds)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         await send_request_id(context, submitted.job.request_id)
         job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
@@ -107,6 +108,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         caller = await self.gate.admit(meta)
         spec = validate_chat(convert.chat_input(request), self.catalog)
         sub = self._submission(meta, request.priority, False, request.idempotency_key, request.timeout_seconds)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         job, model = submitted.job, spec.model.name
         rid = job.request_id
@@ -127,6 +129,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         completion = parse_completion_request(request.data)
         spec = validate_chat(completion.chat, self.catalog)
         sub = self._submission(meta, "", meta.prefers_async and not completion.stream, "", 0.0)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         job = submitted.job
         await send_request_id(context, job.request_id)
@@ -170,6 +173,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=False)
         await self.preflight.check(spec)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         await send_request_id(context, submitted.job.request_id)
         job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
@@ -180,6 +184,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=True)
         await self.preflight.check(spec)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         job = submitted.job
         await send_request_id(context, job.request_id)
@@ -220,6 +225,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         job = await self.queue.get(request_id)
         self.gate.check_visible(caller, request_id, job.subject)
         return job
+
+    def _refuse_stopped(self, model: str, caller: Caller, sub: Submission) -> None:
+        if not sub.async_mode:
+            refuse_stopped(self.pool, model, caller)
 
     def _submission(self, meta: CallMeta, priority: str, async_mode: bool, key: str, timeout: float) -> Submission:
         return submission(parse_priority(meta.priority, priority), async_mode, key or meta.idempotency_key, timeout)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import grpc
 import httpx
 import openai
 import pytest
 import pytest_asyncio
 
+from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw.queue.v1 import queue_pb2
 from aigw_common.config import Endpoint, json_upload_bytes
 from aigw_common.ferretdb import FerretDBProcess
@@ -27,6 +30,7 @@ from tests.integration.router.harness import (
     running_mesh,
     start_upstream,
     textgen_backend,
+    wait_until,
 )
 from tests.unit.ocr.samples import encrypted_pdf, text_pdf
 
@@ -270,3 +274,35 @@ async def test_v1_errors_keep_their_status_and_take_openai_shape(rest: httpx.Asy
     assert (
         "error" not in (await rest.post("/api/chat", json={"bogus": 1})).json()
     )  # the gateway's own API keeps google.rpc.Status
+
+
+# a stopped model
+
+
+async def test_a_stopped_model_is_503_at_once_with_retry_after_and_how_to_start_it(mesh: Mesh, rest: httpx.AsyncClient) -> None:
+    backend = next(b for b in mesh.cfg.backends if b.kind == "ocr")
+    document, png_type = page_png(2), {"content-type": "image/png"}
+    async with grpc.aio.insecure_channel(backend.address) as channel:
+        ocr: Any = ocr_pb2_grpc.OcrServiceStub(channel)
+        await ocr.UnloadModel(ocr_pb2.UnloadModelRequest(model=OCR_MODEL))
+        try:
+            await wait_until(lambda: mesh.router_service.pool.stopped(OCR_MODEL), what="the router to see the model stopped")
+            started = time.monotonic()
+            as_user = await rest.post("/api/ocr", content=document, headers=png_type)
+            assert time.monotonic() - started < 2.0
+            assert as_user.status_code == 503
+            assert as_user.headers["retry-after"] == "60"
+            stopped = f"model {OCR_MODEL!r} is stopped: no backend has it loaded"
+            assert as_user.json()["message"] == f"{stopped}; an operator has to start it"
+
+            admin = {**png_type, "authorization": f"Bearer {mesh.token('root', role='admin')}"}
+            as_admin = await rest.post("/api/ocr/stream", content=document, headers=admin)
+            assert as_admin.status_code == 503
+            how = f"start it with POST /admin/models/{OCR_MODEL}/start (AdminService.StartModel)"
+            assert as_admin.json()["message"] == f"{stopped}; {how}"
+
+            queued = await rest.post("/api/ocr", params={"async": "true"}, content=document, headers=png_type)
+            assert queued.status_code == 200, "an async request may wait in the queue for the model"
+        finally:
+            await ocr.LoadModel(ocr_pb2.LoadModelRequest(model=OCR_MODEL))
+            await wait_until(lambda: OCR_MODEL in mesh.router_service.pool.servable_models(), what="the model back")
