@@ -37,13 +37,17 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+JSON_UPLOAD_OVERHEAD = 64 * 1024
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """The public REST edge."""
 
     host: str = "127.0.0.1"
     port: int = 8080
-    max_body_bytes: int = 11 * 1024 * 1024
+    # Room for the largest document as base64 in JSON (4/3 of 10 MiB is 13.3 MiB) plus the other fields.
+    max_body_bytes: int = 14 * 1024 * 1024
     metrics_port: int = 9100
 
 
@@ -244,6 +248,11 @@ class GatewayConfig:
     def backends_of(self, kind: str) -> tuple[BackendConfig, ...]:
         return tuple(b for b in self.backends if b.kind == kind)
 
+    @property
+    def max_document_bytes(self) -> int:
+        """The largest OCR document the gateway takes: the highest limit among its OCR backends."""
+        return max((b.max_document_bytes for b in self.backends_of("ocr")), default=BackendConfig().max_document_bytes)
+
     def model(self, name: str) -> ModelConfig:
         try:
             return self.models[name]
@@ -377,7 +386,17 @@ def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:
     return cls(**kwargs)
 
 
+def json_upload_bytes(document_bytes: int) -> int:
+    """The body a document of `document_bytes` needs as base64 in a JSON upload, with room for the other fields."""
+    return 4 * -(-document_bytes // 3) + JSON_UPLOAD_OVERHEAD
+
+
 def _validate(cfg: GatewayConfig) -> None:
+    if cfg.server.max_body_bytes < json_upload_bytes(cfg.max_document_bytes):
+        raise ConfigError(
+            f"server.max_body_bytes: {cfg.server.max_body_bytes} cannot carry a {cfg.max_document_bytes}-byte document"
+            f" as base64 JSON; set it to at least {json_upload_bytes(cfg.max_document_bytes)}"
+        )
     ports: dict[int, str] = {}
     for svc in SERVICE_NAMES:
         ep = cfg.endpoint(svc)
@@ -416,7 +435,8 @@ def _validate(cfg: GatewayConfig) -> None:
             if m not in cfg.models:
                 raise ConfigError(f"{where}.models: {m!r} is not defined under models")
             if cfg.models[m].kind != ("chat" if b.kind == "textgen" else "ocr"):
-                raise ConfigError(f"{where}.models: {m!r} is a {cfg.models[m].kind} model, not for a {b.kind} backend")
+                wrong = "an OCR model, not for a textgen" if cfg.models[m].kind == "ocr" else "a chat model, not for an OCR"
+                raise ConfigError(f"{where}.models: {m!r} is {wrong} backend")
         if b.initial_model and b.initial_model not in b.models:
             raise ConfigError(f"{where}.initial_model: {b.initial_model!r} is not in its models")
         if b.mode == "attach" and not b.url:

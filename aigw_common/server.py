@@ -12,13 +12,13 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from aigw_common.channels import CHANNEL_OPTIONS
 from aigw_common.config import ConfigError, GatewayConfig, ServiceName, load_config
 from aigw_common.interceptors import server_interceptors
 from aigw_common.logs import setup_logging
+from aigw_common.reflection import enable_reflection
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ async def create_server(service: Service, address: str) -> tuple[grpc.aio.Server
     service.register(server)
     status = Health(service.service_names)
     health_pb2_grpc.add_HealthServicer_to_server(status.servicer, server)
-    names = [*service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server)
+    enable_reflection([*service.service_names, health.SERVICE_NAME], server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {address}")

@@ -217,7 +217,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.UpdateModelConfigRequest, context: Ctx
     ) -> admin_pb2.UpdateModelConfigResponse:
         actor = await self._admin(context)
-        config = await self.d.settings.update(actor, request.model, request.expected_version, request.patch)
+        version = request.expected_version if request.HasField("expected_version") else None
+        config = await self.d.settings.update(actor, request.model, version, request.patch)
         return admin_pb2.UpdateModelConfigResponse(config=config)
 
     async def GetAutoSwitch(self, request: admin_pb2.GetAutoSwitchRequest, context: Ctx) -> admin_pb2.GetAutoSwitchResponse:

@@ -19,7 +19,7 @@ from aigw_common.channels import CHANNEL_OPTIONS
 from aigw_common.logs import request_id_var
 from services.edge.bindings import HttpBinding, load_bindings
 from services.edge.protocol import Request, Responder
-from services.edge.status import OPAQUE_CODES, OPAQUE_MESSAGES, ErrorReply, error_reply, local_error
+from services.edge.status import OPAQUE_CODES, OPAQUE_MESSAGES, ErrorReply, error_reply, local_error, openai_error_json
 from services.edge.templates import PathError, PathMatcher
 from services.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeError
 
@@ -78,6 +78,7 @@ class Route:
     renderer: ResponseRenderer
     call: Any
     label: str
+    openai_errors: bool = False
 
 
 def _metadata_key(name: str) -> str:
@@ -105,7 +106,9 @@ def _connection_tokens(request: Request) -> frozenset[str]:
 class Gateway:
     """Serves every HTTP binding of a descriptor set by calling the gRPC service that `resolve` locates."""
 
-    def __init__(self, descriptor_set: bytes, resolve: Resolver) -> None:
+    def __init__(self, descriptor_set: bytes, resolve: Resolver, openai_prefix: str = "") -> None:
+        """`openai_prefix`: paths under it answer errors in OpenAI's shape (the OpenAI-compatible surface)."""
+        self.openai_prefix = openai_prefix
         self.pool: DescriptorPool
         self.pool, bindings = load_bindings(descriptor_set)
         self.channels: dict[str, grpc.aio.Channel] = {}
@@ -139,7 +142,8 @@ class Gateway:
             _registered_method=True,  # type: ignore[call-arg]
         )
         label = rpc.path.rsplit(".", 1)[-1]
-        return Route(binding, RequestBuilder(binding), ResponseRenderer(binding, self.pool), call, label)
+        openai = self._openai(binding.template.text)
+        return Route(binding, RequestBuilder(binding), ResponseRenderer(binding, self.pool), call, label, openai)
 
     def _register(self, route: Route) -> None:
         binding = route.binding
@@ -177,7 +181,7 @@ class Gateway:
         try:
             msg = route.builder.build(parts, request.query, request.body, content_type.decode("latin-1") if content_type else "")
         except (TranscodeError, PathError) as exc:
-            self._error(responder, rid, local_error(code_pb2.INVALID_ARGUMENT, str(exc)))
+            self._error(responder, rid, local_error(code_pb2.INVALID_ARGUMENT, str(exc)), route.openai_errors)
         else:
             metadata = self._metadata(request, rid)
             if route.binding.rpc.server_streaming:
@@ -191,7 +195,7 @@ class Gateway:
         try:
             reply = await call
         except grpc.aio.AioRpcError as exc:
-            self._error(responder, rid, self._rpc_error(route, exc))
+            self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
             return
         headers = _returned_headers(await call.initial_metadata(), rid)
         if route.binding.raw_response:
@@ -216,7 +220,7 @@ class Gateway:
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
-            self._error(responder, rid, self._rpc_error(route, exc))
+            self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
             return
         headers = _returned_headers(await call.initial_metadata(), rid)
         if first is _EOF:
@@ -262,8 +266,12 @@ class Gateway:
             status = status_pb2.Status(code=code, message=message)
         return error_reply(status, self.pool)
 
-    def _error(self, responder: Responder, rid: str, reply: ErrorReply) -> None:
-        responder.send(reply.http_status, [("x-request-id", rid), ("content-type", JSON), *reply.headers], reply.body)
+    def _openai(self, path: str) -> bool:
+        return bool(self.openai_prefix) and path.startswith(self.openai_prefix)
+
+    def _error(self, responder: Responder, rid: str, reply: ErrorReply, openai: bool = False) -> None:
+        body = openai_error_json(reply.status, reply.http_status) if openai and reply.status is not None else reply.body
+        responder.send(reply.http_status, [("x-request-id", rid), ("content-type", JSON), *reply.headers], body)
 
     def _liveness(self, request: Request, responder: Responder) -> None:
         """`GET /livez`: the edge process is up and answering, and nothing more (readiness is `GET /health`)."""
@@ -283,7 +291,7 @@ class Gateway:
             reply.headers.append(("allow", ", ".join(allowed)))
         else:
             reply = local_error(code_pb2.NOT_FOUND, f"no route for {request.method} {request.path}")
-        self._error(responder, rid, reply)
+        self._error(responder, rid, reply, self._openai(request.path))
 
     # headers and metrics
 

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DESCRIPTOR_SET = REPO / "gen" / "aigw_descriptor.binpb"
+# The router's OpenAI-compatible surface (/v1/chat/completions, /v1/models, /v1/requests): errors in OpenAI's shape.
+OPENAI_PREFIX = "/v1/"
 CONNECTIONS = Gauge("aigw_edge_open_connections", "Open client connections of the edge")
 
 
@@ -60,8 +62,8 @@ class Edge:
 def build(cfg: GatewayConfig, descriptor_set: bytes | None = None) -> Edge:
     """The edge of the configured mesh, serving every annotated method of the descriptor set."""
     data = descriptor_set if descriptor_set is not None else descriptor_set_path().read_bytes()
-    gateway = Gateway(data, config_resolver(cfg))
-    return Edge(gateway, Limits(max_body_bytes=cfg.server.max_body_bytes))
+    gateway = Gateway(data, config_resolver(cfg), OPENAI_PREFIX)
+    return Edge(gateway, Limits(max_body_bytes=cfg.server.max_body_bytes, max_document_bytes=cfg.max_document_bytes))
 
 
 async def run(cfg: GatewayConfig) -> None:

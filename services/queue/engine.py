@@ -267,7 +267,9 @@ class QueueEngine:
                 return existing, True
         stats = self.stats[spec.model]
         stats.rejected += 1
-        wait = retry_after(len(mq), len(mq.running), settings, stats.median_service_seconds())
+        now = self.clock()
+        running_for = [now - rec.started_at for rid in mq.running if (rec := self.active.get(rid)) is not None]
+        wait = retry_after(len(mq), running_for, settings, stats.median_service_seconds())
         raise ResourceExhausted(
             f"model {spec.model!r} is full: {len(mq.running)} running (max {settings.max_concurrent}), "
             f"{len(mq)} waiting (max {settings.max_waiting}); retry in {wait:g} s",

@@ -25,6 +25,7 @@ class StatusReport:
     kv_cache_usage: float = -1.0
     detail: str = ""
     serving: bool = True
+    languages: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -45,6 +46,8 @@ class BackendView:
     local_in_flight: int = 0
     local_at_report: int = 0
     down_until: float = 0.0
+    languages: frozenset[str] = frozenset()
+    answered: bool = False
 
     @property
     def in_flight(self) -> int:
@@ -88,6 +91,7 @@ class BackendPool:
     def observe(self, name: str, report: StatusReport | None, error: str = "") -> None:
         """Records a status poll: the report, or None with the reason when the backend did not answer."""
         view = self.views[name]
+        view.answered = report is not None
         if report is None:
             view.reachable, view.serving, view.detail = False, False, error
             return
@@ -101,6 +105,7 @@ class BackendPool:
         view.server_waiting = report.server_waiting
         view.kv_cache_usage = report.kv_cache_usage
         view.detail = report.detail
+        view.languages = report.languages
 
     def mark_down(self, name: str, reason: str) -> None:
         """A call failed: no new work goes there for down_retry_seconds (then a good poll brings it back)."""
@@ -129,6 +134,23 @@ class BackendPool:
         if not candidates:
             return None
         return self.policy.choose(candidates, affinity_key)
+
+    def languages(self, model: str) -> frozenset[str] | None:
+        """The OCR language codes the backends configured for `model` last reported; None when none has reported."""
+        serving = {b.name for b in self.backends if model in b.models}
+        reported = [v.languages for v in self.views.values() if v.name in serving and v.languages]
+        return frozenset().union(*reported) if reported else None
+
+    def stopped(self, model: str) -> bool:
+        """Every backend configured for `model` answers and holds something else or nothing, none loading: stopped.
+
+        A loading, sleeping, crashed or unreachable backend may bring the model back by itself, so it is not stopped.
+        """
+        now = self.clock()
+        views = [self.views[b.name] for b in self.backends if model in b.models]
+        return bool(views) and all(
+            v.answered and now >= v.down_until and v.state in ("idle", "ready") and model not in v.loaded for v in views
+        )
 
     def servable_models(self) -> set[str]:
         """Models at least one healthy backend holds now."""

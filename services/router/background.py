@@ -35,6 +35,7 @@ def status_report(status: common_pb2.BackendStatus, serving: bool) -> StatusRepo
         kv_cache_usage=status.kv_cache_usage,
         detail=status.detail,
         serving=serving,
+        languages=frozenset(status.languages),
     )
 
 

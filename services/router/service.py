@@ -21,6 +21,7 @@ from services.router.catalog import ModelCatalog
 from services.router.clients import BackendClient, HealthClient, QueueClient
 from services.router.gate import Gate
 from services.router.inference import Inference
+from services.router.ocr_checks import DocumentRules, OcrPreflight
 from services.router.own_jobs import OwnJobs
 from services.router.ratelimit import RateLimiter
 from services.router.runner import JobRunner
@@ -53,6 +54,12 @@ def check_routing(cfg: GatewayConfig) -> None:
             raise ConfigError(f"backends[{i}].address: required (the {backend.kind} service the router calls)")
 
 
+def document_rules(cfg: GatewayConfig) -> DocumentRules:
+    """The most any OCR backend of the config accepts."""
+    ocr = cfg.backends_of("ocr") or (BackendConfig(),)
+    return DocumentRules(cfg.max_document_bytes, max(b.max_pages for b in ocr), max(b.max_pixels for b in ocr))
+
+
 class RouterService:
     """The public inference API of the mesh."""
 
@@ -79,7 +86,6 @@ class RouterService:
         self.tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> None:
-        ocr_limits = [b.max_document_bytes for b in self.cfg.backends_of("ocr")]
         servicer = RouterServicer(
             self.gate,
             self.catalog,
@@ -87,7 +93,7 @@ class RouterService:
             self.queue,
             self.runner,
             (self.refresher, self.poller, gateway_version()),
-            max(ocr_limits, default=BackendConfig().max_document_bytes),
+            OcrPreflight(document_rules(self.cfg), self.pool.languages),
         )
         router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
 

@@ -59,3 +59,25 @@ async def test_refusals_map_to_http_statuses(rest: httpx.AsyncClient) -> None:
     assert wrong.status_code == 401
     assert (await rest.get("/admin/models")).status_code == 401
     assert (await rest.post("/auth/token", content=b"{oops", headers={"content-type": "application/json"})).status_code == 400
+
+
+async def test_refusals_speak_the_api_and_say_what_to_send(rest: httpx.AsyncClient) -> None:
+    token = (await rest.post("/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD})).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    before = (await rest.get("/admin/models/chat-a/config", headers=headers)).json()["config"]
+
+    unversioned = await rest.put("/admin/models/chat-a/config", headers=headers, json={"patch": {"max_waiting": 5}})
+    assert unversioned.status_code == 400, unversioned.text
+    assert unversioned.json()["message"].startswith("expected_version: required")
+    violation = unversioned.json()["details"][0]["field_violations"][0]
+    assert violation["field"] == "expected_version"
+
+    bad_enum = {"expected_version": before["version"], "patch": {"default_resolution": "huge"}}
+    refused = await rest.put("/admin/models/chat-a/config", headers=headers, json=bad_enum)
+    assert refused.status_code == 400
+    assert refused.json()["message"] == 'patch.default_resolution must be one of tiny, small, base, large, gundam; got "huge"'
+
+    relative = await rest.get("/admin/requests", params={"since": "2h"}, headers=headers)
+    assert relative.status_code == 400
+    assert relative.json()["message"].startswith("since must be an RFC 3339 time such as")
+    assert (await rest.get("/admin/models/chat-a/config", headers=headers)).json()["config"]["version"] == before["version"]

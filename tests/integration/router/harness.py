@@ -178,6 +178,7 @@ class Mesh:
     identity: Any
     configs: Any
     queue: QueueProcess
+    router_address: str = ""
 
     def token(self, subject: str = "alice", role: str = "user", client_ids: tuple[str, ...] = ()) -> str:
         token, _ = TokenSigner(self.cfg.auth, SECRET).issue_access(subject, role, client_ids)
@@ -254,4 +255,5 @@ async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
             queue_pb2_grpc.IdentityServiceStub(queue_channel),
             queue_pb2_grpc.ModelConfigServiceStub(queue_channel),
             queue,
+            f"127.0.0.1:{port}",
         )
