@@ -136,8 +136,8 @@ class ModelSettings:
         self, actor: Principal, model: str, expected_version: int | None, patch: queue_pb2.ModelConfigPatch
     ) -> queue_pb2.ModelConfig:
         """Validates and applies a change (None: the client sent no version), recording the admin's subject as its author."""
-        version = required_version(expected_version)
-        check_change(self._kind(model), version, patch)
+        check_change(self._kind(model), expected_version or 0, patch)
+        version = required_version(expected_version)  # after the patch's own checks, so those name their field
         return await self.store.update_model_config(model, version, patch, actor.subject)
 
     def _kind(self, model: str) -> str:

@@ -31,6 +31,7 @@ _INTS = {
     FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
 _FLOATS = frozenset({FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE})
+FLOAT32_MAX = 3.4028234663852886e38
 _SPECIAL_FLOATS = frozenset({"NaN", "Infinity", "-Infinity"})
 _INTEGER_TEXT = re.compile(r"-?\d+")
 _WRAPPERS = frozenset(
@@ -128,6 +129,8 @@ def _single(field: FieldDescriptor, value: Any, where: str) -> Any:
     elif kind in _FLOATS:
         if isinstance(value, bool) or not (isinstance(value, (int, float)) or _is_number_text(value)):
             raise FieldError(f"{where} must be a number; got {_shown(value)}")
+        if kind == FieldDescriptor.TYPE_FLOAT and isinstance(value, (int, float)) and abs(value) > FLOAT32_MAX:
+            raise FieldError(f"{where} must be a number between -3.4e38 and 3.4e38; got {_shown(value)}")
     elif kind == FieldDescriptor.TYPE_STRING:
         if not isinstance(value, str):
             raise FieldError(f"{where} must be a string; got {_shown(value)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -33,6 +34,7 @@ _STRING_JSON_TYPES = frozenset(
     }
 )
 _BOOLS = {"true": True, "false": False}
+_PARSED_FIELD = re.compile(r"Failed to parse (\w+) field")
 
 
 class TranscodeError(ValueError):
@@ -158,8 +160,10 @@ def _parse(obj: dict[str, Any], msg: Message) -> None:
         raise TranscodeError(str(exc)) from None
     try:
         json_format.ParseDict(checked, msg)
-    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError):
-        raise TranscodeError("the body does not fit this request; check the field types against the API reference") from None
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        named = _PARSED_FIELD.search(str(exc))
+        where = f"{named.group(1)} has a value this request cannot take" if named else "the body does not fit this request"
+        raise TranscodeError(f"{where}; check the field's type and range in the API reference") from None
 
 
 class ResponseRenderer:

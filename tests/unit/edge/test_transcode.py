@@ -7,7 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
+from aigw.router.v1 import router_pb2
 from services.edge.bindings import BindingError, HttpBinding, load_bindings
+from services.edge.jsonmap import FieldError, conform
 from services.edge.templates import PathMatcher
 from services.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeError, parse_query
 from tests.protos.compile import EdgeTestProtos
@@ -196,3 +198,8 @@ def test_a_path_variable_on_a_message_field_is_refused_at_load(edgetest: EdgeTes
     method.options.Extensions[annotations_pb2.http].get = "/v1/messages/{sub}"
     with pytest.raises(BindingError, match="singular primitive"):
         load_bindings(fds.SerializeToString())
+
+
+def test_a_float_out_of_range_names_its_field() -> None:
+    with pytest.raises(FieldError, match=r"^temperature must be a number between -3\.4e38 and 3\.4e38"):
+        conform({"temperature": 1e300}, router_pb2.ChatRequest.DESCRIPTOR)
