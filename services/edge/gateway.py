@@ -26,6 +26,8 @@ from services.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeE
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str], "str | None"]
+Dialer = Callable[[str], grpc.aio.Channel]
+"""Opens the long-lived channel to an upstream address (mTLS as the edge in a mesh with service identity)."""
 Metadata = tuple[tuple[str, str], ...]
 
 JSON = "application/json"
@@ -102,10 +104,11 @@ def _connection_tokens(request: Request) -> frozenset[str]:
 class Gateway:
     """Serves every HTTP binding of a descriptor set by calling the gRPC service that `resolve` locates."""
 
-    def __init__(self, descriptor_set: bytes, resolve: Resolver) -> None:
+    def __init__(self, descriptor_set: bytes, resolve: Resolver, dial: Dialer | None = None) -> None:
         self.pool: DescriptorPool
         self.pool, bindings = load_bindings(descriptor_set)
         self.channels: dict[str, grpc.aio.Channel] = {}
+        self.dial: Dialer = dial or (lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
         self.matcher: PathMatcher[Route] = PathMatcher()
         self.exact: dict[tuple[str, str], Route] = {}
         self.routes: list[Route] = []
@@ -127,7 +130,7 @@ class Gateway:
             return None
         channel = self.channels.get(address)
         if channel is None:
-            channel = self.channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self.channels[address] = self.dial(address)
         factory = channel.unary_stream if rpc.server_streaming else channel.unary_unary
         call = factory(
             rpc.path,

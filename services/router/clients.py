@@ -13,6 +13,7 @@ from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.auth import Principal, api_key_principal
+from aigw_common.authz import MeshTls
 from aigw_common.channels import make_channel
 from aigw_common.config import BackendConfig
 from aigw_common.errors import NotFound, Unauthenticated
@@ -44,8 +45,8 @@ async def _stream(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[T, None]:  #
 class QueueClient:
     """The queue's QueueService, ModelConfigService and IdentityService, as the router uses them."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = make_channel(address)
+    def __init__(self, address: str, tls: MeshTls | None = None) -> None:
+        self.channel = make_channel(address, tls, "queue")
         self.jobs = queue_pb2_grpc.QueueServiceStub(self.channel)
         self.configs = queue_pb2_grpc.ModelConfigServiceStub(self.channel)
         self.identity = queue_pb2_grpc.IdentityServiceStub(self.channel)
@@ -107,10 +108,10 @@ class QueueClient:
 class BackendClient:
     """One textgen or OCR backend service."""
 
-    def __init__(self, cfg: BackendConfig) -> None:
+    def __init__(self, cfg: BackendConfig, tls: MeshTls | None = None) -> None:
         self.name = cfg.name
         self.kind = cfg.kind
-        self.channel = make_channel(cfg.address)
+        self.channel = make_channel(cfg.address, tls, cfg.kind)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.textgen = textgen_pb2_grpc.TextgenServiceStub(self.channel)
         self.ocr = ocr_pb2_grpc.OcrServiceStub(self.channel)

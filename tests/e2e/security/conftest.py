@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aigw_common.mesh import Mesh, health_of, write_config
+from aigw_common.mesh import Mesh, write_config
 from tests.e2e.conftest import ADMIN_PASSWORD, JWT_SECRET, mesh_config
 
 RSA_KID = "security-rsa"
@@ -93,7 +93,7 @@ class SecureMesh:
         assert httpx.get(f"{self.url}/health", timeout=5).status_code == 200
         assert time.monotonic() - started < 3.0
         for name, address in self.mesh.grpc_addresses().items():
-            assert health_of(address, timeout=3) == "SERVING", name
+            assert self.mesh.health(name, address, timeout=3) == "SERVING", name
         assert self.mesh.pids() == self.pids, "a supervised process died and was restarted"
 
 

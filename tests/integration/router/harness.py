@@ -126,6 +126,7 @@ def mesh_config(
     """A config on the test's own database; `sections` replace or extend sections."""
     raw: dict[str, Any] = {
         "data_dir": str(data_dir),
+        "mesh_tls": {"mode": "plaintext"},  # in-process services on loopback: no service identity
         "database": {"uri": ferretdb_uri, "name": db_name},
         "services": {
             "queue": {"port": free_port(), "metrics_port": 0},
