@@ -14,7 +14,7 @@ from aigw_common.auth import TokenSigner, TokenVerifier, hash_secret
 from aigw_common.errors import NotFound, Unauthenticated
 from services.admin.identity import USERNAME
 from services.admin.identity_store import IdentityStore
-from services.admin.login_limiter import LoginLimiter
+from services.admin.login_limiter import LoginLimiter, login_keys
 from services.admin.passwords import PasswordHashing
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Sessions:
 
     async def login(self, username: str, password: str, client_ip: str) -> TokenPair:
         """Checks the password (limited per user and per IP) and starts a new token family."""
-        attempt = self.limiter.acquire((f"user:{username.lower()}", f"ip:{client_ip}"))
+        attempt = self.limiter.acquire(login_keys(username, client_ip))
         try:
             # The queue checks the password where the hash is kept (and rehashes it when due).
             user = await self.store.verify_password(username, password)

@@ -83,7 +83,7 @@ class Edge:
 def build(cfg: GatewayConfig, descriptor_set: bytes | None = None) -> Edge:
     """The edge of the configured mesh, serving every annotated method of the descriptor set."""
     data = descriptor_set if descriptor_set is not None else descriptor_set_path().read_bytes()
-    gateway = Gateway(data, config_resolver(cfg), config_dialer(cfg))
+    gateway = Gateway(data, config_resolver(cfg), config_dialer(cfg), cfg.server.trusted_proxies)
     return Edge(gateway, Limits(max_body_bytes=cfg.server.max_body_bytes))
 
 

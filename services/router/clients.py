@@ -12,7 +12,7 @@ from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
-from aigw_common.auth import Principal, api_key_principal
+from aigw_common.auth import Account, Principal, api_key_principal
 from aigw_common.authz import MeshTls
 from aigw_common.channels import make_channel
 from aigw_common.config import BackendConfig
@@ -91,6 +91,15 @@ class QueueClient:
     async def model_configs(self) -> Sequence[queue_pb2.ModelConfig]:
         reply = await _call(self.configs.ListModelConfigs(queue_pb2.ListModelConfigsRequest(), timeout=QUEUE_CALL_SECONDS))
         return reply.configs
+
+    async def account(self, username: str) -> Account | None:
+        """The user's current role and disabled flag, or None when there is no such user."""
+        try:
+            request = queue_pb2.GetUserRequest(username=username)
+            user = (await _call(self.identity.GetUser(request, timeout=QUEUE_CALL_SECONDS))).user
+        except NotFound:
+            return None
+        return Account(user.role, user.disabled)
 
     async def api_key_principal(self, key_id: str, secret_hash: str) -> Principal:
         """Who an active API key acts as now (aigw_common.auth.api_key_principal); UNAUTHENTICATED otherwise."""

@@ -70,7 +70,9 @@ class RouterService:
         self.pool = BackendPool(cfg.backends, cfg.routing)
         self.backends = {b.name: BackendClient(b, tls) for b in cfg.backends}
         verifier = TokenVerifier(cfg.auth, resolve_jwt_secret(cfg))
-        self.gate = Gate(Authenticator(verifier, self.queue.api_key_principal), RateLimiter(cfg.rate_limit))
+        self.gate = Gate(
+            Authenticator(verifier, self.queue.api_key_principal, users=self.queue.account), RateLimiter(cfg.rate_limit)
+        )
         self.runner = JobRunner(self.queue, self.pool, self.backends, self.worker_id)
         self.own = OwnJobs(self.queue, self.runner)
         self.inference = Inference(self.queue, self.own, self.worker_id)

@@ -110,6 +110,18 @@ def security_config(data: Path, tiny_model_dir: Path, pem_file: Path) -> dict[st
     return raw
 
 
+TOKEN_SUBJECTS = ("sec-user", "log-user", "injection-victim", "fuzz-user", "mallory", "bob", "alice", "carol")
+"""Users the tests mint tokens for (a token naming no user is refused); admins, so each token's own role counts."""
+
+
+def create_token_subjects(running: SecureMesh) -> None:
+    with running.client() as client:
+        for name in TOKEN_SUBJECTS:
+            body = {"username": name, "password": f"{name}-password-123", "role": "admin"}
+            reply = client.post("/admin/users", json=body, headers=running.admin)
+            assert reply.status_code == 200, reply.text
+
+
 def admin_login(url: str) -> str:
     reply = httpx.post(f"{url}/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD}, timeout=30)
     assert reply.status_code == 200, reply.text
@@ -129,6 +141,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     try:
         running.mesh.start(timeout=150)
         running.admin_token = admin_login(running.url)
+        create_token_subjects(running)
         running.pids = running.mesh.pids()
         yield running
     finally:
