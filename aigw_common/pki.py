@@ -129,3 +129,17 @@ def ensure_mesh_pki(directory: Path, identities: Iterable[str] = IDENTITIES) -> 
             key, cert = issue(ca_key, ca_cert, identity)
             write_identity(directory, identity, key, cert)
     return directory
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m aigw_common.pki DIR`: a CA and every identity in DIR (for compose or a test bench)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m aigw_common.pki", description=main.__doc__)
+    parser.add_argument("directory", type=Path, help="where ca.crt and <identity>.crt/.key go (created 0700)")
+    args = parser.parse_args(argv)
+    print(f"mesh identities in {ensure_mesh_pki(args.directory)}: {', '.join(IDENTITIES)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,11 @@ def create_user(secure: SecureMesh, username: str, password: str) -> None:
 
 
 def login(
-    secure: SecureMesh, source_ip: str, username: str, password: str, headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None
+    secure: SecureMesh,
+    source_ip: str,
+    username: str,
+    password: str,
+    headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
 ) -> httpx.Response:
     """A form-encoded password login, as the token endpoint was first documented."""
     with secure.client(source_ip) as client:
