@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from supervisor.xmlrpc import SupervisorTransport
 
 from aigw_common.authz import MeshTls
-from aigw_common.config import GatewayConfig, load_config
+from aigw_common.config import ConfigError, GatewayConfig, load_config
 from aigw_common.healthcheck import PROBE_IDENTITY, open_channel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,7 +85,11 @@ class Mesh:
         kind = program.split("-", 1)[0]
         if kind in ("router", "admin"):
             return health_of(address, timeout)
-        return health_of(address, timeout, self.identity(), kind)
+        try:
+            tls = self.identity()
+        except ConfigError:  # the launcher has not made the mesh's identities yet
+            return "UNREACHABLE"
+        return health_of(address, timeout, tls, kind)
 
     def grpc_addresses(self) -> dict[str, str]:
         """Program name → gRPC address of every supervised gRPC service."""

@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         mesh.start(timeout=180)
         try:
             textgen = "textgen-gpu-0"
-            token, _ = TokenSigner(mesh.cfg.auth, JWT_SECRET).issue_access("chaos", "user")
+            token, _ = TokenSigner(mesh.cfg.auth, JWT_SECRET).issue_access("admin", "user")
             kills: list[Kill] = []
             start = time.monotonic()
             fault_thread = threading.Thread(target=faults, args=(mesh, textgen, args.seconds, kills, start), daemon=True)

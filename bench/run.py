@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(2)
             idle = memory(mesh)
             cfg = mesh.cfg
-            token, _ = TokenSigner(cfg.auth, JWT_SECRET).issue_access("bench", "user")
+            token, _ = TokenSigner(cfg.auth, JWT_SECRET).issue_access("admin", "user")
             auth = {"Authorization": f"Bearer {token}"}
             direct_body = {"model": "upstream", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
             gw_body = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
