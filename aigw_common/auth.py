@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -304,6 +305,7 @@ class Authenticator:
         self.users = users
         self.user_cache_seconds = user_cache_seconds
         self._accounts: dict[str, tuple[float, Account | None]] = {}
+        self._lookups: dict[str, asyncio.Future[Account | None]] = {}
         self.clock = clock
         self._keys: dict[str, tuple[float, Principal]] = {}
         self._tokens: dict[str, tuple[float, Principal]] = {}
@@ -328,12 +330,7 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             account = cached[1]
         else:
-            assert self.users is not None
-            account = await self.users(principal.subject)
-            if self.user_cache_seconds > 0:
-                if len(self._accounts) >= CACHE_ENTRIES:
-                    self._accounts = {}
-                self._accounts[principal.subject] = (now + self.user_cache_seconds, account)
+            account = await self._fetch_account(principal.subject, now)
         if account is None:
             raise Unauthenticated("token subject is not a user")
         if account.disabled:
@@ -355,6 +352,24 @@ class Authenticator:
         lifetime = min(TOKEN_CACHE_SECONDS, float(claims["exp"]) - time.time())
         self._tokens = _remember(self._tokens, token, (now + lifetime, principal), now)
         return principal
+
+    async def _fetch_account(self, subject: str, now: float) -> Account | None:
+        """Looks the account up once for all the calls that want it at the same moment (a burst of one client)."""
+        pending = self._lookups.get(subject)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        assert self.users is not None
+        task = asyncio.ensure_future(self.users(subject))
+        self._lookups[subject] = task
+        try:
+            account = await asyncio.shield(task)
+        finally:
+            self._lookups.pop(subject, None)
+        if self.user_cache_seconds > 0:
+            if len(self._accounts) >= CACHE_ENTRIES:
+                self._accounts = {}
+            self._accounts[subject] = (now + self.user_cache_seconds, account)
+        return account
 
     async def _api_key(self, key_id: str, secret: str) -> Principal:
         if self.lookup is None:

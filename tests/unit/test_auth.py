@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -187,3 +188,11 @@ async def test_the_account_is_remembered_for_at_most_the_cache_time() -> None:
     with pytest.raises(Unauthenticated, match="disabled"):
         await auth.authenticate(f"Bearer {token}")
     assert accounts.calls == 2
+
+
+async def test_a_burst_of_one_client_looks_its_account_up_once() -> None:
+    accounts = Accounts(alice=Account("user", False))
+    auth = Authenticator(verifier(), None, users=accounts, user_cache_seconds=0.5)
+    token = jwt.encode(claims(), SECRET, algorithm="HS256")
+    await asyncio.gather(*(auth.authenticate(f"Bearer {token}") for _ in range(50)))
+    assert accounts.calls == 1
