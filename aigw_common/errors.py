@@ -68,6 +68,11 @@ class NotFound(GatewayError):
     code = "NOT_FOUND"
 
 
+def request_not_found(request_id: str) -> NotFound:
+    """The one answer for a request id that is unknown, expired or someone else's: existence does not leak."""
+    return NotFound(f"request {request_id[:128]} not found (unknown, or older than the retention period)")
+
+
 class AlreadyExists(GatewayError):
     """The name is taken."""
 

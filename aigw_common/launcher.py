@@ -14,6 +14,7 @@ from pathlib import Path
 from aigw_common import datadir
 from aigw_common.config import ConfigError, GatewayConfig, load_config
 from aigw_common.lifeline import dying_with
+from aigw_common.pki import ensure_mesh_pki
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -150,6 +151,8 @@ def prepare(cfg: GatewayConfig) -> tuple[Path, dict[str, str]]:
         "TRANSFORMERS_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
+    if cfg.mesh_tls.mode == "mtls" and not cfg.mesh_tls.dir:
+        ensure_mesh_pki(cfg.tls_path.resolve())
     if not cfg.auth.jwt_secret and "HS256" in cfg.auth.algorithms:
         env["JWT_SECRET"] = ensure_secret(data, "jwt_secret")
     for key in ("JWT_SECRET", "MONGODB_URI", "AIGW_ADMIN_PASSWORD", "AIGW_PROFILE_DIR", "PATH", "HOME", "LANG"):

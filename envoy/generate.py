@@ -50,6 +50,7 @@ TYPED_CONFIG_MODULES = (
     "envoy.extensions.filters.http.router.v3.router_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.access_loggers.stream.v3.stream_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
 )
 TYPE = "type.googleapis.com/"
 HCM = TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -221,8 +222,12 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
     """An HTTP/2 cluster with gRPC health checks (of its one service, or of the whole server when it has several)."""
     endpoint = cfg.endpoint(name)  # type: ignore[arg-type]
     served = [service for service, cluster in clusters.items() if cluster == name]
+    mtls = cfg.mesh_tls.mode == "mtls"
+    port = endpoint.mesh_port or endpoint.port if mtls else endpoint.port
+    tls = {"transport_socket": _upstream_tls(name, cfg.tls_path)} if mtls else {}
     return {
         "name": name,
+        **tls,
         "type": "STRICT_DNS",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
@@ -236,7 +241,7 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
         },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(endpoint.host, endpoint.port)}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(endpoint.host, port)}}]}],
         },
         "health_checks": [
             {
@@ -247,6 +252,30 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
                 "grpc_health_check": {"service_name": served[0] if len(served) == 1 else ""},
             }
         ],
+    }
+
+
+def _upstream_tls(name: str, directory: Path) -> dict[str, Any]:
+    """mTLS to a service of the mesh: Envoy presents the edge's identity and accepts only `name`'s certificate."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(directory / "edge.crt")},
+                        "private_key": {"filename": str(directory / "edge.key")},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(directory / "ca.crt")},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": name}}],
+                },
+            },
+        },
     }
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from aigw.queue.v1 import queue_pb2
-from aigw_common.errors import AlreadyExists, NotFound
+from aigw_common.errors import AlreadyExists, NotFound, Unauthenticated
 from services.admin.identity_store import IdentityStore
 from services.admin.passwords import PasswordHashing, generate_password
 
@@ -67,8 +67,13 @@ class AdminBootstrap:
             return None
 
     async def _sync_password(self, user: queue_pb2.User) -> str:
-        if not self.password or await self.passwords.verify(user.password_hash, self.password):
+        if not self.password:
             return "exists"
+        try:
+            await self.store.verify_password(self.username, self.password)
+            return "exists"
+        except Unauthenticated:
+            pass
         change = queue_pb2.UpdateUserRequest(username=self.username, password_hash=await self.passwords.hash(self.password))
         await self.store.update_user(change)
         log.info("bootstrap admin's password reset from AIGW_ADMIN_PASSWORD", extra={"username": self.username})

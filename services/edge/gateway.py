@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ from services.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeE
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str], "str | None"]
+Dialer = Callable[[str], grpc.aio.Channel]
+"""Opens the long-lived channel to an upstream address (mTLS as the edge in a mesh with service identity)."""
 Metadata = tuple[tuple[str, str], ...]
 
 JSON = "application/json"
@@ -95,6 +98,36 @@ def _metadata_key(name: str) -> str:
     return name if forwarded else ""
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def client_address(peer: str, forwarded_for: bytes, trusted: Sequence[Network]) -> str:
+    """The client's address as the edge can vouch for it.
+
+    The peer of the connection, unless it is a trusted proxy: then the `X-Forwarded-For` entries are
+    read from the right (the ones proxies appended), skipping trusted proxies, and the first other
+    valid address is the client. A header that is not ASCII or names no valid address leaves the
+    proxy's own address, never the edge's, so a broken header cannot hide a client behind the edge.
+    """
+    address = _address(peer)
+    if address is None or not any(address in net for net in trusted) or not forwarded_for.isascii():
+        return str(address) if address is not None else peer
+    for entry in reversed(forwarded_for.decode("ascii").split(",")):
+        hop = _address(entry)
+        if hop is None:
+            break
+        if not any(hop in net for net in trusted):
+            return str(hop)
+    return str(address)
+
+
 def _connection_tokens(request: Request) -> frozenset[str]:
     """Header names the client listed in Connection: hop-by-hop, never forwarded."""
     value = request.header("connection")
@@ -106,12 +139,21 @@ def _connection_tokens(request: Request) -> frozenset[str]:
 class Gateway:
     """Serves every HTTP binding of a descriptor set by calling the gRPC service that `resolve` locates."""
 
-    def __init__(self, descriptor_set: bytes, resolve: Resolver, openai_prefix: str = "") -> None:
+    def __init__(
+        self,
+        descriptor_set: bytes,
+        resolve: Resolver,
+        openai_prefix: str = "",
+        dial: Dialer | None = None,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
         """`openai_prefix`: paths under it answer errors in OpenAI's shape (the OpenAI-compatible surface)."""
         self.openai_prefix = openai_prefix
+        self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.pool: DescriptorPool
         self.pool, bindings = load_bindings(descriptor_set)
         self.channels: dict[str, grpc.aio.Channel] = {}
+        self.dial: Dialer = dial or (lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
         self.matcher: PathMatcher[Route] = PathMatcher()
         self.exact: dict[tuple[str, str], Route] = {}
         self.routes: list[Route] = []
@@ -133,7 +175,7 @@ class Gateway:
             return None
         channel = self.channels.get(address)
         if channel is None:
-            channel = self.channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self.channels[address] = self.dial(address)
         factory = channel.unary_stream if rpc.server_streaming else channel.unary_unary
         call = factory(
             rpc.path,
@@ -296,9 +338,13 @@ class Gateway:
     # headers and metrics
 
     def _metadata(self, request: Request, rid: str) -> Metadata:
-        """Request headers as gRPC metadata: lowercase, hop-by-hop dropped, the request id and client address added."""
+        """Request headers as gRPC metadata: lowercase, hop-by-hop dropped, the request id and client address added.
+
+        `x-forwarded-for` carries one address, the client's: the connection's peer, or, when the peer
+        is a configured trusted proxy, the last address its `X-Forwarded-For` names that is not one.
+        """
         metadata = [("x-request-id", rid)]
-        forwarded_for = request.client
+        forwarded_header = b""
         dropped = _connection_tokens(request)
         for name, value in request.headers:
             key = self._keys.get(name)
@@ -311,9 +357,8 @@ class Gateway:
                 if text.isascii() and text.isprintable():
                     metadata.append((key, text))
             elif name == "x-forwarded-for":
-                forwarded_for = f"{value.decode('latin-1')}, {request.client}"
-        if forwarded_for.isascii() and forwarded_for.isprintable():
-            metadata.append(("x-forwarded-for", forwarded_for))
+                forwarded_header = forwarded_header + b"," + value if forwarded_header else value
+        metadata.append(("x-forwarded-for", client_address(request.client, forwarded_header, self.trusted_proxies)))
         return tuple(metadata)
 
     def _observe(self, label: str, status: int, start: float) -> None:

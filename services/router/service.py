@@ -13,6 +13,7 @@ import grpc
 
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_common.auth import Authenticator, TokenVerifier, resolve_jwt_secret
+from aigw_common.authz import mesh_tls
 from aigw_common.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
 from aigw_common.server import Health
 from services.router.backends import BackendPool
@@ -70,12 +71,15 @@ class RouterService:
         check_routing(cfg)
         self.cfg = cfg
         self.worker_id = worker_id or new_worker_id()
-        self.queue = QueueClient(cfg.services.queue.address)
+        tls = mesh_tls(cfg, "router")
+        self.queue = QueueClient(cfg.services.queue.address, tls)
         self.catalog = ModelCatalog(cfg.models)
         self.pool = BackendPool(cfg.backends, cfg.routing)
-        self.backends = {b.name: BackendClient(b) for b in cfg.backends}
+        self.backends = {b.name: BackendClient(b, tls) for b in cfg.backends}
         verifier = TokenVerifier(cfg.auth, resolve_jwt_secret(cfg))
-        self.gate = Gate(Authenticator(verifier, self.queue.api_key_principal), RateLimiter(cfg.rate_limit))
+        self.gate = Gate(
+            Authenticator(verifier, self.queue.api_key_principal, users=self.queue.account), RateLimiter(cfg.rate_limit)
+        )
         self.runner = JobRunner(self.queue, self.pool, self.backends, self.worker_id)
         self.own = OwnJobs(self.queue, self.runner)
         self.inference = Inference(self.queue, self.own, self.worker_id)

@@ -11,12 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from aigw_common.mesh import REPO, Mesh, health_of, write_config
+from aigw_common.mesh import REPO, Mesh, write_config
 from tests.e2e.conftest import mesh_config
 
 # What `make run` leaves to be generated: no JWT secret and no admin password from the environment.
@@ -39,8 +38,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
         running.stop()
 
 
-def reflected_services(address: str) -> list[str]:
-    with grpc.insecure_channel(address) as channel:
+def reflected_services(mesh: Mesh, program: str) -> list[str]:
+    with mesh.open(program) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         return [s.name for r in replies for s in r.list_services_response.service]
@@ -86,8 +85,8 @@ def test_every_service_serves_health_and_reflection(mesh: Mesh) -> None:
     addresses = mesh.grpc_addresses()
     assert set(addresses) == {"queue", "admin", "router", "textgen-cpu-0", "ocr-tesseract-0"}
     for name, address in addresses.items():
-        assert health_of(address) == "SERVING", name
-    listed = {s for a in addresses.values() for s in reflected_services(a)}
+        assert mesh.health(name, address) == "SERVING", name
+    listed = {s for name in addresses for s in reflected_services(mesh, name)}
     for svc in (
         "router.v1.RouterService",
         "queue.v1.QueueService",
@@ -102,7 +101,7 @@ def test_every_service_serves_health_and_reflection(mesh: Mesh) -> None:
 def test_a_killed_service_is_restarted(mesh: Mesh) -> None:
     old = mesh.kill("router", signal.SIGKILL)
     seconds = mesh.wait_restarted("router", old, timeout=60)
-    assert health_of(mesh.grpc_addresses()["router"]) == "SERVING"
+    assert mesh.health("router", mesh.grpc_addresses()["router"]) == "SERVING"
     assert seconds < 60
 
 

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.timeout(120)
 async def rest(ferretdb: FerretDBProcess, db_name: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     async with mesh(raw_config(ferretdb.uri, db_name, tmp_path)) as gw:
         admin_port = int(gw.admin_address.rsplit(":", 1)[1])
-        edge = build_edge(parse_config({"services": {"admin": {"port": admin_port, "metrics_port": 0}}}, env={}))
+        edge = build_edge(
+            parse_config(
+                {"services": {"admin": {"port": admin_port, "metrics_port": 0}}, "mesh_tls": {"mode": "plaintext"}}, env={}
+            )
+        )
         port = await edge.start("127.0.0.1", 0)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:

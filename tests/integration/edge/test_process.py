@@ -25,6 +25,7 @@ def edge_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int,
     config = {
         "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
         "services": {"router": {"port": router_port}},
+        "mesh_tls": {"mode": "plaintext"},
         "data_dir": str(tmp_path),
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))

@@ -31,6 +31,7 @@ from tests.integration.router.harness import (
     Mesh,
     Upstream,
     bearer,
+    create_users,
     forged,
     mesh_config,
     running_mesh,
@@ -214,6 +215,7 @@ async def test_bad_chat_requests_are_refused_and_submit_nothing(
     mesh: Mesh, case: str, request_: Any, extra: tuple[tuple[str, str], ...], code: grpc.StatusCode, field: str
 ) -> None:
     client = f"validator-{uuid.uuid4().hex[:6]}"
+    await create_users(mesh.cfg.services.queue.address, (client,))
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await mesh.router.Chat(request_, metadata=bearer(mesh.token(client)) + extra)
     assert refused.value.code() == code
