@@ -197,7 +197,8 @@ async def test_unrecognisable_requests_are_refused_before_admission(
 ) -> None:
     client_id = f"pre-{uuid.uuid4().hex[:8]}"
     before = await mesh.jobs.GetQueueStats(queue_pb2.GetQueueStatsRequest(model=OCR_MODEL))
-    headers = {"content-type": "application/octet-stream", "authorization": f"Bearer {mesh.token(client_id)}"}
+    token = mesh.token("alice", client_ids=(client_id,))
+    headers = {"content-type": "application/octet-stream", "authorization": f"Bearer {token}", "x-client-id": client_id}
     reply = await rest.post("/api/ocr", params=params, content=document, headers=headers)
     assert reply.status_code == 400, reply.text
     assert words in reply.json()["message"]
