@@ -449,7 +449,7 @@ Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
 @_typing.final
 class OcrRequest(_message.Message):
     """Input of Ocr. Over REST the body fills `upload`; the other fields come from the query string
-    (or from the JSON body when it is application/json).
+    (or from the JSON body or the form fields when it is application/json or multipart/form-data).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
