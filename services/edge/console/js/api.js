@@ -97,9 +97,9 @@ async function refresh() {
   return refreshing;
 }
 
+/** Revokes the refresh token on the server first, so a signed-out session cannot be revived from a copy. */
 export async function signOut() {
   const held = current;
-  forget();
   if (held?.refresh) {
     await fetch("/auth/revoke", {
       method: "POST",
@@ -107,6 +107,7 @@ export async function signOut() {
       body: JSON.stringify({ refresh_token: held.refresh }),
     }).catch(() => undefined);
   }
+  forget();
 }
 
 /**

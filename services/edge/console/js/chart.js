@@ -64,7 +64,7 @@ function draw(canvas, series, windowMs, unit) {
     ctx.stroke();
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    ctx.fillText(format((max * i) / 4, unit === "%" ? "" : ""), left - 6, y);
+    ctx.fillText(format((max * i) / 4, ""), left - 6, y);
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "top";

@@ -6,6 +6,7 @@ import { lineChart } from "../chart.js";
 
 const POLL_MS = 2000;
 const WINDOW_MS = 60 * 60 * 1000;
+const MIN_WINDOW_MS = 5 * 60 * 1000;
 const PRIORITIES = ["high", "normal", "low"];
 
 // Samples survive page changes while the console stays open (they are what the charts draw).
@@ -74,17 +75,19 @@ function modelPanel(model) {
           `p90 ${ms(last.service.p90)}, p99 ${ms(last.service.p99)} · wait p50 ${ms(last.wait.p50)}, p99 ${ms(last.wait.p99)}`,
       ),
     );
+    // The x axis spans what has been sampled: at least 5 minutes, at most the hour kept.
+    const span = Math.min(WINDOW_MS, Math.max(MIN_WINDOW_MS, Date.now() - list[0].t));
     const series = (key, pick) => ({ label: key, points: list.map((s) => [s.t, pick(s)]) });
-    charts.depth.update([series("running", (s) => s.processing), series("waiting", (s) => s.waiting)], WINDOW_MS);
-    charts.utilization.update([series("utilisation", (s) => s.utilization * 100)], WINDOW_MS);
-    charts.throughput.update([{ label: "finished", points: throughput(list) }], WINDOW_MS);
+    charts.depth.update([series("running", (s) => s.processing), series("waiting", (s) => s.waiting)], span);
+    charts.utilization.update([series("utilisation", (s) => s.utilization * 100)], span);
+    charts.throughput.update([{ label: "finished", points: throughput(list) }], span);
     charts.latency.update(
       ["p50", "p90", "p99"].map((p) => series(p, (s) => s.service[p])),
-      WINDOW_MS,
+      span,
     );
     charts.wait.update(
       ["p50", "p90", "p99"].map((p) => series(p, (s) => s.wait[p])),
-      WINDOW_MS,
+      span,
     );
   };
   return section;
@@ -100,7 +103,7 @@ export async function queuesPage(main) {
     h(
       "p",
       { class: "hint" },
-      `Updated every ${POLL_MS / 1000} s. Charts cover the last hour this console has been open; percentiles are the queue's own over its recent jobs.`,
+      `Updated every ${POLL_MS / 1000} s. The charts show what this page has sampled (up to the last hour, kept while the console stays open); percentiles are the queue's own over its recent jobs.`,
     ),
     updated,
     status,

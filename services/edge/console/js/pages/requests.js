@@ -134,10 +134,12 @@ export async function requestPage(main, id) {
   const body = h("div", {}, notice("info", "Loading…"));
   fill(main, h("p", {}, h("a", { href: "#/requests" }, "← Requests")), h("h1", {}, "Request ", h("code", {}, id)), outcome, body);
   document.title = `Request ${id} · aigw console`;
+  let payload = null; // the body is read once: it does not change, and an OCR document can be large
   const load = async () => {
     try {
-      const job = (await get(`/v1/requests/${encodeURIComponent(id)}`)).request;
-      renderJob(body, job, outcome, load);
+      const job = (await get(`/v1/requests/${encodeURIComponent(id)}${query({ include_payload: !payload })}`)).request;
+      payload = payload || { chat: job.chat, ocr: job.ocr };
+      renderJob(body, { ...job, chat: payload.chat }, outcome, load);
       if (isAdmin()) await crashesOf(body, id);
       return job;
     } catch (err) {
@@ -203,7 +205,7 @@ function conversation(job) {
   if (!messages.length) return null;
   return h(
     "section",
-    { class: "card" },
+    { class: "card", "aria-label": "Prompt" },
     h("h2", {}, "Prompt"),
     messages.map((m) => h("div", { class: `message ${m.role}` }, h("span", { class: "role" }, m.role), h("pre", {}, m.content))),
   );
@@ -214,7 +216,7 @@ function answer(job) {
     const u = job.chat_result.usage || {};
     return h(
       "section",
-      { class: "card" },
+      { class: "card", "aria-label": "Answer" },
       h("h2", {}, "Answer"),
       h("pre", { class: "answer" }, job.chat_result.message?.content || ""),
       h("p", { class: "facts" }, `finish: ${job.chat_result.finish_reason} · tokens: ${u.prompt_tokens} in, ${u.completion_tokens} out`),
@@ -223,7 +225,7 @@ function answer(job) {
   if (job.ocr_result) {
     return h(
       "section",
-      { class: "card" },
+      { class: "card", "aria-label": "Recognised text" },
       h("h2", {}, "Recognised text"),
       (job.ocr_result.pages || []).map((p) => h("div", {}, h("h3", {}, `Page ${p.page} · ${p.language || "?"} · confidence ${Math.round(p.confidence || 0)}`), h("pre", { class: "answer" }, p.text))),
     );
