@@ -54,6 +54,7 @@ TYPED_CONFIG_MODULES = (
     "envoy.extensions.filters.http.router.v3.router_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.access_loggers.stream.v3.stream_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
 )
 TYPE = "type.googleapis.com/"
 HCM = TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -74,6 +75,14 @@ def cluster_of(service: str) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[0] == "aigw" else None
 
 
+# `GET /livez` as the embedded edge answers it: liveness only (Envoy is up); readiness is `GET /health`.
+LIVENESS_ROUTE: dict[str, Any] = {
+    "match": {"path": "/livez", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+    "direct_response": {"status": 200, "body": {"inline_string": '{"status":"live"}'}},
+    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+}
+
+
 def build(descriptor_set: bytes, cfg: GatewayConfig) -> dict[str, Any]:
     """The bootstrap for the services annotated in the descriptor set."""
     _, bindings = load_bindings(descriptor_set)
@@ -81,7 +90,8 @@ def build(descriptor_set: bytes, cfg: GatewayConfig) -> dict[str, Any]:
     streaming = sorted({b.rpc.path for b in bindings if b.rpc.server_streaming})
     clusters = {service: cluster_of(service) for service in services}
     unary_timeout = f"{int(cfg.queue.timeout) + 30}s"
-    routes = [_route({"path": path, "grpc": {}}, clusters[path.split("/")[1]], "0s") for path in streaming]
+    routes = [LIVENESS_ROUTE]
+    routes += [_route({"path": path, "grpc": {}}, clusters[path.split("/")[1]], "0s") for path in streaming]
     routes += [_route({"prefix": f"/{service}/", "grpc": {}}, clusters[service], unary_timeout) for service in services]
     console = load_files(CONSOLE_DIR)
     routes += _console_routes(console)
@@ -255,8 +265,12 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
     """An HTTP/2 cluster with gRPC health checks (of its one service, or of the whole server when it has several)."""
     endpoint = cfg.endpoint(name)  # type: ignore[arg-type]
     served = [service for service, cluster in clusters.items() if cluster == name]
+    mtls = cfg.mesh_tls.mode == "mtls"
+    port = endpoint.mesh_port or endpoint.port if mtls else endpoint.port
+    tls = {"transport_socket": _upstream_tls(name, cfg.tls_path)} if mtls else {}
     return {
         "name": name,
+        **tls,
         "type": "STRICT_DNS",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
@@ -270,7 +284,7 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
         },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(endpoint.host, endpoint.port)}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(endpoint.host, port)}}]}],
         },
         "health_checks": [
             {
@@ -281,6 +295,30 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
                 "grpc_health_check": {"service_name": served[0] if len(served) == 1 else ""},
             }
         ],
+    }
+
+
+def _upstream_tls(name: str, directory: Path) -> dict[str, Any]:
+    """mTLS to a service of the mesh: Envoy presents the edge's identity and accepts only `name`'s certificate."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(directory / "edge.crt")},
+                        "private_key": {"filename": str(directory / "edge.key")},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(directory / "ca.crt")},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": name}}],
+                },
+            },
+        },
     }
 
 
@@ -326,8 +364,8 @@ def consistency_problems(bootstrap: dict[str, Any], descriptor_set: bytes) -> li
             problems.append(f"no gRPC route for /{service}/")
         elif route["route"]["cluster"] != cluster_of(service):
             problems.append(f"/{service}/ goes to {route['route']['cluster']}, not {cluster_of(service)}")
-    for route in routes:
-        if "route" in route and route["route"]["cluster"] not in clusters:
+    for route in (r for r in routes if "route" in r):
+        if route["route"]["cluster"] not in clusters:
             problems.append(f"route {route['match']} names the missing cluster {route['route']['cluster']}")
     for path in sorted({b.rpc.path for b in bindings if b.rpc.server_streaming}):
         route = next((r for r in routes if r["match"].get("path") == path), None)

@@ -107,6 +107,7 @@ class ChatRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model to use."""
     max_tokens: _builtins.int
@@ -127,6 +128,8 @@ class ChatRequest(_message.Message):
     """Seconds to the deadline; 0 takes the model's timeout."""
     prompt: _builtins.str
     """Shorthand for a single user message when `messages` is empty."""
+    stream: _builtins.bool
+    """Chat answers in one piece: `true` is refused with a pointer to StreamChat (`/api/chat/stream`)."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The conversation."""
@@ -150,10 +153,11 @@ class ChatRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
         prompt: _builtins.str = ...,
+        stream: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "async_mode", b"async_mode", "idempotency_key", b"idempotency_key", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "priority", b"priority", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "timeout_seconds", b"timeout_seconds", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "async_mode", b"async_mode", "idempotency_key", b"idempotency_key", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "priority", b"priority", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "stream", b"stream", "temperature", b"temperature", "timeout_seconds", b"timeout_seconds", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
