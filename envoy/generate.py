@@ -8,12 +8,15 @@
 Every gRPC service with `google.api.http` annotations is transcoded (REST) and routed natively (gRPC) to
 one HTTP/2 cluster named after its package (`aigw.<svc>.v1.*` -> cluster `<svc>` at the config's
 `services.<svc>` host and port), with gRPC health checks. Server-streaming methods get routes without a
-timeout. The admin interface listens on 127.0.0.1 only; a second listener exposes just its /ready.
+timeout. The operator console's static files (services/edge/console) are answered by Envoy itself under
+/ui/, inlined as direct responses with the embedded edge's security headers. The admin interface listens
+on 127.0.0.1 only; a second listener exposes just its /ready.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import json
 import sys
@@ -28,6 +31,7 @@ sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
 from aigw_common.config import GatewayConfig, load_config  # noqa: E402
 from services.edge.bindings import load_bindings  # noqa: E402
+from services.edge.console_files import CONSOLE_DIR, PREFIX, SECURITY_HEADERS, StaticFile, load_files  # noqa: E402
 
 OUTPUT = REPO / "envoy" / "envoy.yaml"
 DESCRIPTOR_SET = REPO / "gen" / "aigw_descriptor.binpb"
@@ -89,10 +93,12 @@ def build(descriptor_set: bytes, cfg: GatewayConfig) -> dict[str, Any]:
     routes = [LIVENESS_ROUTE]
     routes += [_route({"path": path, "grpc": {}}, clusters[path.split("/")[1]], "0s") for path in streaming]
     routes += [_route({"prefix": f"/{service}/", "grpc": {}}, clusters[service], unary_timeout) for service in services]
+    console = load_files(CONSOLE_DIR)
+    routes += _console_routes(console)
     return {
         "admin": {"address": _address("127.0.0.1", ADMIN_PORT)},
         "static_resources": {
-            "listeners": [_edge_listener(cfg, services, routes), _ready_listener()],
+            "listeners": [_edge_listener(cfg, services, routes, _body_limit(console)), _ready_listener()],
             "clusters": [
                 *(_cluster(name, clusters, cfg) for name in sorted({c for c in clusters.values() if c})),
                 _admin_cluster(),
@@ -112,7 +118,43 @@ def _route(match: dict[str, Any], cluster: str | None, timeout: str) -> dict[str
     return {"match": match, "route": action}
 
 
-def _edge_listener(cfg: GatewayConfig, services: list[str], routes: list[dict[str, Any]]) -> dict[str, Any]:
+def _headers(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [{"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in pairs]
+
+
+def _console_routes(files: dict[str, StaticFile]) -> list[dict[str, Any]]:
+    """One exact-path direct response per console file, a redirect of /ui to /ui/, and 404 for the rest of /ui/."""
+    routes: list[dict[str, Any]] = [
+        {"match": {"path": PREFIX}, "redirect": {"path_redirect": PREFIX + "/", "response_code": "PERMANENT_REDIRECT"}}
+    ]
+    for url, found in sorted(files.items()):
+        text = found.content_type.startswith("text/") or found.content_type == "image/svg+xml"
+        body = {"inline_string": found.body.decode()} if text else {"inline_bytes": base64.b64encode(found.body).decode()}
+        headers = [*SECURITY_HEADERS, ("content-type", found.content_type), ("cache-control", "no-cache"), ("etag", found.etag)]
+        routes.append(
+            {
+                "match": {"path": url, "headers": [{"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}]},
+                "direct_response": {"status": 200, "body": body},
+                "response_headers_to_add": _headers(headers),
+            }
+        )
+    missing = [*SECURITY_HEADERS, ("content-type", "text/plain; charset=utf-8")]
+    routes.append(
+        {
+            "match": {"prefix": PREFIX + "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+            "response_headers_to_add": _headers(missing),
+        }
+    )
+    return routes
+
+
+def _body_limit(files: dict[str, StaticFile]) -> int:
+    """Envoy refuses direct responses over this size (4 KiB unless raised)."""
+    return max([4096, *(len(f.body) for f in files.values())])
+
+
+def _edge_listener(cfg: GatewayConfig, services: list[str], routes: list[dict[str, Any]], body_limit: int) -> dict[str, Any]:
     limit = cfg.server.max_body_bytes
     hcm = {
         "@type": HCM,
@@ -142,6 +184,7 @@ def _edge_listener(cfg: GatewayConfig, services: list[str], routes: list[dict[st
                 }
             ],
             "virtual_hosts": [{"name": "aigw", "domains": ["*"], "routes": routes}],
+            "max_direct_response_body_size_bytes": body_limit,
         },
         "http_filters": [
             {
@@ -326,7 +369,7 @@ def consistency_problems(bootstrap: dict[str, Any], descriptor_set: bytes) -> li
             problems.append(f"route {route['match']} names the missing cluster {route['route']['cluster']}")
     for path in sorted({b.rpc.path for b in bindings if b.rpc.server_streaming}):
         route = next((r for r in routes if r["match"].get("path") == path), None)
-        if route is None or route["route"].get("timeout") != "0s":
+        if route is None or "route" not in route or route["route"].get("timeout") != "0s":
             problems.append(f"the stream {path} has no route without a timeout")
     return problems
 

@@ -16,8 +16,9 @@ from aigw_common.channels import CHANNEL_OPTIONS
 from aigw_common.config import SERVICE_NAMES, ConfigError, GatewayConfig, load_config
 from aigw_common.logs import setup_logging
 from aigw_common.server import install_event_loop
+from services.edge.console_files import ConsoleFiles
 from services.edge.gateway import Dialer, Gateway, Resolver
-from services.edge.protocol import HttpServer, Limits
+from services.edge.protocol import HttpServer, Limits, Request, Responder
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,20 @@ def config_dialer(cfg: GatewayConfig) -> Dialer | None:
 
 
 class Edge:
-    """The gateway behind an HTTP server; `start` binds, `stop` drains."""
+    """The gateway and the console's static files behind an HTTP server; `start` binds, `stop` drains."""
 
-    def __init__(self, gateway: Gateway, limits: Limits) -> None:
+    def __init__(self, gateway: Gateway, limits: Limits, console: ConsoleFiles | None = None) -> None:
         self.gateway = gateway
-        self.server = HttpServer(gateway.handle, limits)
+        self.console = console if console is not None else ConsoleFiles()
+        self.server = HttpServer(self.handle, limits)
         self.port = 0
+
+    async def handle(self, request: Request, responder: Responder) -> None:
+        """/ui/ is the console; every other path is the transcoded API."""
+        if request.path.startswith("/ui") and self.console.claims(request.path):
+            self.console.handle(request, responder)
+        else:
+            await self.gateway.handle(request, responder)
 
     async def start(self, host: str, port: int) -> int:
         self.port = await self.server.start(host, port)

@@ -57,8 +57,9 @@ class QueueClient:
     async def submit(self, request: queue_pb2.SubmitRequest) -> queue_pb2.SubmitResponse:
         return await _call(self.jobs.Submit(request, timeout=QUEUE_CALL_SECONDS))
 
-    async def get(self, request_id: str) -> common_pb2.Job:
-        reply = await _call(self.jobs.GetJob(queue_pb2.GetJobRequest(request_id=request_id), timeout=QUEUE_CALL_SECONDS))
+    async def get(self, request_id: str, include_payload: bool = False) -> common_pb2.Job:
+        request = queue_pb2.GetJobRequest(request_id=request_id, include_payload=include_payload)
+        reply = await _call(self.jobs.GetJob(request, timeout=QUEUE_CALL_SECONDS))
         return reply.job
 
     async def cancel(self, request_id: str, requested_by: str) -> common_pb2.Job:

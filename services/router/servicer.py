@@ -205,7 +205,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def GetRequest(self, request: router_pb2.GetRequestRequest, context: Ctx) -> router_pb2.GetRequestResponse:
         caller = await self.gate.identify(call_meta(context))
-        job = await self._visible_job(caller, request.request_id)
+        job = await self._visible_job(caller, request.request_id, request.include_payload)
         return router_pb2.GetRequestResponse(request=job)
 
     async def CancelRequest(self, request: router_pb2.CancelRequestRequest, context: Ctx) -> router_pb2.CancelRequestResponse:
@@ -223,10 +223,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         async for event in self.queue.watch(request.request_id):
             yield router_pb2.WatchRequestResponse(event=convert.WATCH_EVENTS.get(event.event, "unspecified"), request=event.job)
 
-    async def _visible_job(self, caller: Caller, request_id: str) -> common_pb2.Job:
+    async def _visible_job(self, caller: Caller, request_id: str, include_payload: bool = False) -> common_pb2.Job:
         if not request_id:
             raise InvalidArgument("request_id: required", field="request_id")
-        job = await self.queue.get(request_id)
+        job = await self.queue.get(request_id, include_payload)
         self.gate.check_visible(caller, request_id, job.subject)
         return job
 

@@ -248,10 +248,16 @@ async def test_users_see_only_their_own_requests(mesh: Mesh) -> None:
     own = await mesh.router.GetRequest(lookup, metadata=bearer(mesh.token("alice")))
     assert own.request.state == common_pb2.SUCCEEDED
     assert own.request.chat_result.message.content == ANSWER
+    assert not own.request.HasField("chat")  # the body only when asked for
     admin = await mesh.router.GetRequest(lookup, metadata=bearer(mesh.token("root", "admin")))
     assert admin.request.request_id == reply.request_id
+    with_body = router_pb2.GetRequestRequest(request_id=reply.request_id, include_payload=True)
+    for who in (mesh.token("alice"), mesh.token("root", "admin")):
+        shown = await mesh.router.GetRequest(with_body, metadata=bearer(who))
+        assert [m.content for m in shown.request.chat.messages] == [m.content for m in chat().messages]
     for call in (
         mesh.router.GetRequest(lookup, metadata=bearer(mesh.token("mallory"))),
+        mesh.router.GetRequest(with_body, metadata=bearer(mesh.token("mallory"))),
         mesh.router.CancelRequest(
             router_pb2.CancelRequestRequest(request_id=reply.request_id), metadata=bearer(mesh.token("mallory"))
         ),

@@ -685,16 +685,20 @@ class GetRequestRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_PAYLOAD_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id."""
+    include_payload: _builtins.bool
+    """Also return the request's body (the conversation or the document), to whoever may see the request."""
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
+        include_payload: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_payload", b"include_payload", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -709,7 +713,7 @@ class GetRequestResponse(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def request(self) -> _common_pb2.Job:
-        """The request as the gateway keeps it (without its body)."""
+        """The request as the gateway keeps it (its body only with `include_payload`)."""
 
     def __init__(
         self,
