@@ -49,6 +49,7 @@ _ROUTER_RPCS = (
     "ListModels",
     "Ocr",
     "StreamOcr",
+    "ListRequests",
     "GetRequest",
     "CancelRequest",
     "WatchRequest",
@@ -83,7 +84,7 @@ def _all(prefix: str, names: tuple[str, ...], who: frozenset[str]) -> dict[str, 
 
 POLICY: dict[str, frozenset[str]] = {
     # Jobs: the router submits, runs (within the lease the queue granted it) and reports them;
-    # the admin service reads history and statistics.
+    # the admin service reads history and statistics; the router lists a caller's own history.
     f"{_QS}Submit": frozenset({ROUTER}),
     f"{_QS}GetJob": frozenset({ROUTER, ADMIN}),
     f"{_QS}WatchJob": frozenset({ROUTER}),

@@ -14,10 +14,10 @@ from aigw.queue.v1 import queue_pb2
 from aigw_common.auth import Principal
 from aigw_common.authz import EDGE, caller_identity
 from aigw_common.errors import InvalidArgument
+from aigw_common.listing import check_listing
 from services.admin.access import Access
 from services.admin.clients import QueueClient
 from services.admin.fleet import BackendSnapshot, Fleet, ModelView
-from services.admin.history import check_listing
 from services.admin.identity import Accounts, UserChange
 from services.admin.login_limiter import client_ip
 from services.admin.model_config import ModelSettings

@@ -27,6 +27,7 @@ class JobFilter:
     kind: int = 0
     since: float = 0.0
     until: float = 0.0
+    subject: str = ""
 
     def check(self) -> None:
         if self.state and self.state not in {int(s) for s in State}:
@@ -43,7 +44,7 @@ def millis(t: float) -> int:
 
 def _query(f: JobFilter, token: str) -> Doc:
     query: Doc = {}
-    for name in ("model", "client_id"):
+    for name in ("model", "client_id", "subject"):
         if getattr(f, name):
             query[name] = getattr(f, name)
     if f.kind:
@@ -64,6 +65,8 @@ def _query(f: JobFilter, token: str) -> Doc:
 
 def _matches(rec: JobRecord, f: JobFilter, cursor: tuple[int, str] | None) -> bool:
     if (f.model and rec.model != f.model) or (f.client_id and rec.client_id != f.client_id) or (f.kind and rec.kind != f.kind):
+        return False
+    if f.subject and rec.subject != f.subject:
         return False
     if (
         (f.state and rec.state != f.state)

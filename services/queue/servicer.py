@@ -130,6 +130,7 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
             kind=int(request.kind),
             since=convert.optional_seconds(request, "since"),
             until=convert.optional_seconds(request, "until"),
+            subject=request.subject,
         )
         page, token = await list_jobs(self.engine, f, request.page_size, request.page_token)
         return queue_pb2.ListJobsResponse(jobs=[self._job(r) for r in page], next_page_token=token)

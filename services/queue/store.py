@@ -206,6 +206,7 @@ class QueueStore:
     async def _ensure_indexes(self) -> bool:
         await self.coll(JOBS).create_index("idem", unique=True, sparse=True)
         await self.coll(JOBS).create_index([("submitted_at", DESCENDING)])
+        await self.coll(JOBS).create_index([("subject", ASCENDING), ("submitted_at", DESCENDING)])
         await self.coll(OUTCOMES).create_index([("state", ASCENDING), ("submitted_at", DESCENDING)])
         await self.coll(EVENTS).create_index("rid")
         await self.coll(API_KEYS).create_index("subject")

@@ -62,6 +62,9 @@ class QueueClient:
         reply = await _call(self.jobs.GetJob(request, timeout=QUEUE_CALL_SECONDS))
         return reply.job
 
+    async def list_jobs(self, request: queue_pb2.ListJobsRequest) -> queue_pb2.ListJobsResponse:
+        return await _call(self.jobs.ListJobs(request, timeout=QUEUE_CALL_SECONDS))
+
     async def cancel(self, request_id: str, requested_by: str) -> common_pb2.Job:
         request = queue_pb2.CancelJobRequest(request_id=request_id, requested_by=requested_by)
         return (await _call(self.jobs.CancelJob(request, timeout=QUEUE_CALL_SECONDS))).job

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigw_common.auth import Authenticator, Principal
-from aigw_common.errors import request_not_found
+from aigw_common.errors import PermissionDenied, request_not_found
 from services.router.ratelimit import RateLimiter
 
 
@@ -52,6 +52,13 @@ class Gate:
         caller = await self.identify(meta)
         self.limiter.check(caller.client_id, caller.principal.role)
         return caller
+
+    @staticmethod
+    def own_subject(caller: Caller) -> str:
+        """Whose history a caller lists: always its own verified subject, admins included (never a parameter)."""
+        if not caller.principal.subject:
+            raise PermissionDenied("this credential names no user, so it has no request history")
+        return caller.principal.subject
 
     @staticmethod
     def check_visible(caller: Caller, request_id: str, subject: str) -> None:

@@ -10,8 +10,10 @@ import grpc
 from google.api import httpbody_pb2
 
 from aigw.common.v1 import common_pb2
+from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_common.errors import InvalidArgument, Unavailable
+from aigw_common.listing import check_listing
 from services.router import convert
 from services.router.background import ConfigRefresher, StatusPoller
 from services.router.catalog import ModelCatalog
@@ -202,6 +204,25 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 yield router_pb2.StreamOcrResponse(
                     request_id=job.request_id, status=item.state, page_count=item.ocr_result.page_count
                 )
+
+    async def ListRequests(self, request: router_pb2.ListRequestsRequest, context: Ctx) -> router_pb2.ListRequestsResponse:
+        caller = await self.gate.identify(call_meta(context))
+        since = request.since if request.HasField("since") else None
+        until = request.until if request.HasField("until") else None
+        check_listing(request.page_size, since, until)
+        query = queue_pb2.ListJobsRequest(
+            model=request.model,
+            state=request.state,
+            client_id=request.client_id,
+            kind=request.kind,
+            since=since,
+            until=until,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            subject=Gate.own_subject(caller),
+        )
+        reply = await self.queue.list_jobs(query)
+        return router_pb2.ListRequestsResponse(requests=reply.jobs, next_page_token=reply.next_page_token)
 
     async def GetRequest(self, request: router_pb2.GetRequestRequest, context: Ctx) -> router_pb2.GetRequestResponse:
         caller = await self.gate.identify(call_meta(context))

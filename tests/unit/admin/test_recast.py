@@ -1,4 +1,6 @@
-"""Admin messages that mirror queue messages convert without loss: same field numbers, names and types."""
+"""Admin messages that mirror queue messages convert without loss: every field of the source lands in the same
+field of the target (same number, name and type); the queue may have more (ListJobs' owner filter, which the
+admin's history leaves unset)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ def message_type(field: FieldDescriptor) -> str:
 
 @pytest.mark.parametrize(("source", "target"), PAIRS)
 def test_mirrored_messages_have_the_same_shape(source: type[Message], target: type[Message]) -> None:
-    assert shape(source.DESCRIPTOR) == shape(target.DESCRIPTOR)  # type: ignore[arg-type]
+    source_shape, target_shape = shape(source.DESCRIPTOR), shape(target.DESCRIPTOR)  # type: ignore[arg-type]
+    assert source_shape.items() <= target_shape.items()
 
 
 def test_queue_stats_survive_the_conversion() -> None:

@@ -22,6 +22,7 @@ SURFACE = [
     ("GET", "/v1/models", f"{ROUTER}/ListModels"),
     ("POST", "/api/ocr", f"{ROUTER}/Ocr"),
     ("POST", "/api/ocr/stream", f"{ROUTER}/StreamOcr"),
+    ("GET", "/v1/requests", f"{ROUTER}/ListRequests"),
     ("GET", "/v1/requests/abc123", f"{ROUTER}/GetRequest"),
     ("DELETE", "/v1/requests/abc123", f"{ROUTER}/CancelRequest"),
     ("GET", "/v1/requests/abc123:watch", f"{ROUTER}/WatchRequest"),

@@ -727,6 +727,7 @@ class ListJobsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Only this model."""
     state: _common_pb2.JobState.ValueType
@@ -739,6 +740,8 @@ class ListJobsRequest(_message.Message):
     """Token from a previous page."""
     kind: _common_pb2.JobKind.ValueType
     """Only this kind."""
+    subject: _builtins.str
+    """Only jobs submitted by this authenticated subject."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Only jobs submitted at or after this time."""
@@ -758,10 +761,11 @@ class ListJobsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         kind: _common_pb2.JobKind.ValueType = ...,
+        subject: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "kind", b"kind", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "state", b"state", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "kind", b"kind", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "state", b"state", "subject", b"subject", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

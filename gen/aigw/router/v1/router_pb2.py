@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from aigw.common.v1 import common_pb2 as aigw_dot_common_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igw/router/v1/router.proto\x12\x0e\x61igw.router.v1\x1a\x1b\x61igw/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x12\n\x10GetHealthRequest\"\xae\x01\n\x11GetHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x45\n\ncomponents\x18\x02 \x03(\x0b\x32\x31.aigw.router.v1.GetHealthResponse.ComponentsEntry\x12\x0f\n\x07version\x18\x03 \x01(\t\x1a\x31\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigw.common.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x10\n\x08priority\x18\x08 \x01(\t\x12\x19\n\nasync_mode\x18\t \x01(\x08R\x05\x61sync\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0b \x01(\x01\x12\x0e\n\x06prompt\x18\x0c \x01(\t\x12\x0e\n\x06stream\x18\r \x01(\x08\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x97\x02\n\x0c\x43hatResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08response\x18\x04 \x01(\t\x12,\n\x07message\x18\x05 \x01(\x0b\x32\x1b.aigw.common.v1.ChatMessage\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12$\n\x05usage\x18\x07 \x01(\x0b\x32\x15.aigw.common.v1.Usage\x12\x10\n\x08position\x18\x08 \x01(\x05\x12+\n\x07timings\x18\t \x01(\x0b\x32\x1a.aigw.common.v1.JobTimings\"\xbf\x02\n\x11StreamChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigw.common.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x10\n\x08priority\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0b \x01(\x01\x12\x0e\n\x06prompt\x18\x0c \x01(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xbf\x01\n\x12StreamChatResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x15.aigw.common.v1.Usage\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\r\n\x05model\x18\x07 \x01(\t\"\x13\n\x11ListModelsRequest\"J\n\tModelCard\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x10\n\x08owned_by\x18\x04 \x01(\t\"M\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x19.aigw.router.v1.ModelCard\"\xaf\x02\n\nOcrRequest\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nresolution\x18\x04 \x01(\t\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x12\n\nfirst_page\x18\x06 \x01(\x05\x12\x11\n\tlast_page\x18\x07 \x01(\x05\x12\x15\n\routput_format\x18\x08 \x01(\t\x12\x16\n\x0einclude_layout\x18\t \x01(\x08\x12\x10\n\x08priority\x18\n \x01(\t\x12\x19\n\nasync_mode\x18\x0b \x01(\x08R\x05\x61sync\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\r \x01(\x01\"\xc3\x01\n\x0bOcrResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12\x0c\n\x04text\x18\x03 \x01(\t\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.aigw.common.v1.OcrResult\x12\x10\n\x08position\x18\x05 \x01(\x05\x12+\n\x07timings\x18\x06 \x01(\x0b\x32\x1a.aigw.common.v1.JobTimings\"\x9a\x02\n\x10StreamOcrRequest\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nresolution\x18\x04 \x01(\t\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x12\n\nfirst_page\x18\x06 \x01(\x05\x12\x11\n\tlast_page\x18\x07 \x01(\x05\x12\x15\n\routput_format\x18\x08 \x01(\t\x12\x16\n\x0einclude_layout\x18\t \x01(\x08\x12\x10\n\x08priority\x18\n \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\r \x01(\x01\"\x9e\x01\n\x11StreamOcrResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12%\n\x04page\x18\x03 \x01(\x0b\x32\x17.aigw.common.v1.OcrPage\x12\x12\n\npage_count\x18\x04 \x01(\x05\x12\x10\n\x08position\x18\x05 \x01(\x05\"@\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_payload\x18\x02 \x01(\x08\":\n\x12GetRequestResponse\x12$\n\x07request\x18\x01 \x01(\x0b\x32\x13.aigw.common.v1.Job\"*\n\x14\x43\x61ncelRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"=\n\x15\x43\x61ncelRequestResponse\x12$\n\x07request\x18\x01 \x01(\x0b\x32\x13.aigw.common.v1.Job\")\n\x13WatchRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"K\n\x14WatchRequestResponse\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12$\n\x07request\x18\x02 \x01(\x0b\x32\x13.aigw.common.v1.Job2\xde\x08\n\rRouterService\x12\x61\n\tGetHealth\x12 .aigw.router.v1.GetHealthRequest\x1a!.aigw.router.v1.GetHealthResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/health\x12W\n\x04\x43hat\x12\x1b.aigw.router.v1.ChatRequest\x1a\x1c.aigw.router.v1.ChatResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/api/chat:\x01*\x12r\n\nStreamChat\x12!.aigw.router.v1.StreamChatRequest\x1a\".aigw.router.v1.StreamChatResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/api/chat/stream:\x01*0\x01\x12\x65\n\x14\x43reateChatCompletion\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*0\x01\x12g\n\nListModels\x12!.aigw.router.v1.ListModelsRequest\x1a\".aigw.router.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12X\n\x03Ocr\x12\x1a.aigw.router.v1.OcrRequest\x1a\x1b.aigw.router.v1.OcrResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\x08/api/ocr:\x06upload\x12s\n\tStreamOcr\x12 .aigw.router.v1.StreamOcrRequest\x1a!.aigw.router.v1.StreamOcrResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x0f/api/ocr/stream:\x06upload0\x01\x12v\n\nGetRequest\x12!.aigw.router.v1.GetRequestRequest\x1a\".aigw.router.v1.GetRequestResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/requests/{request_id}\x12\x7f\n\rCancelRequest\x12$.aigw.router.v1.CancelRequestRequest\x1a%.aigw.router.v1.CancelRequestResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/requests/{request_id}\x12\x84\x01\n\x0cWatchRequest\x12#.aigw.router.v1.WatchRequestRequest\x1a$.aigw.router.v1.WatchRequestResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/requests/{request_id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61igw/router/v1/router.proto\x12\x0e\x61igw.router.v1\x1a\x1b\x61igw/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetHealthRequest\"\xae\x01\n\x11GetHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x45\n\ncomponents\x18\x02 \x03(\x0b\x32\x31.aigw.router.v1.GetHealthResponse.ComponentsEntry\x12\x0f\n\x07version\x18\x03 \x01(\t\x1a\x31\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigw.common.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x10\n\x08priority\x18\x08 \x01(\t\x12\x19\n\nasync_mode\x18\t \x01(\x08R\x05\x61sync\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0b \x01(\x01\x12\x0e\n\x06prompt\x18\x0c \x01(\t\x12\x0e\n\x06stream\x18\r \x01(\x08\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x97\x02\n\x0c\x43hatResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08response\x18\x04 \x01(\t\x12,\n\x07message\x18\x05 \x01(\x0b\x32\x1b.aigw.common.v1.ChatMessage\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12$\n\x05usage\x18\x07 \x01(\x0b\x32\x15.aigw.common.v1.Usage\x12\x10\n\x08position\x18\x08 \x01(\x05\x12+\n\x07timings\x18\t \x01(\x0b\x32\x1a.aigw.common.v1.JobTimings\"\xbf\x02\n\x11StreamChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.aigw.common.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x10\n\x08priority\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0b \x01(\x01\x12\x0e\n\x06prompt\x18\x0c \x01(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xbf\x01\n\x12StreamChatResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12$\n\x05usage\x18\x05 \x01(\x0b\x32\x15.aigw.common.v1.Usage\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\r\n\x05model\x18\x07 \x01(\t\"\x13\n\x11ListModelsRequest\"J\n\tModelCard\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x10\n\x08owned_by\x18\x04 \x01(\t\"M\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x19.aigw.router.v1.ModelCard\"\xaf\x02\n\nOcrRequest\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nresolution\x18\x04 \x01(\t\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x12\n\nfirst_page\x18\x06 \x01(\x05\x12\x11\n\tlast_page\x18\x07 \x01(\x05\x12\x15\n\routput_format\x18\x08 \x01(\t\x12\x16\n\x0einclude_layout\x18\t \x01(\x08\x12\x10\n\x08priority\x18\n \x01(\t\x12\x19\n\nasync_mode\x18\x0b \x01(\x08R\x05\x61sync\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\r \x01(\x01\"\xc3\x01\n\x0bOcrResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12\x0c\n\x04text\x18\x03 \x01(\t\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.aigw.common.v1.OcrResult\x12\x10\n\x08position\x18\x05 \x01(\x05\x12+\n\x07timings\x18\x06 \x01(\x0b\x32\x1a.aigw.common.v1.JobTimings\"\x9a\x02\n\x10StreamOcrRequest\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nresolution\x18\x04 \x01(\t\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x12\n\nfirst_page\x18\x06 \x01(\x05\x12\x11\n\tlast_page\x18\x07 \x01(\x05\x12\x15\n\routput_format\x18\x08 \x01(\t\x12\x16\n\x0einclude_layout\x18\t \x01(\x08\x12\x10\n\x08priority\x18\n \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\r \x01(\x01\"\x9e\x01\n\x11StreamOcrResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12%\n\x04page\x18\x03 \x01(\x0b\x32\x17.aigw.common.v1.OcrPage\x12\x12\n\npage_count\x18\x04 \x01(\x05\x12\x10\n\x08position\x18\x05 \x01(\x05\"\x84\x02\n\x13ListRequestsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.aigw.common.v1.JobState\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12%\n\x04kind\x18\x08 \x01(\x0e\x32\x17.aigw.common.v1.JobKind\"V\n\x14ListRequestsResponse\x12%\n\x08requests\x18\x01 \x03(\x0b\x32\x13.aigw.common.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_payload\x18\x02 \x01(\x08\":\n\x12GetRequestResponse\x12$\n\x07request\x18\x01 \x01(\x0b\x32\x13.aigw.common.v1.Job\"*\n\x14\x43\x61ncelRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"=\n\x15\x43\x61ncelRequestResponse\x12$\n\x07request\x18\x01 \x01(\x0b\x32\x13.aigw.common.v1.Job\")\n\x13WatchRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"K\n\x14WatchRequestResponse\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12$\n\x07request\x18\x02 \x01(\x0b\x32\x13.aigw.common.v1.Job2\xcf\t\n\rRouterService\x12\x61\n\tGetHealth\x12 .aigw.router.v1.GetHealthRequest\x1a!.aigw.router.v1.GetHealthResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/health\x12W\n\x04\x43hat\x12\x1b.aigw.router.v1.ChatRequest\x1a\x1c.aigw.router.v1.ChatResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/api/chat:\x01*\x12r\n\nStreamChat\x12!.aigw.router.v1.StreamChatRequest\x1a\".aigw.router.v1.StreamChatResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/api/chat/stream:\x01*0\x01\x12\x65\n\x14\x43reateChatCompletion\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*0\x01\x12g\n\nListModels\x12!.aigw.router.v1.ListModelsRequest\x1a\".aigw.router.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12X\n\x03Ocr\x12\x1a.aigw.router.v1.OcrRequest\x1a\x1b.aigw.router.v1.OcrResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\x08/api/ocr:\x06upload\x12s\n\tStreamOcr\x12 .aigw.router.v1.StreamOcrRequest\x1a!.aigw.router.v1.StreamOcrResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x0f/api/ocr/stream:\x06upload0\x01\x12o\n\x0cListRequests\x12#.aigw.router.v1.ListRequestsRequest\x1a$.aigw.router.v1.ListRequestsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/requests\x12v\n\nGetRequest\x12!.aigw.router.v1.GetRequestRequest\x1a\".aigw.router.v1.GetRequestResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/requests/{request_id}\x12\x7f\n\rCancelRequest\x12$.aigw.router.v1.CancelRequestRequest\x1a%.aigw.router.v1.CancelRequestResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/requests/{request_id}\x12\x84\x01\n\x0cWatchRequest\x12#.aigw.router.v1.WatchRequestRequest\x1a$.aigw.router.v1.WatchRequestResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/requests/{request_id}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,52 +51,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTERSERVICE'].methods_by_name['Ocr']._serialized_options = b'\202\323\344\223\002\022\"\010/api/ocr:\006upload'
   _globals['_ROUTERSERVICE'].methods_by_name['StreamOcr']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['StreamOcr']._serialized_options = b'\202\323\344\223\002\031\"\017/api/ocr/stream:\006upload'
+  _globals['_ROUTERSERVICE'].methods_by_name['ListRequests']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['ListRequests']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/requests'
   _globals['_ROUTERSERVICE'].methods_by_name['GetRequest']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['GetRequest']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/requests/{request_id}'
   _globals['_ROUTERSERVICE'].methods_by_name['CancelRequest']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['CancelRequest']._serialized_options = b'\202\323\344\223\002\033*\031/v1/requests/{request_id}'
   _globals['_ROUTERSERVICE'].methods_by_name['WatchRequest']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['WatchRequest']._serialized_options = b'\202\323\344\223\002!\022\037/v1/requests/{request_id}:watch'
-  _globals['_GETHEALTHREQUEST']._serialized_start=133
-  _globals['_GETHEALTHREQUEST']._serialized_end=151
-  _globals['_GETHEALTHRESPONSE']._serialized_start=154
-  _globals['_GETHEALTHRESPONSE']._serialized_end=328
-  _globals['_GETHEALTHRESPONSE_COMPONENTSENTRY']._serialized_start=279
-  _globals['_GETHEALTHRESPONSE_COMPONENTSENTRY']._serialized_end=328
-  _globals['_CHATREQUEST']._serialized_start=331
-  _globals['_CHATREQUEST']._serialized_end=687
-  _globals['_CHATRESPONSE']._serialized_start=690
-  _globals['_CHATRESPONSE']._serialized_end=969
-  _globals['_STREAMCHATREQUEST']._serialized_start=972
-  _globals['_STREAMCHATREQUEST']._serialized_end=1291
-  _globals['_STREAMCHATRESPONSE']._serialized_start=1294
-  _globals['_STREAMCHATRESPONSE']._serialized_end=1485
-  _globals['_LISTMODELSREQUEST']._serialized_start=1487
-  _globals['_LISTMODELSREQUEST']._serialized_end=1506
-  _globals['_MODELCARD']._serialized_start=1508
-  _globals['_MODELCARD']._serialized_end=1582
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1584
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1661
-  _globals['_OCRREQUEST']._serialized_start=1664
-  _globals['_OCRREQUEST']._serialized_end=1967
-  _globals['_OCRRESPONSE']._serialized_start=1970
-  _globals['_OCRRESPONSE']._serialized_end=2165
-  _globals['_STREAMOCRREQUEST']._serialized_start=2168
-  _globals['_STREAMOCRREQUEST']._serialized_end=2450
-  _globals['_STREAMOCRRESPONSE']._serialized_start=2453
-  _globals['_STREAMOCRRESPONSE']._serialized_end=2611
-  _globals['_GETREQUESTREQUEST']._serialized_start=2613
-  _globals['_GETREQUESTREQUEST']._serialized_end=2677
-  _globals['_GETREQUESTRESPONSE']._serialized_start=2679
-  _globals['_GETREQUESTRESPONSE']._serialized_end=2737
-  _globals['_CANCELREQUESTREQUEST']._serialized_start=2739
-  _globals['_CANCELREQUESTREQUEST']._serialized_end=2781
-  _globals['_CANCELREQUESTRESPONSE']._serialized_start=2783
-  _globals['_CANCELREQUESTRESPONSE']._serialized_end=2844
-  _globals['_WATCHREQUESTREQUEST']._serialized_start=2846
-  _globals['_WATCHREQUESTREQUEST']._serialized_end=2887
-  _globals['_WATCHREQUESTRESPONSE']._serialized_start=2889
-  _globals['_WATCHREQUESTRESPONSE']._serialized_end=2964
-  _globals['_ROUTERSERVICE']._serialized_start=2967
-  _globals['_ROUTERSERVICE']._serialized_end=4085
+  _globals['_GETHEALTHREQUEST']._serialized_start=166
+  _globals['_GETHEALTHREQUEST']._serialized_end=184
+  _globals['_GETHEALTHRESPONSE']._serialized_start=187
+  _globals['_GETHEALTHRESPONSE']._serialized_end=361
+  _globals['_GETHEALTHRESPONSE_COMPONENTSENTRY']._serialized_start=312
+  _globals['_GETHEALTHRESPONSE_COMPONENTSENTRY']._serialized_end=361
+  _globals['_CHATREQUEST']._serialized_start=364
+  _globals['_CHATREQUEST']._serialized_end=720
+  _globals['_CHATRESPONSE']._serialized_start=723
+  _globals['_CHATRESPONSE']._serialized_end=1002
+  _globals['_STREAMCHATREQUEST']._serialized_start=1005
+  _globals['_STREAMCHATREQUEST']._serialized_end=1324
+  _globals['_STREAMCHATRESPONSE']._serialized_start=1327
+  _globals['_STREAMCHATRESPONSE']._serialized_end=1518
+  _globals['_LISTMODELSREQUEST']._serialized_start=1520
+  _globals['_LISTMODELSREQUEST']._serialized_end=1539
+  _globals['_MODELCARD']._serialized_start=1541
+  _globals['_MODELCARD']._serialized_end=1615
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1617
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1694
+  _globals['_OCRREQUEST']._serialized_start=1697
+  _globals['_OCRREQUEST']._serialized_end=2000
+  _globals['_OCRRESPONSE']._serialized_start=2003
+  _globals['_OCRRESPONSE']._serialized_end=2198
+  _globals['_STREAMOCRREQUEST']._serialized_start=2201
+  _globals['_STREAMOCRREQUEST']._serialized_end=2483
+  _globals['_STREAMOCRRESPONSE']._serialized_start=2486
+  _globals['_STREAMOCRRESPONSE']._serialized_end=2644
+  _globals['_LISTREQUESTSREQUEST']._serialized_start=2647
+  _globals['_LISTREQUESTSREQUEST']._serialized_end=2907
+  _globals['_LISTREQUESTSRESPONSE']._serialized_start=2909
+  _globals['_LISTREQUESTSRESPONSE']._serialized_end=2995
+  _globals['_GETREQUESTREQUEST']._serialized_start=2997
+  _globals['_GETREQUESTREQUEST']._serialized_end=3061
+  _globals['_GETREQUESTRESPONSE']._serialized_start=3063
+  _globals['_GETREQUESTRESPONSE']._serialized_end=3121
+  _globals['_CANCELREQUESTREQUEST']._serialized_start=3123
+  _globals['_CANCELREQUESTREQUEST']._serialized_end=3165
+  _globals['_CANCELREQUESTRESPONSE']._serialized_start=3167
+  _globals['_CANCELREQUESTRESPONSE']._serialized_end=3228
+  _globals['_WATCHREQUESTREQUEST']._serialized_start=3230
+  _globals['_WATCHREQUESTREQUEST']._serialized_end=3271
+  _globals['_WATCHREQUESTRESPONSE']._serialized_start=3273
+  _globals['_WATCHREQUESTRESPONSE']._serialized_end=3348
+  _globals['_ROUTERSERVICE']._serialized_start=3351
+  _globals['_ROUTERSERVICE']._serialized_end=4582
 # @@protoc_insertion_point(module_scope)

@@ -72,6 +72,11 @@ class RouterServiceStub:
                 request_serializer=aigw_dot_router_dot_v1_dot_router__pb2.StreamOcrRequest.SerializeToString,
                 response_deserializer=aigw_dot_router_dot_v1_dot_router__pb2.StreamOcrResponse.FromString,
                 _registered_method=True)
+        self.ListRequests = channel.unary_unary(
+                '/aigw.router.v1.RouterService/ListRequests',
+                request_serializer=aigw_dot_router_dot_v1_dot_router__pb2.ListRequestsRequest.SerializeToString,
+                response_deserializer=aigw_dot_router_dot_v1_dot_router__pb2.ListRequestsResponse.FromString,
+                _registered_method=True)
         self.GetRequest = channel.unary_unary(
                 '/aigw.router.v1.RouterService/GetRequest',
                 request_serializer=aigw_dot_router_dot_v1_dot_router__pb2.GetRequestRequest.SerializeToString,
@@ -148,6 +153,13 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRequests(self, request, context):
+        """The caller's own request history, newest first, with filters and pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRequest(self, request, context):
         """A request's status, queue position and result.
         """
@@ -206,6 +218,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.StreamOcr,
                     request_deserializer=aigw_dot_router_dot_v1_dot_router__pb2.StreamOcrRequest.FromString,
                     response_serializer=aigw_dot_router_dot_v1_dot_router__pb2.StreamOcrResponse.SerializeToString,
+            ),
+            'ListRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRequests,
+                    request_deserializer=aigw_dot_router_dot_v1_dot_router__pb2.ListRequestsRequest.FromString,
+                    response_serializer=aigw_dot_router_dot_v1_dot_router__pb2.ListRequestsResponse.SerializeToString,
             ),
             'GetRequest': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRequest,
@@ -414,6 +431,33 @@ class RouterService:
             '/aigw.router.v1.RouterService/StreamOcr',
             aigw_dot_router_dot_v1_dot_router__pb2.StreamOcrRequest.SerializeToString,
             aigw_dot_router_dot_v1_dot_router__pb2.StreamOcrResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.router.v1.RouterService/ListRequests',
+            aigw_dot_router_dot_v1_dot_router__pb2.ListRequestsRequest.SerializeToString,
+            aigw_dot_router_dot_v1_dot_router__pb2.ListRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,8 @@ class RouterServiceStub:
     """
     StreamOcr: _grpc.UnaryStreamMultiCallable[_router_pb2.StreamOcrRequest, _router_pb2.StreamOcrResponse]
     """OCR streamed page by page (SSE over REST)."""
+    ListRequests: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListRequestsRequest, _router_pb2.ListRequestsResponse]
+    """The caller's own request history, newest first, with filters and pagination."""
     GetRequest: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetRequestRequest, _router_pb2.GetRequestResponse]
     """A request's status, queue position and result."""
     CancelRequest: _grpc.UnaryUnaryMultiCallable[_router_pb2.CancelRequestRequest, _router_pb2.CancelRequestResponse]
@@ -92,6 +94,8 @@ class RouterServiceAsyncStub(RouterServiceStub):
     """
     StreamOcr: _aio.UnaryStreamMultiCallable[_router_pb2.StreamOcrRequest, _router_pb2.StreamOcrResponse]  # type: ignore[assignment]
     """OCR streamed page by page (SSE over REST)."""
+    ListRequests: _aio.UnaryUnaryMultiCallable[_router_pb2.ListRequestsRequest, _router_pb2.ListRequestsResponse]  # type: ignore[assignment]
+    """The caller's own request history, newest first, with filters and pagination."""
     GetRequest: _aio.UnaryUnaryMultiCallable[_router_pb2.GetRequestRequest, _router_pb2.GetRequestResponse]  # type: ignore[assignment]
     """A request's status, queue position and result."""
     CancelRequest: _aio.UnaryUnaryMultiCallable[_router_pb2.CancelRequestRequest, _router_pb2.CancelRequestResponse]  # type: ignore[assignment]
@@ -166,6 +170,14 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_router_pb2.StreamOcrResponse], _abc.AsyncIterator[_router_pb2.StreamOcrResponse]]:
         """OCR streamed page by page (SSE over REST)."""
+
+    @_abc_1.abstractmethod
+    def ListRequests(
+        self,
+        request: _router_pb2.ListRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.ListRequestsResponse, _abc.Awaitable[_router_pb2.ListRequestsResponse]]:
+        """The caller's own request history, newest first, with filters and pagination."""
 
     @_abc_1.abstractmethod
     def GetRequest(
