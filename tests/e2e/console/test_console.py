@@ -333,15 +333,27 @@ def test_a_plain_user_sees_only_their_part(browser: Browser, site: Site, screens
         status = page.locator("form", has=page.get_by_role("heading", name="Chat")).locator("p.facts")
         expect(status).to_contain_text("finished")
         own = status.get_by_role("link").inner_text()
+        # the history lists what the user sent from anywhere (here straight to the API), never someone else's
+        outside = site.api("POST", "/api/chat", json={"model": "tiny-chat", "prompt": "by curl", "max_tokens": 2}, token=token)
+        elsewhere = outside.json()["request_id"]
+        others = site.api("POST", "/api/chat", json={"model": "tiny-chat", "prompt": "admin's", "max_tokens": 2}).json()
         nav.get_by_role("link", name="Requests").click()
-        mine = page.get_by_role("table", name="Your requests")
+        mine = page.get_by_role("table", name="Your requests, newest first")
         expect(mine.get_by_role("link", name=own)).to_be_visible()
-        assert page.get_by_role("table", name="Requests, newest first").count() == 0
+        expect(mine.get_by_role("link", name=elsewhere)).to_be_visible()
+        expect(mine.get_by_role("link", name=others["request_id"])).to_have_count(0)
+        assert page.get_by_role("table", name="Requests, newest first", exact=True).count() == 0
+        page.get_by_label("Status").select_option("FAILED")
+        page.get_by_role("button", name="Filter").click()
+        expect(mine.get_by_role("link", name=own)).to_have_count(0)
+        page.get_by_label("Status").select_option("SUCCEEDED")
+        page.get_by_label("Model").select_option("tiny-chat")
+        page.get_by_role("button", name="Filter").click()
+        expect(mine.get_by_role("link", name=own)).to_be_visible()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"] + 1, f"the page is {width} px wide on a {PHONE['width']} px screen"
         shot(page, screenshots, "phone-user")
         # someone else's request is not found, exactly like an unknown one
-        others = site.api("POST", "/api/chat", json={"model": "tiny-chat", "prompt": "admin's", "max_tokens": 2}).json()
         page.goto(f"{site.url}/ui/#/request/{others['request_id']}")
         expect(page.get_by_role("alert")).to_contain_text("not found")
     finally:

@@ -2,7 +2,6 @@
 
 import { call, events, get, query } from "../api.js";
 import { errorText, field, fill, h, ms, notice, select } from "../dom.js";
-import { rememberRequest } from "./requests.js";
 
 const PRIORITIES = [["high"], ["normal"], ["low"]];
 const RESOLUTIONS = [["tiny"], ["small"], ["base"], ["large"], ["gundam"]];
@@ -85,7 +84,6 @@ function chatPanel(models) {
         if (kind === "error") throw new Error(data.message || "the stream failed");
         if (data.request_id && data.request_id !== id) {
           id = data.request_id;
-          rememberRequest(id);
         }
         if (data.delta) {
           answer += data.delta;
@@ -162,7 +160,6 @@ function ocrPanel(models) {
         body: chosen,
         headers: { "content-type": chosen.type || "application/octet-stream" },
       });
-      rememberRequest(answer.request_id);
       const pages = answer.result?.pages || [];
       fill(
         text,

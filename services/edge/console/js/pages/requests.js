@@ -1,25 +1,9 @@
-// Requests: the history with filters (admins), one's own requests (everyone), a request's detail and cancel.
+// Requests: the 15-day history with filters (everyone's for admins, one's own for a plain user), a request's detail and cancel.
 
 import { call, get, isAdmin, query } from "../api.js";
 import { confirmAction, errorText, field, fill, h, ms, notice, priorityName, select, stateBadge, table, when } from "../dom.js";
 
-const MINE_KEY = "aigw.myRequests";
 const STATES = ["", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
-
-/** Ids of requests this browser tab submitted, newest first (the API lists history for admins only). */
-export function rememberRequest(id) {
-  const mine = myRequests().filter((x) => x !== id);
-  mine.unshift(id);
-  sessionStorage.setItem(MINE_KEY, JSON.stringify(mine.slice(0, 50)));
-}
-
-function myRequests() {
-  try {
-    return JSON.parse(sessionStorage.getItem(MINE_KEY) || "[]");
-  } catch {
-    return [];
-  }
-}
 
 const link = (id) => h("a", { href: `#/request/${encodeURIComponent(id)}` }, id);
 
@@ -54,32 +38,23 @@ export async function requestsPage(main) {
     location.hash = `#/request/${encodeURIComponent(lookup.value.trim())}`;
   });
   fill(main, h("h1", {}, "Requests"), find);
-  if (isAdmin()) await history(main);
-  else await mine(main);
+  await history(main, isAdmin());
   return null;
 }
 
-async function mine(main) {
-  const list = h("div", {}, notice("info", "Loading…"));
-  main.append(h("h2", {}, "Your requests from this console"), list);
-  const rows = [];
-  for (const id of myRequests()) {
-    try {
-      rows.push(jobRow((await get(`/v1/requests/${encodeURIComponent(id)}`)).request));
-    } catch {
-      // expired from history (15 days) or no longer visible: leave it out
-    }
+/** Models to filter by: every configured one for admins, the servable ones for a plain user. */
+async function modelNames(admin) {
+  try {
+    if (admin) return ((await get("/admin/models")).models || []).map((m) => m.model);
+    return ((await get("/v1/models")).data || []).map((m) => m.id);
+  } catch {
+    return []; // the filter still offers "any"
   }
-  fill(list, table("Your requests", HEADERS, rows, "No requests yet: try the playground."));
 }
 
-async function history(main) {
-  let models = [];
-  try {
-    models = ((await get("/admin/models")).models || []).map((m) => m.model);
-  } catch {
-    // the filter still works as free text below
-  }
+/** The history: everyone's from /admin/requests for admins, the caller's own from /v1/requests otherwise. */
+async function history(main, admin) {
+  const models = await modelNames(admin);
   const model = select("model", [["", "any"], ...models.map((m) => [m])]);
   const state = select("state", STATES.map((s) => [s, s ? s.toLowerCase() : "any"]));
   const client = h("input", { name: "client_id", autocomplete: "off" });
@@ -97,7 +72,7 @@ async function history(main) {
   );
   const results = h("div", { "aria-live": "polite" });
   const more = h("button", { type: "button", hidden: true }, "Older");
-  main.append(h("h2", {}, "History (15 days)"), form, results, more);
+  main.append(h("h2", {}, admin ? "History (15 days)" : "Your requests (15 days)"), form, results, more);
   let next = "";
   let rows = [];
   const iso = (input) => (input.value ? new Date(input.value).toISOString() : "");
@@ -112,10 +87,11 @@ async function history(main) {
       page_token: append ? next : "",
     };
     try {
-      const page = await get(`/admin/requests${query(params)}`);
+      const page = await get(`${admin ? "/admin/requests" : "/v1/requests"}${query(params)}`);
       rows = (append ? rows : []).concat((page.requests || []).map(jobRow));
       next = page.next_page_token || "";
-      fill(results, table("Requests, newest first", HEADERS, rows, "No request matches."));
+      const caption = admin ? "Requests, newest first" : "Your requests, newest first";
+      fill(results, table(caption, HEADERS, rows, "No request matches."));
       more.hidden = !next;
     } catch (err) {
       fill(results, notice("error", errorText(err)));
