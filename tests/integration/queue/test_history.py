@@ -56,6 +56,24 @@ async def test_list_jobs_newest_first_with_filters_and_pages_and_without_payload
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_list_jobs_by_subject_in_memory_and_in_the_store(queue: Queue) -> None:
+    mine = [await run_one(queue, "ann's", subject="ann", client_id="shared")]
+    others = [await run_one(queue, "ben's", subject="ben", client_id="shared")]
+    mine.append((await queue.submit("ann waits", subject="ann", client_id="shared")).job.request_id)
+    others.append((await queue.submit("ben waits", subject="ben", client_id="shared")).job.request_id)
+
+    async def listed(**fields: object) -> list[str]:
+        reply = await queue.jobs.ListJobs(queue_pb2.ListJobsRequest(subject="ann", **fields))  # type: ignore[arg-type]
+        return [j.request_id for j in reply.jobs]
+
+    assert await listed() == list(reversed(mine))
+    assert await listed(state=common_pb2.SUCCEEDED) == [mine[0]]
+    assert await listed(state=common_pb2.QUEUED) == [mine[1]]
+    assert await listed(client_id="shared", page_size=1) == [mine[1]]
+    everyone = await queue.jobs.ListJobs(queue_pb2.ListJobsRequest())
+    assert {j.request_id for j in everyone.jobs} >= set(mine + others)
+
+
 async def test_a_finished_job_keeps_its_result_timings_and_payload(queue: Queue) -> None:
     rid = await run_one(queue, "remember me")
     job = (await queue.jobs.GetJob(queue_pb2.GetJobRequest(request_id=rid))).job
