@@ -161,8 +161,15 @@ def test_users_see_only_their_own_requests_and_admins_all() -> None:
     admin = Caller(Principal("root", "admin", "jwt"), "root")
     Gate.check_visible(alice, "r1", "alice")
     Gate.check_visible(admin, "r1", "alice")
-    with pytest.raises(NotFound, match="'r1' not found"):
+    with pytest.raises(NotFound, match="request r1 not found"):
         Gate.check_visible(alice, "r1", "bob")
+
+
+def test_everyone_lists_only_their_own_history_admins_too() -> None:
+    assert Gate.own_subject(Caller(Principal("alice", "user", "jwt"), "app-1")) == "alice"
+    assert Gate.own_subject(Caller(Principal("root", "admin", "jwt"), "anyone")) == "root"
+    with pytest.raises(PermissionDenied):
+        Gate.own_subject(Caller(Principal("", "user", "api_key"), "batch"))
 
 
 @pytest.mark.parametrize(
