@@ -39,10 +39,12 @@ def test_it_listens_on_a_private_unix_socket_and_no_tcp_port(fdb: FerretDBProces
     assert fdb.socket_path == socket_path(fdb.data_dir)
     assert len(os.fsencode(fdb.socket_path)) < 108
     info = folder.lstat()
-    assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+    assert stat.S_ISDIR(info.st_mode)
+    assert info.st_uid == os.getuid()
     assert stat.S_IMODE(info.st_mode) == 0o700
     sock = fdb.socket_path.lstat()
-    assert stat.S_ISSOCK(sock.st_mode) and sock.st_mode & 0o077 == 0, stat.filemode(sock.st_mode)
+    assert stat.S_ISSOCK(sock.st_mode)
+    assert sock.st_mode & 0o077 == 0, stat.filemode(sock.st_mode)
     assert stat.S_IMODE(fdb.data_dir.stat().st_mode) & 0o077 == 0
     with _client(fdb) as c:
         assert c.admin.command("ping")["ok"] == 1
