@@ -52,7 +52,9 @@ def test_it_listens_on_a_private_unix_socket_and_no_tcp_port(fdb: FerretDBProces
         assert connect_as_other_user(fdb.socket_path).startswith("refused")
 
 
-def test_a_short_data_dir_keeps_the_socket_inside_a_long_one_falls_back_to_a_private_tmp_dir(tmp_path: Path) -> None:
+def test_a_short_data_dir_keeps_the_socket_inside_a_long_one_falls_back_to_a_private_tmp_dir(
+    ferretdb_binary: Path, tmp_path: Path
+) -> None:
     short = Path("/srv/aigw")
     assert socket_path(short) == short / "ferretdb-socket" / "ferretdb.sock"
     deep = tmp_path / ("d" * 120)
@@ -61,6 +63,20 @@ def test_a_short_data_dir_keeps_the_socket_inside_a_long_one_falls_back_to_a_pri
     assert fallback.parent.name.startswith(f"aigw-{os.getuid()}-")
     assert fallback == socket_path(deep), "the launcher and the queue compute the same path"
     assert socket_path(tmp_path / ("e" * 120)) != fallback, "each data dir its own"
+
+    proc = FerretDBProcess(ferretdb_binary, deep, log_path=tmp_path / "ferretdb.log")
+    try:
+        with proc:
+            assert stat.S_IMODE(fallback.parent.stat().st_mode) == 0o700
+            assert fallback.lstat().st_mode & 0o077 == 0
+            with _client(proc) as c:
+                c.aigw.jobs.insert_one({"_id": "deep"})
+            proc.restart(hard=True)  # a killed run's socket is replaced at the next start
+            with _client(proc) as c:
+                assert c.aigw.jobs.find_one({"_id": "deep"}) == {"_id": "deep"}
+    finally:
+        fallback.unlink(missing_ok=True)
+        fallback.parent.rmdir()
 
 
 def test_a_socket_dir_of_another_user_is_refused(ferretdb_binary: Path, tmp_path: Path) -> None:
