@@ -36,7 +36,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	// Everything created from here on (SQLite files, the socket) is the owner's alone.
+	// Directories made from here on (the socket's) are the owner's alone.
 	syscall.Umask(0o077)
 	if *listenUnix != "" {
 		if err := prepareSocket(*listenUnix); err != nil {
@@ -44,6 +44,9 @@ func main() {
 			os.Exit(1)
 		}
 	}
+
+	// From here on FerretDB creates only files (SQLite's, the socket), no directory: 0600, the owner's alone.
+	syscall.Umask(0o177)
 
 	// Telemetry is disabled and locked by the embedded package itself.
 	f, err := ferretdb.New(&ferretdb.Config{
