@@ -79,8 +79,6 @@ class DatabaseConfig:
 
     uri: str = ""
     name: str = "aigw"
-    embedded_host: str = "127.0.0.1"
-    embedded_port: int = 27018
 
     @property
     def embedded(self) -> bool:
