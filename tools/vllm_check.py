@@ -41,7 +41,6 @@ def _parsers() -> tuple[Any, Any]:
 
 def check_argv(argv: list[str], parsers: tuple[Any, Any]) -> dict[str, Any]:
     """Parses a `vllm serve …` or `python -m <server module> …` command line the way vLLM would."""
-    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
 
     cli, module = parsers
@@ -57,8 +56,8 @@ def check_argv(argv: list[str], parsers: tuple[Any, Any]) -> dict[str, Any]:
             args = parser.parse_args(rest)
         if getattr(args, "model_tag", None):
             args.model = args.model_tag
+        # What vLLM checks before it loads anything (building the engine config would fetch the model).
         validate_parsed_serve_args(args)
-        AsyncEngineArgs.from_cli_args(args)
     except SystemExit:
         lines = errors.getvalue().strip().splitlines()
         return {"ok": False, "error": lines[-1] if lines else "argument error"}
