@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -9,7 +10,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,8 +142,12 @@ class TokenVerifier:
         iat = claims.get("iat")
         if not isinstance(iat, (int, float)) or iat > time.time() + self.cfg.max_iat_skew_seconds:
             raise Unauthenticated("token issued in the future")
-        if claims.get("typ", "access") != token_type:
+        if claims.get("typ") != token_type:
             raise Unauthenticated(f"not an {token_type} token")
+        lifetime = self.cfg.access_token_ttl_seconds if token_type == "access" else self.cfg.refresh_token_ttl_seconds
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp - min(float(iat), time.time()) > lifetime + self.cfg.leeway_seconds:
+            raise Unauthenticated("token lifetime is longer than this gateway issues")
         return claims
 
     def principal(self, token: str) -> Principal:
@@ -249,7 +254,20 @@ def bearer_credential(authorization: str) -> str:
 ApiKeyLookup = Callable[[str, str], Awaitable[Principal]]
 """Finds the active API key with this id and secret hash and returns who it acts as; UNAUTHENTICATED otherwise."""
 
-API_KEY_CACHE_SECONDS = 5.0
+
+@dataclass(frozen=True)
+class Account:
+    """What a user is now, as far as authentication cares."""
+
+    role: str
+    disabled: bool
+
+
+UserLookup = Callable[[str], Awaitable["Account | None"]]
+"""The current account of a user name, or None when no such user exists."""
+
+API_KEY_CACHE_SECONDS = 0.5
+USER_CACHE_SECONDS = 0.5
 TOKEN_CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 10_000
 
@@ -264,6 +282,11 @@ class Authenticator:
     up (the queue's IdentityService) and a found key is remembered for `cache_seconds`: that bounds how
     long a revoked key keeps working on one process. Unknown keys are not remembered, so a newly issued
     key works at once.
+
+    With `users`, a token is also checked against its subject's current account (remembered for
+    `user_cache_seconds`): a token naming no user, or a disabled one, is UNAUTHENTICATED, and a demoted
+    user's admin token acts as a user. So disabling, deleting or demoting a user bites within that time
+    on every process, for tokens already issued too.
     """
 
     def __init__(
@@ -272,11 +295,17 @@ class Authenticator:
         lookup: ApiKeyLookup | None,
         *,
         cache_seconds: float = API_KEY_CACHE_SECONDS,
+        users: UserLookup | None = None,
+        user_cache_seconds: float = USER_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.verifier = verifier
         self.lookup = lookup
         self.cache_seconds = cache_seconds
+        self.users = users
+        self.user_cache_seconds = user_cache_seconds
+        self._accounts: dict[str, tuple[float, Account | None]] = {}
+        self._lookups: dict[str, asyncio.Future[Account | None]] = {}
         self.clock = clock
         self._keys: dict[str, tuple[float, Principal]] = {}
         self._tokens: dict[str, tuple[float, Principal]] = {}
@@ -289,7 +318,26 @@ class Authenticator:
             return await self._api_key(*parts)
         if not authorization:
             raise Unauthenticated("malformed API key")
-        return self._jwt(credential)
+        principal = self._jwt(credential)
+        if self.users is None:
+            return principal
+        return await self._as_now(principal)
+
+    async def _as_now(self, principal: Principal) -> Principal:
+        """A token's principal as its subject's account is now: refused when gone or disabled, capped when demoted."""
+        now = self.clock()
+        cached = self._accounts.get(principal.subject)
+        if cached is not None and cached[0] > now:
+            account = cached[1]
+        else:
+            account = await self._fetch_account(principal.subject, now)
+        if account is None:
+            raise Unauthenticated("token subject is not a user")
+        if account.disabled:
+            raise Unauthenticated("user is disabled")
+        if principal.role == "admin" and account.role != "admin":
+            return replace(principal, role="user")
+        return principal
 
     def _jwt(self, token: str) -> Principal:
         now = self.clock()
@@ -304,6 +352,24 @@ class Authenticator:
         lifetime = min(TOKEN_CACHE_SECONDS, float(claims["exp"]) - time.time())
         self._tokens = _remember(self._tokens, token, (now + lifetime, principal), now)
         return principal
+
+    async def _fetch_account(self, subject: str, now: float) -> Account | None:
+        """Looks the account up once for all the calls that want it at the same moment (a burst of one client)."""
+        pending = self._lookups.get(subject)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        assert self.users is not None
+        task = asyncio.ensure_future(self.users(subject))
+        self._lookups[subject] = task
+        try:
+            account = await asyncio.shield(task)
+        finally:
+            self._lookups.pop(subject, None)
+        if self.user_cache_seconds > 0:
+            if len(self._accounts) >= CACHE_ENTRIES:
+                self._accounts = {}
+            self._accounts[subject] = (now + self.user_cache_seconds, account)
+        return account
 
     async def _api_key(self, key_id: str, secret: str) -> Principal:
         if self.lookup is None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from aigw_common.logs import request_id_var
+
+if TYPE_CHECKING:
+    from aigw_common.authz import MeshTls
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
@@ -48,10 +51,17 @@ class _RequestIdClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio
         return await continuation(client_call_details._replace(metadata=_with_request_id(client_call_details.metadata)), request)
 
 
-def make_channel(address: str) -> grpc.aio.Channel:
-    """An insecure in-mesh channel (mTLS belongs to the deployment: service mesh or Envoy)."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=CHANNEL_OPTIONS,
-        interceptors=[_RequestIdClientInterceptor()],  # type: ignore[list-item]
-    )
+def make_channel(address: str, tls: MeshTls | None = None, server: str = "") -> grpc.aio.Channel:
+    """A long-lived in-mesh channel; with `tls`, mTLS as that identity to the service identity `server`.
+
+    The server's certificate is verified against the mesh CA and must name `server` (whatever
+    address was dialled), so a channel to the queue talks to the queue or to nobody. Without `tls`
+    the channel is plaintext (a loopback-only mesh with `mesh_tls.mode: plaintext`).
+    """
+    interceptors = [_RequestIdClientInterceptor()]
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)  # type: ignore[arg-type]
+    if not server:
+        raise ValueError("make_channel: a TLS channel needs the identity of the server it calls")
+    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server)]
+    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options, interceptors=interceptors)  # type: ignore[arg-type]

@@ -243,6 +243,9 @@ def _show_answer(cli: Cli, result: ChatResult | OcrResult, async_mode: bool, sum
     elif async_mode:
         cli.out(result.request_id)
         cli.note(text.submitted(result.request_id, result.status, result.position))
+    elif isinstance(result, OcrResult) and len(result.pages) > 1:
+        cli.out("\n\n".join(f"{text.page_header(page, result.page_count)}\n{page.text}" for page in result.pages))
+        cli.note(summary())
     else:
         cli.out(result.text)
         cli.note(summary())
@@ -594,7 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _report(err: AigwError) -> int:
     sys.stderr.write(f"aigw: error: {err} [{err.code}]\n")
     for field, description in err.field_violations:
-        sys.stderr.write(f"  {field}: {description}\n")
+        if description != err.message:  # the gateway's message usually is the violation, field first
+            sys.stderr.write(f"  {description if description.startswith(f'{field}:') else f'{field}: {description}'}\n")
     if isinstance(err, AuthError) and not isinstance(err, PermissionDenied):
         sys.stderr.write("  (log in with `aigw login`, or set AIGW_TOKEN or AIGW_API_KEY)\n")
     if isinstance(err, AuthError):

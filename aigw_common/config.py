@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import types
@@ -31,10 +32,20 @@ class Endpoint:
     host: str = "127.0.0.1"
     port: int = 0
     metrics_port: int = 0
+    # router and admin only: the mTLS port the edge (or Envoy) calls; `port` is their public one.
+    mesh_port: int = 0
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def mesh_address(self) -> str:
+        """Where other services of the mesh call this one: the mTLS port when it has its own."""
+        return f"{self.host}:{self.mesh_port or self.port}"
+
+
+JSON_UPLOAD_OVERHEAD = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,19 +54,22 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    max_body_bytes: int = 11 * 1024 * 1024
+    # Room for the largest document as base64 in JSON (4/3 of 10 MiB is 13.3 MiB) plus the other fields.
+    max_body_bytes: int = 14 * 1024 * 1024
     metrics_port: int = 9100
+    # Addresses or CIDRs of reverse proxies in front of the edge whose X-Forwarded-For is believed.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ServicesConfig:
     """Addresses of every gRPC service of the mesh."""
 
-    router: Endpoint = Endpoint(port=50051, metrics_port=9101)
+    router: Endpoint = Endpoint(port=50051, metrics_port=9101, mesh_port=50061)
     queue: Endpoint = Endpoint(port=50052, metrics_port=9102)
     textgen: Endpoint = Endpoint(port=50053, metrics_port=9103)
     ocr: Endpoint = Endpoint(port=50054, metrics_port=9104)
-    admin: Endpoint = Endpoint(port=50055, metrics_port=9105)
+    admin: Endpoint = Endpoint(port=50055, metrics_port=9105, mesh_port=50065)
     grace_seconds: float = 10.0
 
 
@@ -71,6 +85,17 @@ class DatabaseConfig:
     @property
     def embedded(self) -> bool:
         return not self.uri
+
+
+@dataclass(frozen=True)
+class MeshTlsConfig:
+    """Service identity: mutual TLS between the services, each with its own certificate."""
+
+    # mtls: every internal call presents and verifies a certificate of the mesh CA.
+    # plaintext: no service identity at all; refused unless every service listens on loopback (tests).
+    mode: Literal["mtls", "plaintext"] = "mtls"
+    # ca.crt plus <identity>.crt and <identity>.key; empty: <data_dir>/pki, which the launcher fills.
+    dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,6 +253,7 @@ class GatewayConfig:
     models: dict[str, ModelConfig] = field(default_factory=dict)
     backends: tuple[BackendConfig, ...] = ()
     logging: LoggingConfig = LoggingConfig()
+    mesh_tls: MeshTlsConfig = MeshTlsConfig()
     data_dir: str = "./data"
     source: str = ""
 
@@ -246,6 +272,11 @@ class GatewayConfig:
     def backends_of(self, kind: str) -> tuple[BackendConfig, ...]:
         return tuple(b for b in self.backends if b.kind == kind)
 
+    @property
+    def max_document_bytes(self) -> int:
+        """The largest OCR document the gateway takes: the highest limit among its OCR backends."""
+        return max((b.max_document_bytes for b in self.backends_of("ocr")), default=BackendConfig().max_document_bytes)
+
     def model(self, name: str) -> ModelConfig:
         try:
             return self.models[name]
@@ -255,6 +286,11 @@ class GatewayConfig:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def tls_path(self) -> Path:
+        """The directory of the mesh CA and the services' keys and certificates."""
+        return Path(self.mesh_tls.dir) if self.mesh_tls.dir else self.data_path / "pki"
 
 
 def expand_vars(text: str, env: typing.Mapping[str, str] | None = None) -> str:
@@ -379,17 +415,33 @@ def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:
     return cls(**kwargs)
 
 
+def json_upload_bytes(document_bytes: int) -> int:
+    """The body a document of `document_bytes` needs as base64 in a JSON upload, with room for the other fields."""
+    return 4 * -(-document_bytes // 3) + JSON_UPLOAD_OVERHEAD
+
+
 def _validate(cfg: GatewayConfig) -> None:
+    if cfg.server.max_body_bytes < json_upload_bytes(cfg.max_document_bytes):
+        raise ConfigError(
+            f"server.max_body_bytes: {cfg.server.max_body_bytes} cannot carry a {cfg.max_document_bytes}-byte document"
+            f" as base64 JSON; set it to at least {json_upload_bytes(cfg.max_document_bytes)}"
+        )
     ports: dict[int, str] = {}
     for svc in SERVICE_NAMES:
         ep = cfg.endpoint(svc)
-        for label, port in (("port", ep.port), ("metrics_port", ep.metrics_port)):
+        for label, port in (("port", ep.port), ("metrics_port", ep.metrics_port), ("mesh_port", ep.mesh_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"services.{svc}.{label}: {port} is not a TCP port")
             if port and port in ports:
                 raise ConfigError(f"services.{svc}.{label}: port {port} is also used by {ports[port]}")
             if port:
                 ports[port] = f"{svc}.{label}"
+    _validate_mesh_tls(cfg)
+    for proxy in cfg.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies: {proxy!r} is not an IP address or CIDR") from None
     q = cfg.queue
     if q.max_waiting < 0:
         raise ConfigError("queue.max_waiting: must be >= 0")
@@ -418,7 +470,8 @@ def _validate(cfg: GatewayConfig) -> None:
             if m not in cfg.models:
                 raise ConfigError(f"{where}.models: {m!r} is not defined under models")
             if cfg.models[m].kind != ("chat" if b.kind == "textgen" else "ocr"):
-                raise ConfigError(f"{where}.models: {m!r} is a {cfg.models[m].kind} model, not for a {b.kind} backend")
+                wrong = "an OCR model, not for a textgen" if cfg.models[m].kind == "ocr" else "a chat model, not for an OCR"
+                raise ConfigError(f"{where}.models: {m!r} is {wrong} backend")
         if b.initial_model and b.initial_model not in b.models:
             raise ConfigError(f"{where}.initial_model: {b.initial_model!r} is not in its models")
         if b.mode == "attach" and not b.url:
@@ -440,6 +493,23 @@ def _check_gpu_share(b: BackendConfig, where: str) -> None:
             f"of the GPU; each model's vLLM server takes that share for itself, so use at most "
             f"{1 / b.max_models:.2f} per model"
         )
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _validate_mesh_tls(cfg: GatewayConfig) -> None:
+    """Plaintext between services is only for a mesh that nothing outside this machine can reach."""
+    if cfg.mesh_tls.mode != "plaintext":
+        return
+    hosts = [(f"services.{svc}.host", cfg.endpoint(svc).host) for svc in SERVICE_NAMES if svc != "edge"]
+    hosts += [(f"backends[{i}].address", b.address.rsplit(":", 1)[0]) for i, b in enumerate(cfg.backends) if b.address]
+    for where, host in hosts:
+        if host not in _LOOPBACK and not host.startswith("127."):
+            raise ConfigError(
+                f"mesh_tls.mode: plaintext leaves internal calls unauthenticated and is only allowed on loopback, "
+                f"but {where} is {host!r}"
+            )
 
 
 def parse_config(raw: dict[str, Any] | None, env: typing.Mapping[str, str] | None = None, source: str = "") -> GatewayConfig:

@@ -5,6 +5,7 @@ Hierarchy (all derive from GatewayError; the servers translate them at one bound
 
     GatewayError
     ├── InvalidArgument          INVALID_ARGUMENT   bad input; nothing was changed
+    │   └── PayloadTooLarge      INVALID_ARGUMENT   a document over the size limit (ErrorInfo PAYLOAD_TOO_LARGE: HTTP 413)
     ├── Unauthenticated          UNAUTHENTICATED    missing, malformed or rejected credential
     ├── PermissionDenied         PERMISSION_DENIED  credential valid, role or client not allowed
     ├── NotFound                 NOT_FOUND          unknown request id, model, user, key
@@ -27,6 +28,8 @@ class GatewayError(Exception):
     """Base of domain errors; `code` is a gRPC status code name, `message` is safe to show."""
 
     code = "UNKNOWN"
+    # An ErrorInfo reason (google.rpc.ErrorInfo) for clients and the edge to tell this error apart; "" for none.
+    reason = ""
 
     def __init__(self, message: str, *, retry_after: float | None = None, field: str = "") -> None:
         super().__init__(message)
@@ -39,6 +42,12 @@ class InvalidArgument(GatewayError):
     """Bad input; nothing was changed."""
 
     code = "INVALID_ARGUMENT"
+
+
+class PayloadTooLarge(InvalidArgument):
+    """A document over the configured size limit, whatever its encoding; REST answers 413."""
+
+    reason = "PAYLOAD_TOO_LARGE"
 
 
 class Unauthenticated(GatewayError):
@@ -57,6 +66,11 @@ class NotFound(GatewayError):
     """The named thing does not exist."""
 
     code = "NOT_FOUND"
+
+
+def request_not_found(request_id: str) -> NotFound:
+    """The one answer for a request id that is unknown, expired or someone else's: existence does not leak."""
+    return NotFound(f"request {request_id[:128]} not found (unknown, or older than the retention period)")
 
 
 class AlreadyExists(GatewayError):

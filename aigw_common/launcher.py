@@ -6,11 +6,15 @@ import argparse
 import os
 import secrets
 import shlex
+import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from aigw_common import datadir
 from aigw_common.config import ConfigError, GatewayConfig, load_config
+from aigw_common.lifeline import dying_with
+from aigw_common.pki import ensure_mesh_pki
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,8 +74,24 @@ def mesh_programs(cfg: GatewayConfig, python: str, ferretdb_binary: Path | None)
     return programs
 
 
-def supervisord_conf(programs: list[Program], data_dir: Path, env: dict[str, str]) -> str:
-    """The supervisord configuration that runs `programs` and restarts any that dies."""
+def tied_to(parent: int, programs: list[Program]) -> list[Program]:
+    """The same programs, each started so that it dies with `parent` (supervisord) even if that is SIGKILLed.
+
+    By SIGKILL: supervisord stops its programs gracefully itself when asked to, so the kernel's signal
+    comes only when supervisord died without stopping them, and then nothing should linger (logs go
+    nowhere, nobody restarts anything). Every service survives a kill by design, and what they run in
+    turn is tied to them (a model server gets SIGTERM when its service dies, so its engine goes too).
+    """
+    return [replace(p, command=dying_with(parent, p.command, signal.SIGKILL)) for p in programs]
+
+
+def supervisord_conf(programs: list[Program], data_dir: Path) -> str:
+    """The supervisord configuration that runs `programs` and restarts any that dies.
+
+    It holds no secret: those reach the programs through supervisord's own environment. The umask
+    (inherited from the launcher, and set for each program) keeps every file the mesh writes (logs,
+    database files, models) private to its owner.
+    """
     logs = data_dir / "logs"
     lines = [
         "[supervisord]",
@@ -79,6 +99,7 @@ def supervisord_conf(programs: list[Program], data_dir: Path, env: dict[str, str
         f"logfile={logs / 'supervisord.log'}",
         f"pidfile={data_dir / 'supervisord.pid'}",
         "loglevel=info",
+        "umask=077",
         "",
         "[unix_http_server]",
         f"file={data_dir / 'supervisor.sock'}",
@@ -91,10 +112,8 @@ def supervisord_conf(programs: list[Program], data_dir: Path, env: dict[str, str
         f"serverurl=unix://{data_dir / 'supervisor.sock'}",
         "",
     ]
-    base_env = {**env, "PYTHONUNBUFFERED": "1"}
     for priority, prog in enumerate(programs, start=1):
-        merged = {**base_env, **prog.env}
-        env_line = ",".join(f'{k}="{v.replace(chr(34), "")}"' for k, v in sorted(merged.items()))
+        env_line = ",".join(f'{k}="{v.replace(chr(34), "")}"' for k, v in sorted(prog.env.items()))
         lines += [
             f"[program:{prog.name}]",
             f"command={shlex.join(prog.command)}",
@@ -106,23 +125,25 @@ def supervisord_conf(programs: list[Program], data_dir: Path, env: dict[str, str
             "startretries=1000",
             f"stopwaitsecs={prog.stop_seconds}",
             "stopsignal=TERM",
+            "umask=077",
             "stopasgroup=true",
             "killasgroup=true",
             "redirect_stderr=true",
             f"stdout_logfile={logs / (prog.name + '.log')}",
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=3",
-            f"environment={env_line}",
+            *([f"environment={env_line}"] if env_line else []),
             "",
         ]
     return "\n".join(lines)
 
 
 def prepare(cfg: GatewayConfig) -> tuple[Path, dict[str, str]]:
-    """Creates the data dir, the generated secrets and the local model; returns the conf path and env."""
+    """Creates the generated secrets and the logs dir; returns the conf path and the programs' environment."""
     data = cfg.data_path.resolve()
-    (data / "logs").mkdir(parents=True, exist_ok=True)
+    datadir.make_private(data / "logs")
     env = {
+        "PYTHONUNBUFFERED": "1",
         "AIGW_CONFIG": os.path.abspath(cfg.source) if cfg.source else "",
         "AIGW_DATA_DIR": str(data),
         "PYTHONPATH": f"{REPO}:{REPO / 'gen'}",
@@ -130,6 +151,8 @@ def prepare(cfg: GatewayConfig) -> tuple[Path, dict[str, str]]:
         "TRANSFORMERS_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
+    if cfg.mesh_tls.mode == "mtls" and not cfg.mesh_tls.dir:
+        ensure_mesh_pki(cfg.tls_path.resolve())
     if not cfg.auth.jwt_secret and "HS256" in cfg.auth.algorithms:
         env["JWT_SECRET"] = ensure_secret(data, "jwt_secret")
     for key in ("JWT_SECRET", "MONGODB_URI", "AIGW_ADMIN_PASSWORD", "AIGW_PROFILE_DIR", "PATH", "HOME", "LANG"):
@@ -153,6 +176,26 @@ def ensure_local_models(cfg: GatewayConfig) -> None:
                 make_tiny_model(path)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Writes `text` to `path` readable by the owner only (0600), whatever mode an older file had."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def claim_data_dir(cfg: GatewayConfig) -> int:
+    """Makes the data dir private and takes its lock (exits naming the running mesh when another holds it)."""
+    data = cfg.data_path.resolve()
+    try:
+        datadir.make_private(data)
+        fd = datadir.lock(data)
+    except datadir.DataDirError as exc:
+        raise SystemExit(f"aigw: {exc}") from None
+    datadir.make_contents_private(data)
+    return fd
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="aigw-run", description=__doc__)
     parser.add_argument("--print-config", action="store_true", help="print the supervisord config and exit")
@@ -161,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config()
     except ConfigError as exc:
         raise SystemExit(f"aigw: invalid configuration: {exc}") from None
+    os.umask(0o077)
+    data = cfg.data_path.resolve()
+    lock_fd = None if args.print_config else claim_data_dir(cfg)
     conf_path, env = prepare(cfg)
     binary = None
     if cfg.database.embedded:
@@ -168,14 +214,17 @@ def main(argv: list[str] | None = None) -> None:
 
         binary = ensure_built(REPO)
     ensure_local_models(cfg)
-    programs = mesh_programs(cfg, sys.executable, binary)
-    conf_path.write_text(supervisord_conf(programs, cfg.data_path.resolve(), env))
-    if args.print_config:
-        print(conf_path.read_text())
+    # The launcher execs supervisord, so its pid is the supervisor's: the programs die with it.
+    programs = tied_to(os.getpid(), mesh_programs(cfg, sys.executable, binary))
+    conf = supervisord_conf(programs, data)
+    if args.print_config or lock_fd is None:
+        print(conf)
         return
-    print(f"aigw: starting {len(programs)} processes; logs in {cfg.data_path.resolve() / 'logs'}", flush=True)
+    write_private(conf_path, conf)
+    print(f"aigw: starting {len(programs)} processes; logs in {data / 'logs'}", flush=True)
     supervisord = str(Path(sys.executable).parent / "supervisord")
-    os.execv(supervisord, [supervisord, "-n", "-c", str(conf_path)])
+    datadir.keep_across_exec(lock_fd)
+    os.execve(supervisord, [supervisord, "-n", "-c", str(conf_path)], {**os.environ, **env})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,32 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from supervisor.xmlrpc import SupervisorTransport
 
-from aigw_common.config import GatewayConfig, load_config
+from aigw_common.authz import MeshTls
+from aigw_common.config import ConfigError, GatewayConfig, load_config
+from aigw_common.healthcheck import PROBE_IDENTITY, open_channel
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def health_of(address: str, timeout: float = 1.0) -> str:
-    """The standard health check's overall answer at `address`, or UNREACHABLE."""
-    with grpc.insecure_channel(address) as channel:
+def health_of(address: str, timeout: float = 1.0, tls: MeshTls | None = None, server: str = "") -> str:
+    """The standard health check's overall answer at `address` (mTLS as `tls` to `server`), or UNREACHABLE."""
+    with open_channel(address, tls, server) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError:
             return "UNREACHABLE"
         name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         return name
+
+
+def services_on(ports: Iterator[int], host: str = "127.0.0.1") -> dict[str, dict[str, Any]]:
+    """The `services` section of a mesh config on the given (free) ports; router and admin get an mTLS port too."""
+    section: dict[str, dict[str, Any]] = {}
+    for svc in ("router", "queue", "textgen", "ocr", "admin"):
+        section[svc] = {"host": host, "port": next(ports), "metrics_port": next(ports)}
+        if svc in ("router", "admin"):
+            section[svc]["mesh_port"] = next(ports)
+    return section
 
 
 def write_config(path: Path, raw: dict[str, Any]) -> Path:
@@ -53,6 +66,31 @@ class Mesh:
     def cfg(self) -> GatewayConfig:
         return load_config(self.config_path, env={**os.environ, **self.env})
 
+    def identity(self, name: str = PROBE_IDENTITY) -> MeshTls | None:
+        """The credentials of one identity of the mesh (None when it runs in plaintext)."""
+        cfg = self.cfg
+        return None if cfg.mesh_tls.mode == "plaintext" else MeshTls.load(cfg.tls_path.resolve(), name)
+
+    def open(self, program: str, identity: str = PROBE_IDENTITY) -> grpc.Channel:
+        """A blocking channel to a supervised program: router and admin on their public port, the
+        others on their mTLS port presenting `identity` (a test or tool acting as that service)."""
+        address = self.grpc_addresses()[program]
+        kind = program.split("-", 1)[0]
+        if kind in ("router", "admin"):
+            return grpc.insecure_channel(address)
+        return open_channel(address, self.identity(identity), kind)
+
+    def health(self, program: str, address: str, timeout: float = 1.0) -> str:
+        """`health_of` for a supervised program: its mTLS port with the probe identity where it has one."""
+        kind = program.split("-", 1)[0]
+        if kind in ("router", "admin"):
+            return health_of(address, timeout)
+        try:
+            tls = self.identity()
+        except ConfigError:  # the launcher has not made the mesh's identities yet
+            return "UNREACHABLE"
+        return health_of(address, timeout, tls, kind)
+
     def grpc_addresses(self) -> dict[str, str]:
         """Program name → gRPC address of every supervised gRPC service."""
         cfg = self.cfg
@@ -69,8 +107,9 @@ class Mesh:
     def start(self, timeout: float = 120.0) -> float:
         """Starts the launcher and waits until every service is SERVING and the edge answers; returns seconds taken."""
         begin = time.monotonic()
-        Path(self.cfg.data_dir).mkdir(parents=True, exist_ok=True)
-        log = open(Path(self.cfg.data_dir) / "launcher.out", "ab")  # noqa: SIM115 - closed with the process
+        Path(self.cfg.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        out = os.open(Path(self.cfg.data_dir) / "launcher.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log = os.fdopen(out, "ab")
         env = {**os.environ, **self.env, "AIGW_CONFIG": str(self.config_path)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aigw_common.launcher"],
@@ -90,7 +129,7 @@ class Mesh:
         pending = dict(self.grpc_addresses())
         while pending and time.monotonic() < deadline:
             self._check_alive()
-            pending = {n: a for n, a in pending.items() if health_of(a) != "SERVING"}
+            pending = {n: a for n, a in pending.items() if self.health(n, a) != "SERVING"}
             if pending:
                 time.sleep(0.3)
         if pending:
@@ -138,7 +177,7 @@ class Mesh:
 
     def _answers(self, program: str, address: str | None) -> bool:
         if address is not None:
-            return health_of(address) == "SERVING"
+            return self.health(program, address) == "SERVING"
         if program == "ferretdb":
             db = self.cfg.database
             try:

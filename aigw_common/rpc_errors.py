@@ -13,6 +13,7 @@ from aigw_common.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
+ERROR_DOMAIN = "aigw"
 INTERNAL_MESSAGE = "internal error; the request id identifies it in the gateway's logs"
 
 
@@ -28,6 +29,8 @@ def to_status(err: GatewayError) -> grpc.Status:
         bad = error_details_pb2.BadRequest()
         bad.field_violations.add(field=err.field, description=err.message)
         status.details.add().Pack(bad)
+    if err.reason:
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN))
     return rpc_status.to_status(status)
 
 

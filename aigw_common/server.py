@@ -12,13 +12,14 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from aigw_common.authz import AuthorizationInterceptor, MeshTls, mesh_tls
 from aigw_common.channels import CHANNEL_OPTIONS
 from aigw_common.config import ConfigError, GatewayConfig, ServiceName, load_config
 from aigw_common.interceptors import server_interceptors
 from aigw_common.logs import setup_logging
+from aigw_common.reflection import enable_reflection
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +65,51 @@ class Service(Protocol):
         """Stops background work and closes clients."""
 
 
-async def create_server(service: Service, address: str) -> tuple[grpc.aio.Server, int, Health]:
-    """Builds a server with interceptors, health and reflection, bound to `address` (port 0 picks one)."""
-    server = grpc.aio.server(interceptors=server_interceptors(service.name), options=SERVER_OPTIONS)
+PUBLIC_SERVICES = frozenset({"router", "admin"})
+"""Services whose `port` is public (users authenticate by JWT or API key); they take mesh calls on `mesh_port`."""
+
+
+async def create_server(
+    service: Service, address: str, tls: MeshTls | None = None, mesh_address: str = ""
+) -> tuple[grpc.aio.Server, int, Health]:
+    """Builds a server with interceptors, health and reflection, bound to `address` (port 0 picks one).
+
+    Without `tls` the server is plaintext and authorises nothing (allowed on loopback only). With it,
+    every call is checked against `aigw_common.authz.POLICY`: `address` then requires a client
+    certificate, unless `mesh_address` is given, in which case `address` is the public port (no
+    certificate asked) and `mesh_address` the mTLS one.
+    """
+    interceptors = server_interceptors(service.name)
+    if tls is not None:
+        interceptors.insert(3, AuthorizationInterceptor(service.name))
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     service.register(server)
     status = Health(service.service_names)
     health_pb2_grpc.add_HealthServicer_to_server(status.servicer, server)
-    names = [*service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(address)
+    enable_reflection([*service.service_names, health.SERVICE_NAME], server)
+    if tls is None or mesh_address:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.server_credentials())
     if port == 0:
         raise OSError(f"cannot bind {address}")
+    if tls is not None and mesh_address and server.add_secure_port(mesh_address, tls.server_credentials()) == 0:
+        raise OSError(f"cannot bind {mesh_address}")
     return server, port, status
 
 
 async def run_until_signalled(service: Service, cfg: GatewayConfig, address: str | None = None) -> None:
     """Serves until SIGTERM/SIGINT, then flips health to NOT_SERVING and lets in-flight RPCs finish."""
     endpoint = cfg.endpoint(service.name)
-    server, port, status = await create_server(service, address or endpoint.address)
+    tls = mesh_tls(cfg, service.name)
+    if tls is None:
+        log.warning("mesh TLS is off (mesh_tls.mode: plaintext): internal calls carry no service identity")
+    mesh_address = ""
+    if service.name in PUBLIC_SERVICES and tls is not None:
+        if not endpoint.mesh_port:
+            raise ConfigError(f"services.{service.name}.mesh_port: required with mesh_tls.mode mtls (the edge calls it)")
+        mesh_address = endpoint.mesh_address
+    server, port, status = await create_server(service, address or endpoint.address, tls, mesh_address)
     # A service with several instances (one textgen per backend) may name its own metrics port (0: none).
     metrics_port: int = getattr(service, "metrics_port", endpoint.metrics_port)
     if metrics_port:
@@ -114,6 +142,7 @@ def serve(name: ServiceName, build: Callable[[GatewayConfig], Service]) -> None:
     """Entry point of a service process: load config, set up logs, build the service, serve."""
     try:
         cfg = load_config()
+        mesh_tls(cfg, name)  # fails at once, naming the missing file, when the identity is not there
     except ConfigError as exc:
         raise SystemExit(f"aigw {name}: invalid configuration: {exc}") from None
     setup_logging(name, cfg.logging.level, cfg.logging.json)

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import psutil
 
@@ -31,7 +30,7 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_common.auth import TokenSigner
 from aigw_common.ferretdb import free_ports
-from aigw_common.mesh import Mesh, write_config
+from aigw_common.mesh import Mesh, services_on, write_config
 from bench.documents import page_png
 
 JWT_SECRET = "chaos-secret-" + "c" * 40
@@ -85,10 +84,7 @@ def mesh_config(data: Path, journal: Path) -> dict[str, Any]:
     ]
     return {
         "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
-        "services": {
-            s: {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)}
-            for s in ("router", "queue", "textgen", "ocr", "admin")
-        },
+        "services": services_on(ports),
         "data_dir": str(data),
         "database": {"uri": "", "embedded_port": next(ports)},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": "chaos-admin-password"},
@@ -276,8 +272,6 @@ def faults(mesh: Mesh, textgen: str, seconds: float, kills: list[Kill], start: f
 
 
 def wait_model_server(mesh: Mesh, textgen: str, textgen_pid: int, old_pid: int, timeout: float = 60) -> float:
-    from aigw_common.mesh import health_of
-
     begin = time.monotonic()
     address = mesh.grpc_addresses()[textgen]
     while time.monotonic() - begin < timeout:
@@ -285,16 +279,16 @@ def wait_model_server(mesh: Mesh, textgen: str, textgen_pid: int, old_pid: int, 
             children = psutil.Process(mesh.pids()[textgen]).children()
         except (psutil.Error, KeyError):
             children = []
-        if children and children[0].pid != old_pid and health_of(address) == "SERVING":
+        if children and children[0].pid != old_pid and mesh.health(textgen, address) == "SERVING":
             return time.monotonic() - begin
         time.sleep(0.2)
     raise TimeoutError("the model server did not come back")
 
 
-def stored_jobs(queue_address: str) -> list[common_pb2.Job]:
+def stored_jobs(mesh: Mesh) -> list[common_pb2.Job]:
     jobs: list[common_pb2.Job] = []
     token = ""
-    with grpc.insecure_channel(queue_address) as channel:
+    with mesh.open("queue", identity="admin") as channel:
         stub = queue_pb2_grpc.QueueServiceStub(channel)
         while True:
             page = stub.ListJobs(queue_pb2.ListJobsRequest(page_size=500, page_token=token), timeout=30)
@@ -369,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         mesh.start(timeout=180)
         try:
             textgen = "textgen-gpu-0"
-            token, _ = TokenSigner(mesh.cfg.auth, JWT_SECRET).issue_access("chaos", "user")
+            token, _ = TokenSigner(mesh.cfg.auth, JWT_SECRET).issue_access("admin", "user")
             kills: list[Kill] = []
             start = time.monotonic()
             fault_thread = threading.Thread(target=faults, args=(mesh, textgen, args.seconds, kills, start), daemon=True)
@@ -377,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
             outcomes = asyncio.run(load(mesh.edge_url, token, args.seconds, args.clients, args.settle))
             fault_thread.join(timeout=120)
             mesh.wait_ready(120)
-            jobs = stored_jobs(mesh.cfg.services.queue.address)
+            jobs = stored_jobs(mesh)
             figures = verdict(outcomes, jobs, overlapping_runs(journal), kills)
         finally:
             mesh.stop()

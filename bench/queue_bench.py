@@ -21,14 +21,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import yaml
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
+from aigw_common.authz import MeshTls
+from aigw_common.channels import make_channel
 from aigw_common.ferretdb import FerretDBProcess, ensure_built, free_port
+from aigw_common.healthcheck import check
+from aigw_common.pki import ensure_mesh_pki
 from aigw_common.server import install_event_loop
-from tests.helpers import wait_serving
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "bench-chat"
@@ -38,8 +40,10 @@ if TYPE_CHECKING:
     from aigw.queue.v1.queue_pb2_grpc import QueueServiceAsyncStub as Stub
 
 
-def queue_config(uri: str, port: int) -> dict[str, Any]:
+def queue_config(uri: str, port: int, tls_dir: Path | None = None) -> dict[str, Any]:
+    """The queue alone; with `tls_dir` its port requires mTLS (the mesh's default), else plaintext on loopback."""
     return {
+        "mesh_tls": {"mode": "mtls", "dir": str(tls_dir)} if tls_dir else {"mode": "plaintext"},
         "database": {"uri": uri, "name": "bench"},
         "services": {"queue": {"port": port, "metrics_port": 0}},
         "queue": {"max_waiting": 1000},
@@ -108,8 +112,9 @@ async def concurrent(stub: Stub, clients: int, seconds: float) -> dict[str, floa
     return {"clients": clients, **summary(samples, time.perf_counter() - started)}
 
 
-async def measure(address: str, count: int, clients: int, seconds: float) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def measure(address: str, count: int, clients: int, seconds: float, tls_dir: Path | None = None) -> dict[str, Any]:
+    tls = MeshTls.load(tls_dir, "router") if tls_dir else None
+    async with make_channel(address, tls, "queue") as channel:
         stub: Stub = queue_pb2_grpc.QueueServiceStub(channel)  # type: ignore[assignment]
         return {
             "owner_cycle_sequential": await sequential(stub, owner_cycle, count),
@@ -119,24 +124,39 @@ async def measure(address: str, count: int, clients: int, seconds: float) -> dic
         }
 
 
+def wait_ready(address: str, tls_dir: Path | None, timeout: float = 60) -> None:
+    """Waits until the queue's health check (with the probe identity under mTLS) says SERVING."""
+    tls = MeshTls.load(tls_dir, "probe") if tls_dir else None
+    deadline = time.monotonic() + timeout
+    while check(address, tls=tls, server="queue") != "SERVING":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the queue at {address} is not SERVING")
+        time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=500, help="cycles per sequential run")
     parser.add_argument("--clients", type=int, default=10, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the concurrent run")
+    parser.add_argument(
+        "--mesh-tls", choices=("mtls", "plaintext"), default="mtls", help="service identity on the queue's port (default: on)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aigw-queue-bench-") as tmp:
         db = FerretDBProcess(ensure_built(REPO), Path(tmp) / "db", free_port())
         db.start()
         port = free_port()
         config = Path(tmp) / "queue.yaml"
-        config.write_text(yaml.safe_dump(queue_config(db.uri, port)))
+        tls_dir = ensure_mesh_pki(Path(tmp) / "pki") if args.mesh_tls == "mtls" else None
+        config.write_text(yaml.safe_dump(queue_config(db.uri, port, tls_dir)))
         env = {**os.environ, "AIGW_CONFIG": str(config), "PYTHONPATH": f"{REPO}:{REPO / 'gen'}"}
         queue = subprocess.Popen([sys.executable, "-m", "services.queue"], cwd=REPO, env=env)
         try:
-            wait_serving(f"127.0.0.1:{port}", 60)
+            wait_ready(f"127.0.0.1:{port}", tls_dir)
             install_event_loop()
-            results = asyncio.run(measure(f"127.0.0.1:{port}", args.count, args.clients, args.seconds))
+            results = asyncio.run(measure(f"127.0.0.1:{port}", args.count, args.clients, args.seconds, tls_dir))
+            results["mesh_tls"] = args.mesh_tls
         finally:
             queue.terminate()
             queue.wait(30)

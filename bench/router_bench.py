@@ -28,6 +28,8 @@ from aigw.queue.v1 import queue_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.auth import Authenticator, TokenSigner, TokenVerifier
+from aigw_common.authz import MeshTls
+from aigw_common.channels import make_channel
 from aigw_common.config import AuthConfig, GatewayConfig, RateLimit, RateLimitConfig, parse_config
 from aigw_common.ferretdb import free_port
 from aigw_common.mesh import Mesh, write_config
@@ -80,9 +82,10 @@ async def paths(cfg: GatewayConfig, token: str, count: int, warmup: int) -> dict
     metadata = (("authorization", f"Bearer {token}"),)
     chat = router_pb2.ChatRequest(model=MODEL, messages=CHAT.messages, max_tokens=MAX_TOKENS)
     generate = textgen_pb2.GenerateRequest(model=MODEL, chat=CHAT)
+    as_router = MeshTls.load(cfg.tls_path, "router")  # the mesh's own identity: internal ports are mTLS
     async with (
-        grpc.aio.insecure_channel(cfg.backend("upstream").address) as tg,
-        grpc.aio.insecure_channel(cfg.services.queue.address) as qu,
+        make_channel(cfg.backend("upstream").address, as_router, "textgen") as tg,
+        make_channel(cfg.services.queue.address, as_router, "queue") as qu,
         grpc.aio.insecure_channel(cfg.services.router.address) as ro,
     ):
         textgen: Any = textgen_pb2_grpc.TextgenServiceStub(tg)
@@ -113,7 +116,7 @@ def router_cpu_us(count: int) -> float:
     """Microseconds of router CPU per request before any I/O: credential, rate limit, validation, job building."""
     cfg = parse_config({"models": {MODEL: {"kind": "chat"}}}, env={})
     auth = AuthConfig(jwt_secret=JWT_SECRET)
-    token, _ = TokenSigner(auth, JWT_SECRET).issue_access("bench", "user")
+    token, _ = TokenSigner(auth, JWT_SECRET).issue_access("admin", "user")
     gate = Gate(Authenticator(TokenVerifier(auth, JWT_SECRET), None), RateLimiter(RateLimitConfig(default=RateLimit(0, 0))))
     catalog = ModelCatalog(cfg.models)
     meta = CallMeta(authorization=f"Bearer {token}", priority="high")
@@ -153,7 +156,7 @@ def measure(requests: int) -> dict[str, Any]:
         mesh.start(timeout=180)
         try:
             cfg = mesh.cfg
-            token, _ = TokenSigner(cfg.auth, JWT_SECRET).issue_access("bench", "user")
+            token, _ = TokenSigner(cfg.auth, JWT_SECRET).issue_access("admin", "user")
             body = {"model": "upstream", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
             runs = {"direct": sequential_http("upstream direct", f"{up_url}/v1/chat/completions", body, {}, requests, warm)}
             runs.update(asyncio.run(paths(cfg, token, requests, warm)))

@@ -27,7 +27,7 @@ from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_common.auth import TokenSigner
 from aigw_common.ferretdb import free_port, free_ports
-from aigw_common.mesh import Mesh, write_config
+from aigw_common.mesh import Mesh, services_on, write_config
 from bench.documents import page_png
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,10 +75,7 @@ def mesh_config(data: Path, upstream_url: str) -> dict[str, Any]:
     ports = iter(free_ports(24))  # distinct: ports chosen one by one may repeat
     return {
         "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
-        "services": {
-            s: {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)}
-            for s in ("router", "queue", "textgen", "ocr", "admin")
-        },
+        "services": services_on(ports),
         "data_dir": str(data),
         "database": {"uri": "", "embedded_port": next(ports)},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": "bench-admin-password"},
@@ -306,8 +303,8 @@ def ocr_runs(mesh: Mesh, token: str, pages: int) -> list[Run]:
     return [direct, gw]
 
 
-def processed(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
+def processed(mesh: Mesh) -> int:
+    with mesh.open("queue", identity="admin") as channel:
         stats = queue_pb2_grpc.QueueServiceStub(channel).GetQueueStats(queue_pb2.GetQueueStatsRequest(model=MODEL), timeout=10)
         return int(stats.total_processed)
 
@@ -330,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(2)
             idle = memory(mesh)
             cfg = mesh.cfg
-            token, _ = TokenSigner(cfg.auth, JWT_SECRET).issue_access("bench", "user")
+            token, _ = TokenSigner(cfg.auth, JWT_SECRET).issue_access("admin", "user")
             auth = {"Authorization": f"Bearer {token}"}
             direct_body = {"model": "upstream", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
             gw_body = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
@@ -363,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
             runs.extend(ocr_runs(mesh, token, args.ocr_pages))
             chat_ok = sum(r.requests - r.errors for r in runs if r.path in ("rest", "grpc") and "ocr" not in r.name)
             chat_ok += 2 * (max(50, args.requests // 10))
-            stored = processed(cfg.services.queue.address)
+            stored = processed(mesh)
         finally:
             mesh.stop()
     report = build_report(runs, idle, loaded, startup, stored, chat_ok)

@@ -8,12 +8,15 @@
 Every gRPC service with `google.api.http` annotations is transcoded (REST) and routed natively (gRPC) to
 one HTTP/2 cluster named after its package (`aigw.<svc>.v1.*` -> cluster `<svc>` at the config's
 `services.<svc>` host and port), with gRPC health checks. Server-streaming methods get routes without a
-timeout. The admin interface listens on 127.0.0.1 only; a second listener exposes just its /ready.
+timeout. The operator console's static files (services/edge/console) are answered by Envoy itself under
+/ui/, inlined as direct responses with the embedded edge's security headers. The admin interface listens
+on 127.0.0.1 only; a second listener exposes just its /ready.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import json
 import sys
@@ -28,6 +31,7 @@ sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
 from aigw_common.config import GatewayConfig, load_config  # noqa: E402
 from services.edge.bindings import load_bindings  # noqa: E402
+from services.edge.console_files import CONSOLE_DIR, PREFIX, SECURITY_HEADERS, StaticFile, load_files  # noqa: E402
 
 OUTPUT = REPO / "envoy" / "envoy.yaml"
 DESCRIPTOR_SET = REPO / "gen" / "aigw_descriptor.binpb"
@@ -50,6 +54,7 @@ TYPED_CONFIG_MODULES = (
     "envoy.extensions.filters.http.router.v3.router_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.access_loggers.stream.v3.stream_pb2",
+    "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
 )
 TYPE = "type.googleapis.com/"
 HCM = TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -70,6 +75,14 @@ def cluster_of(service: str) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[0] == "aigw" else None
 
 
+# `GET /livez` as the embedded edge answers it: liveness only (Envoy is up); readiness is `GET /health`.
+LIVENESS_ROUTE: dict[str, Any] = {
+    "match": {"path": "/livez", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+    "direct_response": {"status": 200, "body": {"inline_string": '{"status":"live"}'}},
+    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+}
+
+
 def build(descriptor_set: bytes, cfg: GatewayConfig) -> dict[str, Any]:
     """The bootstrap for the services annotated in the descriptor set."""
     _, bindings = load_bindings(descriptor_set)
@@ -77,12 +90,15 @@ def build(descriptor_set: bytes, cfg: GatewayConfig) -> dict[str, Any]:
     streaming = sorted({b.rpc.path for b in bindings if b.rpc.server_streaming})
     clusters = {service: cluster_of(service) for service in services}
     unary_timeout = f"{int(cfg.queue.timeout) + 30}s"
-    routes = [_route({"path": path, "grpc": {}}, clusters[path.split("/")[1]], "0s") for path in streaming]
+    routes = [LIVENESS_ROUTE]
+    routes += [_route({"path": path, "grpc": {}}, clusters[path.split("/")[1]], "0s") for path in streaming]
     routes += [_route({"prefix": f"/{service}/", "grpc": {}}, clusters[service], unary_timeout) for service in services]
+    console = load_files(CONSOLE_DIR)
+    routes += _console_routes(console)
     return {
         "admin": {"address": _address("127.0.0.1", ADMIN_PORT)},
         "static_resources": {
-            "listeners": [_edge_listener(cfg, services, routes), _ready_listener()],
+            "listeners": [_edge_listener(cfg, services, routes, _body_limit(console)), _ready_listener()],
             "clusters": [
                 *(_cluster(name, clusters, cfg) for name in sorted({c for c in clusters.values() if c})),
                 _admin_cluster(),
@@ -102,7 +118,43 @@ def _route(match: dict[str, Any], cluster: str | None, timeout: str) -> dict[str
     return {"match": match, "route": action}
 
 
-def _edge_listener(cfg: GatewayConfig, services: list[str], routes: list[dict[str, Any]]) -> dict[str, Any]:
+def _headers(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [{"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in pairs]
+
+
+def _console_routes(files: dict[str, StaticFile]) -> list[dict[str, Any]]:
+    """One exact-path direct response per console file, a redirect of /ui to /ui/, and 404 for the rest of /ui/."""
+    routes: list[dict[str, Any]] = [
+        {"match": {"path": PREFIX}, "redirect": {"path_redirect": PREFIX + "/", "response_code": "PERMANENT_REDIRECT"}}
+    ]
+    for url, found in sorted(files.items()):
+        text = found.content_type.startswith("text/") or found.content_type == "image/svg+xml"
+        body = {"inline_string": found.body.decode()} if text else {"inline_bytes": base64.b64encode(found.body).decode()}
+        headers = [*SECURITY_HEADERS, ("content-type", found.content_type), ("cache-control", "no-cache"), ("etag", found.etag)]
+        routes.append(
+            {
+                "match": {"path": url, "headers": [{"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}]},
+                "direct_response": {"status": 200, "body": body},
+                "response_headers_to_add": _headers(headers),
+            }
+        )
+    missing = [*SECURITY_HEADERS, ("content-type", "text/plain; charset=utf-8")]
+    routes.append(
+        {
+            "match": {"prefix": PREFIX + "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+            "response_headers_to_add": _headers(missing),
+        }
+    )
+    return routes
+
+
+def _body_limit(files: dict[str, StaticFile]) -> int:
+    """Envoy refuses direct responses over this size (4 KiB unless raised)."""
+    return max([4096, *(len(f.body) for f in files.values())])
+
+
+def _edge_listener(cfg: GatewayConfig, services: list[str], routes: list[dict[str, Any]], body_limit: int) -> dict[str, Any]:
     limit = cfg.server.max_body_bytes
     hcm = {
         "@type": HCM,
@@ -132,6 +184,7 @@ def _edge_listener(cfg: GatewayConfig, services: list[str], routes: list[dict[st
                 }
             ],
             "virtual_hosts": [{"name": "aigw", "domains": ["*"], "routes": routes}],
+            "max_direct_response_body_size_bytes": body_limit,
         },
         "http_filters": [
             {
@@ -212,8 +265,12 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
     """An HTTP/2 cluster with gRPC health checks (of its one service, or of the whole server when it has several)."""
     endpoint = cfg.endpoint(name)  # type: ignore[arg-type]
     served = [service for service, cluster in clusters.items() if cluster == name]
+    mtls = cfg.mesh_tls.mode == "mtls"
+    port = endpoint.mesh_port or endpoint.port if mtls else endpoint.port
+    tls = {"transport_socket": _upstream_tls(name, cfg.tls_path)} if mtls else {}
     return {
         "name": name,
+        **tls,
         "type": "STRICT_DNS",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
@@ -227,7 +284,7 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
         },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(endpoint.host, endpoint.port)}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(endpoint.host, port)}}]}],
         },
         "health_checks": [
             {
@@ -238,6 +295,30 @@ def _cluster(name: str, clusters: dict[str, str | None], cfg: GatewayConfig) -> 
                 "grpc_health_check": {"service_name": served[0] if len(served) == 1 else ""},
             }
         ],
+    }
+
+
+def _upstream_tls(name: str, directory: Path) -> dict[str, Any]:
+    """mTLS to a service of the mesh: Envoy presents the edge's identity and accepts only `name`'s certificate."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(directory / "edge.crt")},
+                        "private_key": {"filename": str(directory / "edge.key")},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(directory / "ca.crt")},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": name}}],
+                },
+            },
+        },
     }
 
 
@@ -283,12 +364,12 @@ def consistency_problems(bootstrap: dict[str, Any], descriptor_set: bytes) -> li
             problems.append(f"no gRPC route for /{service}/")
         elif route["route"]["cluster"] != cluster_of(service):
             problems.append(f"/{service}/ goes to {route['route']['cluster']}, not {cluster_of(service)}")
-    for route in routes:
+    for route in (r for r in routes if "route" in r):
         if route["route"]["cluster"] not in clusters:
             problems.append(f"route {route['match']} names the missing cluster {route['route']['cluster']}")
     for path in sorted({b.rpc.path for b in bindings if b.rpc.server_streaming}):
         route = next((r for r in routes if r["match"].get("path") == path), None)
-        if route is None or route["route"].get("timeout") != "0s":
+        if route is None or "route" not in route or route["route"].get("timeout") != "0s":
             problems.append(f"the stream {path} has no route without a timeout")
     return problems
 

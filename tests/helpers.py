@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aigw_common.ferretdb import free_port
+from aigw_common import ferretdb
 
 __all__ = ["free_port", "health_status", "wait_serving"]
+
+
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An unused TCP port that no earlier call in this test process returned.
+
+    The kernel may hand out a port it gave a moment ago once that socket is closed, so two ports
+    chosen one after the other for the same config can be equal; remembering them rules that out.
+    """
+    with _HANDED_OUT_LOCK:
+        while True:
+            port = ferretdb.free_port(host)
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def health_status(address: str, service: str = "", timeout: float = 2.0) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the local mesh, its tests and benchmarks use (Tesseract, language packs, wrk) when run as root.
+# Installs the Debian packages the local mesh, its tests and benchmarks use (Tesseract, language packs, wrk, chromium for the console's browser tests) when run as root.
 set -euo pipefail
-PACKAGES=(wrk tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-rus tesseract-ocr-ell fonts-dejavu-core)
+PACKAGES=(wrk tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-rus tesseract-ocr-ell fonts-dejavu-core chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from aigw.queue.v1 import queue_pb2
-from aigw_common.errors import AlreadyExists, NotFound
+from aigw_common.errors import AlreadyExists, NotFound, Unauthenticated
 from services.admin.identity_store import IdentityStore
 from services.admin.passwords import PasswordHashing, generate_password
 
@@ -29,8 +29,8 @@ class AdminBootstrap:
     - `AIGW_ADMIN_PASSWORD` set: the admin user is created with it, or its password is reset to it
       when the stored one differs (the variable stays the source of truth while it is set).
     - Not set, and the store has no admin at all: a random password is generated, the admin user
-      created, and the password printed once (a WARNING log line) and written to
-      `<data_dir>/secrets/admin_password` (mode 0600).
+      created, and the password written to `<data_dir>/secrets/admin_password` (mode 0600); a
+      WARNING log line says where it is (never the password: logs are read by more people).
     """
 
     def __init__(self, store: IdentityStore, passwords: PasswordHashing, username: str, password: str, data_dir: Path) -> None:
@@ -54,10 +54,9 @@ class AdminBootstrap:
         if outcome == "generated":
             write_secret(self.secret_file, password)
             log.warning(
-                "generated the bootstrap admin's password; it is shown this once and kept in %s. Log in as %r with: %s",
-                self.secret_file,
+                "generated the bootstrap admin's password: log in as %r with the password in %s (readable by its owner only)",
                 self.username,
-                password,
+                self.secret_file,
             )
         return outcome
 
@@ -68,8 +67,13 @@ class AdminBootstrap:
             return None
 
     async def _sync_password(self, user: queue_pb2.User) -> str:
-        if not self.password or await self.passwords.verify(user.password_hash, self.password):
+        if not self.password:
             return "exists"
+        try:
+            await self.store.verify_password(self.username, self.password)
+            return "exists"
+        except Unauthenticated:
+            pass
         change = queue_pb2.UpdateUserRequest(username=self.username, password_hash=await self.passwords.hash(self.password))
         await self.store.update_user(change)
         log.info("bootstrap admin's password reset from AIGW_ADMIN_PASSWORD", extra={"username": self.username})

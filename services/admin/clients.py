@@ -51,6 +51,11 @@ class QueueClient:
         reply = await self._call(self.identity.GetUser, queue_pb2.GetUserRequest(username=username))
         return reply.user
 
+    async def verify_password(self, username: str, password: str) -> queue_pb2.User:
+        request = queue_pb2.VerifyPasswordRequest(username=username, password=password)
+        reply = await self._call(self.identity.VerifyPassword, request)
+        return reply.user
+
     async def create_user(self, user: queue_pb2.User) -> queue_pb2.User:
         reply = await self._call(self.identity.CreateUser, queue_pb2.CreateUserRequest(user=user))
         return reply.user

@@ -16,6 +16,9 @@ class IdentityStore(Protocol):
     async def create_user(self, user: queue_pb2.User) -> queue_pb2.User:
         """Stores a new user, or AlreadyExists."""
 
+    async def verify_password(self, username: str, password: str) -> queue_pb2.User:
+        """The user whose password this is (checked where the hash is kept), or Unauthenticated."""
+
     async def list_users(self) -> list[queue_pb2.User]:
         """Every user."""
 

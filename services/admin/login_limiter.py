@@ -1,4 +1,9 @@
-"""Sliding-window limit on login attempts per user name and per client IP (brute-force protection)."""
+"""Sliding-window limit on failed logins per account and source, and per source (brute-force protection).
+
+Counting per account *and* source (OWASP) means nobody can lock a user out by failing logins from
+elsewhere: the right password from the user's own address still works. Counting per source across
+accounts stops one address from spraying guesses over many accounts.
+"""
 
 from __future__ import annotations
 
@@ -70,6 +75,11 @@ class LoginLimiter:
     def _sweep(self, now: float) -> None:
         for key in [k for k, times in self._seen.items() if not times or times[-1] <= now - WINDOW_SECONDS]:
             del self._seen[key]
+
+
+def login_keys(username: str, client_ip: str) -> tuple[str, str]:
+    """The limiter keys of a login attempt: the account at this source, and the source."""
+    return (f"user:{username.lower()}@ip:{client_ip}", f"ip:{client_ip}")
 
 
 def client_ip(forwarded_for: str, peer: str) -> str:

@@ -47,6 +47,16 @@ PARAM_LIMITS = {
 }
 
 
+def required_version(expected_version: int | None) -> int:
+    """The version a change is based on; a change without one is INVALID_ARGUMENT, not a version conflict."""
+    if expected_version is None:
+        raise InvalidArgument(
+            "expected_version: required; send the version that GET /admin/models/{model}/config returned",
+            field="expected_version",
+        )
+    return expected_version
+
+
 def check_change(model_kind: str, expected_version: int, patch: queue_pb2.ModelConfigPatch) -> None:
     """Raises INVALID_ARGUMENT naming the first field that is out of range or does not fit the model's kind."""
     if expected_version < 0:
@@ -123,11 +133,12 @@ class ModelSettings:
         return await self.store.get_model_config(model)
 
     async def update(
-        self, actor: Principal, model: str, expected_version: int, patch: queue_pb2.ModelConfigPatch
+        self, actor: Principal, model: str, expected_version: int | None, patch: queue_pb2.ModelConfigPatch
     ) -> queue_pb2.ModelConfig:
-        """Validates and applies a change, recording the admin's subject as its author."""
-        check_change(self._kind(model), expected_version, patch)
-        return await self.store.update_model_config(model, expected_version, patch, actor.subject)
+        """Validates and applies a change (None: the client sent no version), recording the admin's subject as its author."""
+        check_change(self._kind(model), expected_version or 0, patch)
+        version = required_version(expected_version)  # after the patch's own checks, so those name their field
+        return await self.store.update_model_config(model, version, patch, actor.subject)
 
     def _kind(self, model: str) -> str:
         if not model:

@@ -13,6 +13,7 @@ import grpc
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw_common.auth import TokenSigner, TokenVerifier, resolve_jwt_secret
+from aigw_common.authz import mesh_tls
 from aigw_common.channels import make_channel
 from aigw_common.config import GatewayConfig, ServiceName
 from aigw_common.errors import GatewayError
@@ -43,7 +44,8 @@ class AdminService:
     def __init__(self, cfg: GatewayConfig, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.cfg = cfg
         secret = resolve_jwt_secret(cfg)
-        self.channels: list[grpc.aio.Channel] = [make_channel(cfg.services.queue.address)]
+        self.tls = mesh_tls(cfg, "admin")
+        self.channels: list[grpc.aio.Channel] = [make_channel(cfg.services.queue.address, self.tls, "queue")]
         self.queue = QueueClient(self.channels[0])
         passwords = PasswordHashing()
         verifier = TokenVerifier(cfg.auth, secret)
@@ -69,7 +71,7 @@ class AdminService:
     def _backend_controls(self) -> dict[str, BackendControl]:
         controls: dict[str, BackendControl] = {}
         for backend in self.cfg.backends:
-            channel = make_channel(backend.address)
+            channel = make_channel(backend.address, self.tls, backend.kind)
             self.channels.append(channel)
             controls[backend.name] = (
                 TextgenControl(channel, backend) if backend.kind == "textgen" else OcrControl(channel, backend)

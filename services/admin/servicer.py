@@ -12,6 +12,7 @@ from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw_common.auth import Principal
+from aigw_common.authz import EDGE, caller_identity
 from aigw_common.errors import InvalidArgument
 from services.admin.access import Access
 from services.admin.clients import QueueClient
@@ -121,10 +122,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             "password": request.password,
             "refresh_token": request.refresh_token,
         }
-        asked = parse_token_request(typed, request.form.content_type, request.form.data)
+        asked = parse_token_request(typed, request.form.content_type, request.form.data, over_rest=request.HasField("form"))
         if asked.grant_type == "refresh_token":
             return token_response(await self.d.sessions.refresh(asked.refresh_token))
-        ip = client_ip(metadata(context, "x-forwarded-for"), context.peer() or "")
+        # Only the edge (proved by its certificate) may tell us the client's address; anyone else is their peer address.
+        forwarded = metadata(context, "x-forwarded-for") if caller_identity(context) == EDGE else ""
+        ip = client_ip(forwarded, context.peer() or "")
         return token_response(await self.d.sessions.login(asked.username, asked.password, ip))
 
     async def RevokeToken(self, request: admin_pb2.RevokeTokenRequest, context: Ctx) -> admin_pb2.RevokeTokenResponse:
@@ -217,7 +220,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.UpdateModelConfigRequest, context: Ctx
     ) -> admin_pb2.UpdateModelConfigResponse:
         actor = await self._admin(context)
-        config = await self.d.settings.update(actor, request.model, request.expected_version, request.patch)
+        version = request.expected_version if request.HasField("expected_version") else None
+        config = await self.d.settings.update(actor, request.model, version, request.patch)
         return admin_pb2.UpdateModelConfigResponse(config=config)
 
     async def GetAutoSwitch(self, request: admin_pb2.GetAutoSwitchRequest, context: Ctx) -> admin_pb2.GetAutoSwitchResponse:

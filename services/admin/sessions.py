@@ -14,7 +14,7 @@ from aigw_common.auth import TokenSigner, TokenVerifier, hash_secret
 from aigw_common.errors import NotFound, Unauthenticated
 from services.admin.identity import USERNAME
 from services.admin.identity_store import IdentityStore
-from services.admin.login_limiter import LoginLimiter
+from services.admin.login_limiter import LoginLimiter, login_keys
 from services.admin.passwords import PasswordHashing
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,14 @@ class Sessions:
 
     async def login(self, username: str, password: str, client_ip: str) -> TokenPair:
         """Checks the password (limited per user and per IP) and starts a new token family."""
-        attempt = self.limiter.acquire((f"user:{username.lower()}", f"ip:{client_ip}"))
-        user = await self._find(username)
-        stored = user.password_hash if user is not None and not user.disabled else ""
-        matches = await self.passwords.verify(stored, password)
-        if user is None or not matches:
+        attempt = self.limiter.acquire(login_keys(username, client_ip))
+        try:
+            # The queue checks the password where the hash is kept (and rehashes it when due).
+            user = await self.store.verify_password(username, password)
+        except Unauthenticated:
             log.info("login refused", extra={"username": username[:64], "client_ip": client_ip})
-            raise Unauthenticated(BAD_LOGIN)
+            raise Unauthenticated(BAD_LOGIN) from None
         self.limiter.refund(attempt)
-        if self.passwords.needs_rehash(user.password_hash):
-            change = queue_pb2.UpdateUserRequest(username=user.username, password_hash=await self.passwords.hash(password))
-            await self.store.update_user(change)
         return await self._issue(user, uuid.uuid4().hex)
 
     async def refresh(self, refresh_token: str) -> TokenPair:

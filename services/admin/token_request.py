@@ -26,8 +26,15 @@ class TokenRequest:
     refresh_token: str = ""
 
 
-def parse_token_request(typed: dict[str, str], content_type: str, body: bytes) -> TokenRequest:
-    """Merges the typed fields with the body's (typed ones win) and checks the grant type and required fields."""
+def parse_token_request(typed: dict[str, str], content_type: str, body: bytes, over_rest: bool = False) -> TokenRequest:
+    """Merges the typed fields with the body's (typed ones win) and checks the grant type and required fields.
+
+    Over REST the typed fields can only come from the URL's query string, which proxies and access logs
+    keep: a token request that puts anything there is refused, so credentials are never in a URL.
+    """
+    in_url = sorted(k for k, v in typed.items() if v) if over_rest else []
+    if in_url:
+        raise InvalidArgument(f"{in_url[0]}: send credentials in the request body, never in the URL", field=in_url[0])
     values = _body_fields(content_type, body) if body else {}
     values.update({k: v for k, v in typed.items() if v})
     for name in FIELDS:

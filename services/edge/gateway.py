@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +20,21 @@ from aigw_common.channels import CHANNEL_OPTIONS
 from aigw_common.logs import request_id_var
 from services.edge.bindings import HttpBinding, load_bindings
 from services.edge.protocol import Request, Responder
-from services.edge.status import OPAQUE_CODES, OPAQUE_MESSAGES, ErrorReply, error_reply, local_error
+from services.edge.status import OPAQUE_CODES, OPAQUE_MESSAGES, ErrorReply, error_reply, local_error, openai_error_json
 from services.edge.templates import PathError, PathMatcher
 from services.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeError
 
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str], "str | None"]
+Dialer = Callable[[str], grpc.aio.Channel]
+"""Opens the long-lived channel to an upstream address (mTLS as the edge in a mesh with service identity)."""
 Metadata = tuple[tuple[str, str], ...]
 
 JSON = "application/json"
+# Liveness, apart from readiness (`GET /health`, the router's answer): says only that this process is up.
+LIVENESS_PATH = "/livez"
+LIVE_BODY = b'{"status":"live"}'
 SSE = "text/event-stream"
 _DETAILS_KEY = "grpc-status-details-bin"
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -75,6 +81,7 @@ class Route:
     renderer: ResponseRenderer
     call: Any
     label: str
+    openai_errors: bool = False
 
 
 def _metadata_key(name: str) -> str:
@@ -91,6 +98,36 @@ def _metadata_key(name: str) -> str:
     return name if forwarded else ""
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def client_address(peer: str, forwarded_for: bytes, trusted: Sequence[Network]) -> str:
+    """The client's address as the edge can vouch for it.
+
+    The peer of the connection, unless it is a trusted proxy: then the `X-Forwarded-For` entries are
+    read from the right (the ones proxies appended), skipping trusted proxies, and the first other
+    valid address is the client. A header that is not ASCII or names no valid address leaves the
+    proxy's own address, never the edge's, so a broken header cannot hide a client behind the edge.
+    """
+    address = _address(peer)
+    if address is None or not any(address in net for net in trusted) or not forwarded_for.isascii():
+        return str(address) if address is not None else peer
+    for entry in reversed(forwarded_for.decode("ascii").split(",")):
+        hop = _address(entry)
+        if hop is None:
+            break
+        if not any(hop in net for net in trusted):
+            return str(hop)
+    return str(address)
+
+
 def _connection_tokens(request: Request) -> frozenset[str]:
     """Header names the client listed in Connection: hop-by-hop, never forwarded."""
     value = request.header("connection")
@@ -102,10 +139,21 @@ def _connection_tokens(request: Request) -> frozenset[str]:
 class Gateway:
     """Serves every HTTP binding of a descriptor set by calling the gRPC service that `resolve` locates."""
 
-    def __init__(self, descriptor_set: bytes, resolve: Resolver) -> None:
+    def __init__(
+        self,
+        descriptor_set: bytes,
+        resolve: Resolver,
+        openai_prefix: str = "",
+        dial: Dialer | None = None,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        """`openai_prefix`: paths under it answer errors in OpenAI's shape (the OpenAI-compatible surface)."""
+        self.openai_prefix = openai_prefix
+        self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.pool: DescriptorPool
         self.pool, bindings = load_bindings(descriptor_set)
         self.channels: dict[str, grpc.aio.Channel] = {}
+        self.dial: Dialer = dial or (lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
         self.matcher: PathMatcher[Route] = PathMatcher()
         self.exact: dict[tuple[str, str], Route] = {}
         self.routes: list[Route] = []
@@ -127,7 +175,7 @@ class Gateway:
             return None
         channel = self.channels.get(address)
         if channel is None:
-            channel = self.channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self.channels[address] = self.dial(address)
         factory = channel.unary_stream if rpc.server_streaming else channel.unary_unary
         call = factory(
             rpc.path,
@@ -136,7 +184,8 @@ class Gateway:
             _registered_method=True,  # type: ignore[call-arg]
         )
         label = rpc.path.rsplit(".", 1)[-1]
-        return Route(binding, RequestBuilder(binding), ResponseRenderer(binding, self.pool), call, label)
+        openai = self._openai(binding.template.text)
+        return Route(binding, RequestBuilder(binding), ResponseRenderer(binding, self.pool), call, label, openai)
 
     def _register(self, route: Route) -> None:
         binding = route.binding
@@ -155,6 +204,10 @@ class Gateway:
 
     async def handle(self, request: Request, responder: Responder) -> None:
         start = time.perf_counter()
+        if request.path == LIVENESS_PATH:
+            self._liveness(request, responder)
+            self._observe("liveness", responder.status, start)
+            return
         route = self.exact.get((request.method, request.path))
         parts: list[str] = []
         if route is None:
@@ -170,7 +223,7 @@ class Gateway:
         try:
             msg = route.builder.build(parts, request.query, request.body, content_type.decode("latin-1") if content_type else "")
         except (TranscodeError, PathError) as exc:
-            self._error(responder, rid, local_error(code_pb2.INVALID_ARGUMENT, str(exc)))
+            self._error(responder, rid, local_error(code_pb2.INVALID_ARGUMENT, str(exc)), route.openai_errors)
         else:
             metadata = self._metadata(request, rid)
             if route.binding.rpc.server_streaming:
@@ -184,7 +237,7 @@ class Gateway:
         try:
             reply = await call
         except grpc.aio.AioRpcError as exc:
-            self._error(responder, rid, self._rpc_error(route, exc))
+            self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
             return
         headers = _returned_headers(await call.initial_metadata(), rid)
         if route.binding.raw_response:
@@ -209,7 +262,7 @@ class Gateway:
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
-            self._error(responder, rid, self._rpc_error(route, exc))
+            self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
             return
         headers = _returned_headers(await call.initial_metadata(), rid)
         if first is _EOF:
@@ -255,8 +308,22 @@ class Gateway:
             status = status_pb2.Status(code=code, message=message)
         return error_reply(status, self.pool)
 
-    def _error(self, responder: Responder, rid: str, reply: ErrorReply) -> None:
-        responder.send(reply.http_status, [("x-request-id", rid), ("content-type", JSON), *reply.headers], reply.body)
+    def _openai(self, path: str) -> bool:
+        return bool(self.openai_prefix) and path.startswith(self.openai_prefix)
+
+    def _error(self, responder: Responder, rid: str, reply: ErrorReply, openai: bool = False) -> None:
+        body = openai_error_json(reply.status, reply.http_status) if openai and reply.status is not None else reply.body
+        responder.send(reply.http_status, [("x-request-id", rid), ("content-type", JSON), *reply.headers], body)
+
+    def _liveness(self, request: Request, responder: Responder) -> None:
+        """`GET /livez`: the edge process is up and answering, and nothing more (readiness is `GET /health`)."""
+        rid = _request_id(request.header("x-request-id"))
+        if request.method not in ("GET", "HEAD"):
+            reply = local_error(code_pb2.UNIMPLEMENTED, f"{request.method} is not allowed on {LIVENESS_PATH}", 405)
+            reply.headers.append(("allow", "GET, HEAD"))
+            self._error(responder, rid, reply)
+            return
+        responder.send(200, [("x-request-id", rid), ("content-type", JSON)], LIVE_BODY)
 
     def _no_route(self, request: Request, responder: Responder) -> None:
         rid = _request_id(request.header("x-request-id"))
@@ -266,14 +333,18 @@ class Gateway:
             reply.headers.append(("allow", ", ".join(allowed)))
         else:
             reply = local_error(code_pb2.NOT_FOUND, f"no route for {request.method} {request.path}")
-        self._error(responder, rid, reply)
+        self._error(responder, rid, reply, self._openai(request.path))
 
     # headers and metrics
 
     def _metadata(self, request: Request, rid: str) -> Metadata:
-        """Request headers as gRPC metadata: lowercase, hop-by-hop dropped, the request id and client address added."""
+        """Request headers as gRPC metadata: lowercase, hop-by-hop dropped, the request id and client address added.
+
+        `x-forwarded-for` carries one address, the client's: the connection's peer, or, when the peer
+        is a configured trusted proxy, the last address its `X-Forwarded-For` names that is not one.
+        """
         metadata = [("x-request-id", rid)]
-        forwarded_for = request.client
+        forwarded_header = b""
         dropped = _connection_tokens(request)
         for name, value in request.headers:
             key = self._keys.get(name)
@@ -286,9 +357,8 @@ class Gateway:
                 if text.isascii() and text.isprintable():
                     metadata.append((key, text))
             elif name == "x-forwarded-for":
-                forwarded_for = f"{value.decode('latin-1')}, {request.client}"
-        if forwarded_for.isascii() and forwarded_for.isprintable():
-            metadata.append(("x-forwarded-for", forwarded_for))
+                forwarded_header = forwarded_header + b"," + value if forwarded_header else value
+        metadata.append(("x-forwarded-for", client_address(request.client, forwarded_header, self.trusted_proxies)))
         return tuple(metadata)
 
     def _observe(self, label: str, status: int, start: float) -> None:

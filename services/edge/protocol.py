@@ -40,7 +40,9 @@ _INTERNAL = 13
 class Limits:
     """Size and time limits of the HTTP server."""
 
-    max_body_bytes: int = 11 * 1024 * 1024
+    max_body_bytes: int = 14 * 1024 * 1024
+    # The largest document the gateway takes, named in the 413 answer (0: not named).
+    max_document_bytes: int = 0
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 10.0
     body_timeout: float = 120.0
@@ -438,7 +440,10 @@ class HttpConnection(asyncio.Protocol):
         self.closing = True
 
     def _too_large(self) -> None:
-        self._answer_and_linger(413, _INVALID_ARGUMENT, f"the request body exceeds {self.limits.max_body_bytes} bytes")
+        message = f"the request body is over the limit of {self.limits.max_body_bytes:,} bytes"
+        if self.limits.max_document_bytes:
+            message += f"; a document may be at most {self.limits.max_document_bytes:,} bytes"
+        self._answer_and_linger(413, _INVALID_ARGUMENT, message)
 
     def _answer_and_linger(self, status: int, code: int, message: str) -> None:
         """Answers, then reads and drops what the client still sends for a moment, so it sees the answer rather than a reset."""

@@ -32,6 +32,9 @@ HTTP_STATUS: dict[int, int] = {
     code_pb2.UNAUTHENTICATED: 401,
 }
 
+# google.rpc.ErrorInfo reasons with an HTTP status of their own (the gRPC code alone has none for them).
+HTTP_STATUS_BY_REASON = {"PAYLOAD_TOO_LARGE": 413}
+
 # Codes whose message may carry internals when no service built the status (transport or crash text).
 OPAQUE_CODES = frozenset({code_pb2.UNKNOWN, code_pb2.INTERNAL, code_pb2.UNAVAILABLE, code_pb2.DATA_LOSS})
 OPAQUE_MESSAGES = {
@@ -49,6 +52,7 @@ class ErrorReply:
     http_status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
+    status: status_pb2.Status | None = None
 
 
 def http_status_of(code: int) -> int:
@@ -87,10 +91,20 @@ def retry_after(status: status_pb2.Status) -> str | None:
     return None
 
 
+def _reason_status(status: status_pb2.Status) -> int | None:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.reason in HTTP_STATUS_BY_REASON:
+                return HTTP_STATUS_BY_REASON[info.reason]
+    return None
+
+
 def error_reply(status: status_pb2.Status, pool: DescriptorPool | None = None) -> ErrorReply:
     """The HTTP answer for a non-OK Status, with Retry-After on 429/503 when the status says when to retry."""
-    http = http_status_of(status.code)
-    reply = ErrorReply(http, status_json(status, pool))
+    http = _reason_status(status) or http_status_of(status.code)
+    reply = ErrorReply(http, status_json(status, pool), status=status)
     if http in (429, 503):
         delay = retry_after(status)
         if delay is not None:
@@ -104,3 +118,37 @@ def local_error(code: int, message: str, http_status: int | None = None) -> Erro
     if http_status is not None:
         reply.http_status = http_status
     return reply
+
+
+# OpenAI's error `type` by HTTP status (its SDKs pick the exception class by status, tools read `type`).
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    499: "cancelled_error",
+    501: "invalid_request_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+
+def openai_error_json(status: status_pb2.Status, http_status: int) -> bytes:
+    """The Status in OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`.
+
+    `param` is the field a BadRequest detail names (else null); `code` is the gRPC code's name in lowercase.
+    """
+    param = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            if bad.field_violations:
+                param = bad.field_violations[0].field
+    code = code_pb2.Code.Name(status.code).lower() if status.code in code_pb2.Code.values() else None
+    kind = OPENAI_TYPES.get(http_status, "server_error" if http_status >= 500 else "invalid_request_error")
+    return orjson.dumps({"error": {"message": status.message, "type": kind, "param": param, "code": code}})

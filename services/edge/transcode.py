@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -12,6 +13,7 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message import Message
 
 from services.edge.bindings import BindingError, HttpBinding, resolve_field_path
+from services.edge.jsonmap import FieldError, conform
 from services.edge.templates import PathError
 
 # Well-known types whose JSON form is a string, so a query parameter can set them.
@@ -32,6 +34,7 @@ _STRING_JSON_TYPES = frozenset(
     }
 )
 _BOOLS = {"true": True, "false": False}
+_PARSED_FIELD = re.compile(r"Failed to parse (\w+) field")
 
 
 class TranscodeError(ValueError):
@@ -113,11 +116,11 @@ class RequestBuilder:
         if fields is None:
             try:
                 fields = resolve_field_path(self.descriptor, tuple(name.split(".")))
-            except BindingError as exc:
-                raise TranscodeError(f"query parameter {name!r}: {exc}") from None
+            except BindingError:
+                raise TranscodeError(f"query parameter {name!r} is not a parameter of this request") from None
             leaf = fields[-1]
             if leaf.message_type is not None and (leaf.message_type.full_name not in _STRING_JSON_TYPES or leaf.is_repeated):
-                raise TranscodeError(f"query parameter {name!r} names a message; set its fields ({name}.<field>=...)")
+                raise TranscodeError(f"query parameter {name!r} names a group of fields; set each ({name}.<field>=...)")
             self._paths[name] = fields
         return fields
 
@@ -144,58 +147,23 @@ def _scalar(field: FieldDescriptor, raw: str) -> Any:
     """A query/path string as the JSON value protobuf's parser expects for this field."""
     if field.type == FieldDescriptor.TYPE_BOOL or (field.message_type is not None and field.message_type.name == "BoolValue"):
         if raw not in _BOOLS:
-            raise TranscodeError(f"{field.name}: expected true or false, got {raw!r}")
+            raise TranscodeError(f"{field.name} must be true or false; got {raw!r}")
         return _BOOLS[raw]
-    if field.enum_type is not None:
-        return _enum_name(field, raw)
-    return raw
-
-
-def _enum_name(field: FieldDescriptor, raw: Any) -> Any:
-    """Enum values by name, case-insensitively (Envoy's case_insensitive_enum_parsing), or by number."""
-    names = field.enum_type.values_by_name if field.enum_type is not None else {}
-    if not isinstance(raw, str) or raw in names:
-        return raw
-    for name in names:
-        if name.lower() == raw.lower():
-            return name
     return raw
 
 
 def _parse(obj: dict[str, Any], msg: Message) -> None:
-    """Parses JSON into `msg`; on an enum mismatch retries with enum names matched case-insensitively."""
+    """Parses JSON into `msg` after checking it field by field, so that a refusal names the field in snake_case."""
     try:
-        _parse_once(obj, msg)
-    except TranscodeError as exc:
-        if "enum" not in str(exc).lower():
-            raise
-        msg.Clear()
-        _parse_once(_normalise_enums(obj, msg.DESCRIPTOR), msg)  # type: ignore[arg-type]
-
-
-def _parse_once(obj: dict[str, Any], msg: Message) -> None:
-    try:
-        json_format.ParseDict(obj, msg)
-    except json_format.ParseError as exc:
+        checked = conform(obj, msg.DESCRIPTOR)  # type: ignore[arg-type]
+    except FieldError as exc:
         raise TranscodeError(str(exc)) from None
-    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
-        raise TranscodeError(f"the body does not match {msg.DESCRIPTOR.full_name}: {exc}") from None
-
-
-def _normalise_enums(obj: Any, descriptor: Descriptor) -> Any:
-    """A copy of a JSON object with enum names in their declared case (only run after a failed parse)."""
-    if not isinstance(obj, dict):
-        return obj
-    out = {}
-    for key, value in obj.items():
-        field = descriptor.fields_by_name.get(key) or next((f for f in descriptor.fields if f.json_name == key), None)
-        if field is not None and field.enum_type is not None:
-            value = [_enum_name(field, v) for v in value] if isinstance(value, list) else _enum_name(field, value)
-        elif field is not None and field.message_type is not None:
-            sub = field.message_type
-            value = [_normalise_enums(v, sub) for v in value] if isinstance(value, list) else _normalise_enums(value, sub)
-        out[key] = value
-    return out
+    try:
+        json_format.ParseDict(checked, msg)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        named = _PARSED_FIELD.search(str(exc))
+        where = f"{named.group(1)} has a value this request cannot take" if named else "the body does not fit this request"
+        raise TranscodeError(f"{where}; check the field's type and range in the API reference") from None
 
 
 class ResponseRenderer:

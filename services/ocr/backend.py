@@ -44,6 +44,7 @@ class BackendView:
     capacity: int
     detail: str
     restarts: int
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ class OcrBackend:
             capacity=self.backend.capacity,
             detail=health.detail,
             restarts=health.restarts,
+            languages=tuple(sorted(self.engine.languages())) if health.state == EngineState.READY else (),
         )
 
     def _known_model(self, model: str) -> str:

@@ -320,6 +320,44 @@ def _line_of(words: list[Word]) -> Line:
     return Line(" ".join(w.text for w in words), confidence, Box(x, y, right - x, bottom - y), tuple(words))
 
 
+@dataclass(frozen=True)
+class DocumentFacts:
+    """What a document is and how many pages it has."""
+
+    kind: str
+    page_count: int
+
+
+def inspect_document(data: bytes, limits: DocumentLimits) -> DocumentFacts:
+    """Type and page count, refusing what cannot be recognised before it is queued (blocking: run it off the event loop).
+
+    A PDF is opened (truncated, corrupt, encrypted or without pages is refused); an image's header is read
+    (size and frames), its pixels are decoded only when it is recognised.
+    """
+    if not data:
+        raise InvalidArgument("the document is empty", field=FIELD)
+    kind = sniff(data)
+    if kind == "pdf":
+        pdf = PdfDocument(data, limits)
+        pdf.close()
+        return DocumentFacts(kind, pdf.page_count)
+    try:
+        with Image.open(BytesIO(data), formats=[_PILLOW_FORMATS[kind]]) as image:
+            width, height = image.size
+            frames = getattr(image, "n_frames", 1) if kind == "tiff" else 1
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidArgument(
+            f"the image declares more pixels than the limit of {limits.max_pixels:,} (decompression bomb protection)", field=FIELD
+        ) from None
+    except _PILLOW_ERRORS:
+        raise InvalidArgument(f"the {kind.upper()} image is corrupt and cannot be read", field=FIELD) from None
+    if width * height > limits.max_pixels:
+        raise _too_many_pixels(width, height, limits.max_pixels)
+    if frames > limits.max_pages:
+        raise InvalidArgument(f"the TIFF has {frames} pages; the limit is {limits.max_pages}", field=FIELD)
+    return DocumentFacts(kind, frames)
+
+
 def open_document(data: bytes, limits: DocumentLimits) -> Document:
     """Checks size and type, opens and validates the document (blocking: run it off the event loop)."""
     if not data:

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from aigw_common.errors import Unavailable
+from aigw_common.lifeline import dying_with
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,11 @@ class ModelServer:
         with self.log_file.open("ab") as out:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    *dying_with(os.getpid(), self.command),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 raise Unavailable(f"cannot start the model server {self.command[0]!r}: {exc.strerror}") from None

@@ -93,6 +93,7 @@ def to_status(view: BackendView) -> common_pb2.BackendStatus:
         updated_at=now,
         detail=view.detail,
         restarts=view.restarts,
+        languages=list(view.languages),
     )
 
 

@@ -231,7 +231,7 @@ def user_proto(u: User) -> queue_pb2.User:
     return queue_pb2.User(
         username=u.username,
         role=u.role,
-        password_hash=u.password_hash,
+        # password_hash is write-only: no answer carries it (VerifyPassword checks passwords here).
         disabled=u.disabled,
         allowed_client_ids=list(u.allowed_client_ids),
         created_at=timestamp(u.created_at),

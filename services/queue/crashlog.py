@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,13 +100,20 @@ def encode_cursor(at_ms: int, key: str) -> str:
     return base64.urlsafe_b64encode(f"{at_ms}|{key}".encode()).decode()
 
 
+MAX_CURSOR_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z, the last instant a datetime holds
+_CURSOR_KEY = re.compile(r"[\x21-\x7e]{1,256}")
+
+
 def decode_cursor(token: str) -> tuple[int, str]:
-    """The sort key a page token holds, or InvalidArgument."""
+    """The sort key a page token holds, or InvalidArgument: a tampered token never reaches the store."""
     try:
-        at, key = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
-        return int(at), key
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token: not a token this service returned", field="page_token") from None
+        at, key = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii").split("|", 1)
+        at_ms = int(at)
+    except (ValueError, UnicodeError):
+        at_ms, key = -1, ""
+    if not (0 <= at_ms <= MAX_CURSOR_MS and _CURSOR_KEY.fullmatch(key)):
+        raise InvalidArgument("page_token: not a token this service returned", field="page_token")
+    return at_ms, key
 
 
 def before_cursor(field_name: str, token: str) -> Doc:

@@ -15,7 +15,7 @@ itself refuses a second grant of the same number or a second outcome of the same
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bson.binary import Binary
 
@@ -39,9 +39,25 @@ def from_datetime(d: datetime | None) -> float:
     return d.timestamp()
 
 
-def idem_key(client_id: str, key: str) -> str:
-    """The stored idempotency key: unique per client."""
-    return f"{client_id}\x1f{key}"
+class _Scoped(Protocol):
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def client_id(self) -> str: ...
+
+
+def idem_scope(job: _Scoped) -> str:
+    """Whose idempotency keys a job's belongs to: its authenticated subject acting for its client id.
+
+    Two users allowed the same X-Client-ID never share keys: a repeat by another owner is a new request.
+    """
+    return f"{job.subject}\x1e{job.client_id}"
+
+
+def idem_key(scope: str, key: str) -> str:
+    """The stored idempotency key: unique per owner (see `idem_scope`)."""
+    return f"{scope}\x1f{key}"
 
 
 def job_document(rec: JobRecord, retention_seconds: float) -> Doc:
@@ -62,7 +78,7 @@ def job_document(rec: JobRecord, retention_seconds: float) -> Doc:
     }
     if rec.idempotency_key:
         doc["idempotency_key"] = rec.idempotency_key
-        doc["idem"] = idem_key(rec.client_id, rec.idempotency_key)
+        doc["idem"] = idem_key(idem_scope(rec), rec.idempotency_key)
     if rec.payload_apart:
         doc["payload_apart"] = True
     else:

@@ -20,7 +20,7 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 from aigw_common.config import GatewayConfig
-from aigw_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from aigw_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, request_not_found
 from services.queue import documents as docs
 from services.queue.configs import ModelConfigs
 from services.queue.crashlog import CrashEvent, CrashKind, CrashLog
@@ -211,7 +211,7 @@ class QueueEngine:
         """Admits a job durably; returns it and whether an idempotency key matched an existing job."""
         settings = self._check_submit(spec)
         if spec.idempotency_key:
-            existing = self._idempotent(spec.client_id, spec.idempotency_key)
+            existing = self._idempotent(docs.idem_scope(spec), spec.idempotency_key)
             if existing is not None:
                 return await self._once_stored(existing), True
         mq = self.queues[spec.model]
@@ -262,12 +262,14 @@ class QueueEngine:
 
     async def _refuse(self, spec: SubmitSpec, settings: ModelSettings, mq: ModelQueue) -> tuple[JobRecord, bool]:
         if spec.idempotency_key:
-            existing = await self._stored_idempotent(spec.client_id, spec.idempotency_key)
+            existing = await self._stored_idempotent(docs.idem_scope(spec), spec.idempotency_key)
             if existing is not None:
                 return existing, True
         stats = self.stats[spec.model]
         stats.rejected += 1
-        wait = retry_after(len(mq), len(mq.running), settings, stats.median_service_seconds())
+        now = self.clock()
+        running_for = [now - rec.started_at for rid in mq.running if (rec := self.active.get(rid)) is not None]
+        wait = retry_after(len(mq), running_for, settings, stats.median_service_seconds())
         raise ResourceExhausted(
             f"model {spec.model!r} is full: {len(mq.running)} running (max {settings.max_concurrent}), "
             f"{len(mq)} waiting (max {settings.max_waiting}); retry in {wait:g} s",
@@ -304,7 +306,7 @@ class QueueEngine:
         self._admissions[rec.request_id] = asyncio.get_running_loop().create_future()
         self.active[rec.request_id] = rec
         if rec.idempotency_key:
-            self.idem[(rec.client_id, rec.idempotency_key)] = rec.request_id
+            self.idem[(docs.idem_scope(rec), rec.idempotency_key)] = rec.request_id
         now = rec.submitted_at
         ahead = mq.ahead_of_new(rec.priority, now, self.ageing) if rec.owner_id else 0
         if rec.owner_id and len(mq.running) + ahead < settings.max_concurrent:
@@ -325,7 +327,7 @@ class QueueEngine:
         self._admission_done(rec, False)
         self.active.pop(rec.request_id, None)
         if rec.idempotency_key:
-            self.idem.pop((rec.client_id, rec.idempotency_key), None)
+            self.idem.pop((docs.idem_scope(rec), rec.idempotency_key), None)
         mq = self.queues[rec.model]
         mq.remove(rec)
         mq.running.discard(rec.request_id)
@@ -340,7 +342,7 @@ class QueueEngine:
             await self.store.insert(JOBS, docs.job_document(rec, self.retention_seconds))
         except Duplicate:
             self._forget(rec)
-            existing = await self._stored_idempotent(rec.client_id, rec.idempotency_key) if rec.idempotency_key else None
+            existing = await self._stored_idempotent(docs.idem_scope(rec), rec.idempotency_key) if rec.idempotency_key else None
             if existing is not None:
                 return existing, True
             raise AlreadyExists(f"request {rec.request_id} already exists") from None
@@ -716,8 +718,8 @@ class QueueEngine:
             self._forget_finished(self.recent.popitem(last=False)[1])
 
     def _forget_finished(self, rec: JobRecord) -> None:
-        if rec.idempotency_key and self.idem.get((rec.client_id, rec.idempotency_key)) == rec.request_id:
-            del self.idem[(rec.client_id, rec.idempotency_key)]
+        if rec.idempotency_key and self.idem.get((docs.idem_scope(rec), rec.idempotency_key)) == rec.request_id:
+            del self.idem[(docs.idem_scope(rec), rec.idempotency_key)]
 
     # ---- cancellation, deadlines, lapses (the last three run from the housekeeping tick)
 
@@ -874,7 +876,7 @@ class QueueEngine:
             self._seq = max(self._seq, rec.seq)
             self.active[rec.request_id] = rec
             if rec.idempotency_key:
-                self.idem[(rec.client_id, rec.idempotency_key)] = rec.request_id
+                self.idem[(docs.idem_scope(rec), rec.idempotency_key)] = rec.request_id
             self._rebuild(rec, doc, events.get(rec.request_id, []), now)
             loaded.append(rec)
         return loaded
@@ -899,7 +901,7 @@ class QueueEngine:
             return docs.finished_record(outcome)
         job = await self.store.find_one(JOBS, {"_id": request_id}, {"payload": 0})
         if job is None:
-            raise NotFound(f"request {request_id} not found (unknown, or older than the retention period)")
+            raise request_not_found(request_id)
         return docs.record_from_document(job)
 
     async def _payload(self, request_id: str) -> bytes:

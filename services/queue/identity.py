@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aigw_common.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from aigw_common.passwords import PasswordHashing
 from services.queue.documents import from_datetime, to_datetime
 from services.queue.store import API_KEYS, REFRESH_TOKEN_USES, REFRESH_TOKENS, USERS, Duplicate, QueueStore
 
@@ -25,6 +26,7 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 ROLES = ("user", "admin")
 MAX_CLIENT_IDS = 100
 USE_RECORD_SECONDS = 60.0
+BAD_PASSWORD = "invalid user name or password"
 
 
 @dataclass(frozen=True)
@@ -181,9 +183,10 @@ def token_from_document(d: Doc) -> RefreshToken:
 class Identities:
     """The identity records, with users and API keys cached (the queue is their only writer)."""
 
-    def __init__(self, store: QueueStore, clock: Callable[[], float]) -> None:
+    def __init__(self, store: QueueStore, clock: Callable[[], float], passwords: PasswordHashing | None = None) -> None:
         self.store = store
         self.clock = clock
+        self.passwords = passwords or PasswordHashing()
         self.users: dict[str, User] = {}
         self.keys: dict[str, ApiKey] = {}
         self._dirty_keys: set[str] = set()
@@ -197,6 +200,20 @@ class Identities:
         user = self.users.get(username)
         if user is None:
             raise NotFound(f"user {username!r} does not exist")
+        return user
+
+    async def verify_password(self, username: str, password: str) -> User:
+        """The user whose password this is; Unauthenticated alike for an unknown or disabled user or a wrong password.
+
+        An unknown user costs the same argon2 verification (against a decoy) as a known one. A hash made
+        with weaker parameters than the current ones is replaced on success.
+        """
+        user = self.users.get(username)
+        stored = user.password_hash if user is not None and not user.disabled else ""
+        if user is None or not await self.passwords.verify(stored, password):
+            raise Unauthenticated(BAD_PASSWORD)
+        if self.passwords.needs_rehash(user.password_hash):
+            user = await self.update_user(UserChange(username, password_hash=await self.passwords.hash(password)))
         return user
 
     def list_users(self) -> list[User]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from aigw_common.config import GatewayConfig
@@ -14,6 +16,8 @@ TIMEOUT_SECONDS = (1.0, 86_400.0)
 MAX_ATTEMPTS = (1, 10)
 RETRY_AFTER_BOUNDS = (0.1, 60.0)
 DEFAULT_SERVICE_SECONDS = 1.0
+# What a job running past the median service time is still expected to need, as a share of the median.
+OVERDUE_SHARE = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +106,20 @@ def admits(queued: int, running: int, settings: ModelSettings) -> bool:
     return queued < settings.max_waiting + free_slots
 
 
-def retry_after(queued: int, running: int, settings: ModelSettings, service_seconds: float | None) -> float:
-    """Seconds until a waiting slot is likely free: the excess queue drained at max_concurrent per service time."""
+def retry_after(queued: int, running_for: Sequence[float], settings: ModelSettings, service_seconds: float | None) -> float:
+    """Seconds until a waiting place is likely free, from the measured service time and how long each running job has run.
+
+    A running job is expected to need the median service time minus what it has run (an overdue one a
+    quarter of the median); the slots that must free up are taken in the order they are expected to.
+    """
     per_job = service_seconds if service_seconds and service_seconds > 0 else DEFAULT_SERVICE_SECONDS
-    excess = max(1, queued - settings.max_waiting - max(0, settings.max_concurrent - running) + 1)
-    estimate = per_job * excess / settings.max_concurrent
+    free = max(0, settings.max_concurrent - len(running_for))
+    excess = max(1, queued - settings.max_waiting - free + 1)
+    remaining = sorted(max(per_job * OVERDUE_SHARE, per_job - ran) for ran in running_for)
+    if excess <= len(remaining):
+        estimate = remaining[excess - 1]
+    else:
+        rounds = math.ceil((excess - len(remaining)) / settings.max_concurrent)
+        estimate = (remaining[-1] if remaining else 0.0) + per_job * rounds
     low, high = RETRY_AFTER_BOUNDS
     return round(min(high, max(low, estimate)), 3)

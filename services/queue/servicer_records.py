@@ -67,6 +67,11 @@ class IdentityServicer(queue_pb2_grpc.IdentityServiceServicer):
         self.readiness.check()
         return queue_pb2.GetUserResponse(user=convert.user_proto(self.identities.get_user(request.username)))
 
+    async def VerifyPassword(self, request: queue_pb2.VerifyPasswordRequest, context: Ctx) -> queue_pb2.VerifyPasswordResponse:
+        self.readiness.check()
+        user = await self.identities.verify_password(request.username, request.password)
+        return queue_pb2.VerifyPasswordResponse(user=convert.user_proto(user))
+
     async def ListUsers(self, request: queue_pb2.ListUsersRequest, context: Ctx) -> queue_pb2.ListUsersResponse:
         self.readiness.check()
         return queue_pb2.ListUsersResponse(users=[convert.user_proto(u) for u in self.identities.list_users()])

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from aigw_common.config import BackendConfig, RoutingConfig
 from services.router.policies import RoutingPolicy, Saturation, make_policy
 
+# A backend's reported state in the words of `GET /health` ("ready" becomes "serving" or "starting").
+BACKEND_STATE_WORDS = {"idle": "stopped", "unspecified": "unknown"}
+
 
 @dataclass(frozen=True)
 class StatusReport:
@@ -22,6 +25,7 @@ class StatusReport:
     kv_cache_usage: float = -1.0
     detail: str = ""
     serving: bool = True
+    languages: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -32,6 +36,7 @@ class BackendView:
     kind: str
     capacity: int
     reachable: bool = False
+    serving: bool = False
     state: str = "unknown"
     loaded: frozenset[str] = frozenset()
     reported_in_flight: int = 0
@@ -41,6 +46,8 @@ class BackendView:
     local_in_flight: int = 0
     local_at_report: int = 0
     down_until: float = 0.0
+    languages: frozenset[str] = frozenset()
+    answered: bool = False
 
     @property
     def in_flight(self) -> int:
@@ -53,12 +60,17 @@ class BackendView:
         return (self.in_flight + max(0, self.server_waiting)) / max(1, self.capacity)
 
     def holds(self, model: str, now: float) -> bool:
-        return self.reachable and now >= self.down_until and self.state == "ready" and model in self.loaded
+        return self.serving and now >= self.down_until and self.state == "ready" and model in self.loaded
 
     def summary(self, now: float) -> str:
+        """What the backend is doing, in words (docs/router.md lists them)."""
+        if not self.reachable:
+            return "unreachable"
         if now < self.down_until:
             return "down"
-        return self.state if self.reachable else "unreachable"
+        if self.state == "ready":
+            return "serving" if self.serving else "starting"
+        return BACKEND_STATE_WORDS.get(self.state, self.state)
 
 
 @dataclass
@@ -79,10 +91,12 @@ class BackendPool:
     def observe(self, name: str, report: StatusReport | None, error: str = "") -> None:
         """Records a status poll: the report, or None with the reason when the backend did not answer."""
         view = self.views[name]
+        view.answered = report is not None
         if report is None:
-            view.reachable, view.detail = False, error
+            view.reachable, view.serving, view.detail = False, False, error
             return
-        view.reachable = report.serving
+        view.reachable = True
+        view.serving = report.serving
         view.state = report.state
         view.loaded = report.loaded_models
         view.reported_in_flight = report.in_flight
@@ -91,6 +105,7 @@ class BackendPool:
         view.server_waiting = report.server_waiting
         view.kv_cache_usage = report.kv_cache_usage
         view.detail = report.detail
+        view.languages = report.languages
 
     def mark_down(self, name: str, reason: str) -> None:
         """A call failed: no new work goes there for down_retry_seconds (then a good poll brings it back)."""
@@ -119,6 +134,23 @@ class BackendPool:
         if not candidates:
             return None
         return self.policy.choose(candidates, affinity_key)
+
+    def languages(self, model: str) -> frozenset[str] | None:
+        """The OCR language codes the backends configured for `model` last reported; None when none has reported."""
+        serving = {b.name for b in self.backends if model in b.models}
+        reported = [v.languages for v in self.views.values() if v.name in serving and v.languages]
+        return frozenset().union(*reported) if reported else None
+
+    def stopped(self, model: str) -> bool:
+        """Every backend configured for `model` answers and holds something else or nothing, none loading: stopped.
+
+        A loading, sleeping, crashed or unreachable backend may bring the model back by itself, so it is not stopped.
+        """
+        now = self.clock()
+        views = [self.views[b.name] for b in self.backends if model in b.models]
+        return bool(views) and all(
+            v.answered and now >= v.down_until and v.state in ("idle", "ready") and model not in v.loaded for v in views
+        )
 
     def servable_models(self) -> set[str]:
         """Models at least one healthy backend holds now."""

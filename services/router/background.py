@@ -12,7 +12,7 @@ from aigw.common.v1 import common_pb2
 from aigw_common.errors import GatewayError
 from services.router.backends import BackendPool, StatusReport
 from services.router.catalog import ModelCatalog
-from services.router.clients import BackendClient, QueueClient
+from services.router.clients import BackendClient, HealthClient, QueueClient
 from services.router.convert import dynamic_model
 from services.router.runner import JobRunner
 
@@ -35,19 +35,26 @@ def status_report(status: common_pb2.BackendStatus, serving: bool) -> StatusRepo
         kv_cache_usage=status.kv_cache_usage,
         detail=status.detail,
         serving=serving,
+        languages=frozenset(status.languages),
     )
 
 
 @dataclass
 class StatusPoller:
-    """Polls every backend's GetStatus and health check every `interval` seconds into the pool."""
+    """Polls every backend's GetStatus and health check, and the admin service's health, every `interval` seconds."""
 
     pool: BackendPool
     clients: dict[str, BackendClient]
     interval: float
+    admin: HealthClient | None = None
+    admin_state: str = "unreachable"
 
     async def poll_once(self) -> None:
-        await asyncio.gather(*(self._poll(name, client) for name, client in self.clients.items()))
+        await asyncio.gather(*(self._poll(name, client) for name, client in self.clients.items()), self._poll_admin())
+
+    async def _poll_admin(self) -> None:
+        if self.admin is not None:
+            self.admin_state = await self.admin.state()
 
     async def _poll(self, name: str, client: BackendClient) -> None:
         try:

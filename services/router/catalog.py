@@ -12,6 +12,7 @@ from aigw_common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 ModelKind = Literal["chat", "ocr"]
 KIND_NAMES = {"chat": "chat", "ocr": "OCR"}
+WITH_ARTICLE = {"chat": "a chat", "ocr": "an OCR"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class ModelCatalog:
             raise NotFound(f"model {name!r} does not exist")
         if entry.kind != kind:
             raise InvalidArgument(
-                f"model {name!r} is a {KIND_NAMES[entry.kind]} model, not a {KIND_NAMES[kind]} model", field="model"
+                f"model {name!r} is {WITH_ARTICLE[entry.kind]} model, not {WITH_ARTICLE[kind]} model", field="model"
             )
         if not entry.enabled:
             raise FailedPrecondition(f"model {name!r} is disabled")

@@ -82,6 +82,16 @@ def submission(priority: PriorityName, async_mode: bool, idempotency_key: str, t
     return Submission(priority, async_mode, idempotency_key, timeout_seconds)
 
 
+def refuse_stream_flag(stream: bool) -> None:
+    """Chat answers in one piece; a client that asks it to stream is told where streams are."""
+    if stream:
+        raise InvalidArgument(
+            "stream: /api/chat answers in one piece; for tokens as they are generated, POST the same body "
+            'without "stream" to /api/chat/stream (gRPC: StreamChat)',
+            field="stream",
+        )
+
+
 def _check_range(name: str, value: float | None, low: float, high: float, low_open: bool = False) -> None:
     if value is None:
         return

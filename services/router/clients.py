@@ -12,10 +12,11 @@ from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
-from aigw_common.auth import Principal, api_key_principal
+from aigw_common.auth import Account, Principal, api_key_principal
+from aigw_common.authz import MeshTls
 from aigw_common.channels import make_channel
 from aigw_common.config import BackendConfig
-from aigw_common.errors import NotFound, Unauthenticated
+from aigw_common.errors import GatewayError, NotFound, Unauthenticated
 from aigw_common.rpc_errors import from_rpc_error
 
 T = TypeVar("T")
@@ -44,8 +45,8 @@ async def _stream(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[T, None]:  #
 class QueueClient:
     """The queue's QueueService, ModelConfigService and IdentityService, as the router uses them."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = make_channel(address)
+    def __init__(self, address: str, tls: MeshTls | None = None) -> None:
+        self.channel = make_channel(address, tls, "queue")
         self.jobs = queue_pb2_grpc.QueueServiceStub(self.channel)
         self.configs = queue_pb2_grpc.ModelConfigServiceStub(self.channel)
         self.identity = queue_pb2_grpc.IdentityServiceStub(self.channel)
@@ -56,8 +57,9 @@ class QueueClient:
     async def submit(self, request: queue_pb2.SubmitRequest) -> queue_pb2.SubmitResponse:
         return await _call(self.jobs.Submit(request, timeout=QUEUE_CALL_SECONDS))
 
-    async def get(self, request_id: str) -> common_pb2.Job:
-        reply = await _call(self.jobs.GetJob(queue_pb2.GetJobRequest(request_id=request_id), timeout=QUEUE_CALL_SECONDS))
+    async def get(self, request_id: str, include_payload: bool = False) -> common_pb2.Job:
+        request = queue_pb2.GetJobRequest(request_id=request_id, include_payload=include_payload)
+        reply = await _call(self.jobs.GetJob(request, timeout=QUEUE_CALL_SECONDS))
         return reply.job
 
     async def cancel(self, request_id: str, requested_by: str) -> common_pb2.Job:
@@ -91,6 +93,15 @@ class QueueClient:
         reply = await _call(self.configs.ListModelConfigs(queue_pb2.ListModelConfigsRequest(), timeout=QUEUE_CALL_SECONDS))
         return reply.configs
 
+    async def account(self, username: str) -> Account | None:
+        """The user's current role and disabled flag, or None when there is no such user."""
+        try:
+            request = queue_pb2.GetUserRequest(username=username)
+            user = (await _call(self.identity.GetUser(request, timeout=QUEUE_CALL_SECONDS))).user
+        except NotFound:
+            return None
+        return Account(user.role, user.disabled)
+
     async def api_key_principal(self, key_id: str, secret_hash: str) -> Principal:
         """Who an active API key acts as now (aigw_common.auth.api_key_principal); UNAUTHENTICATED otherwise."""
         try:
@@ -104,13 +115,32 @@ class QueueClient:
         return api_key_principal(key.key_id, key.subject, key.role, (user.role, user.disabled, tuple(user.allowed_client_ids)))
 
 
+class HealthClient:
+    """The standard health check of a service the router depends on (the admin service, which issues tokens)."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = make_channel(address)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+    async def state(self) -> str:
+        """ "serving", "starting" (it answers, not yet SERVING) or "unreachable"."""
+        try:
+            check = await _call(self.health.Check(health_pb2.HealthCheckRequest(), timeout=STATUS_CALL_SECONDS))
+        except GatewayError:
+            return "unreachable"
+        return "serving" if check.status == health_pb2.HealthCheckResponse.SERVING else "starting"
+
+
 class BackendClient:
     """One textgen or OCR backend service."""
 
-    def __init__(self, cfg: BackendConfig) -> None:
+    def __init__(self, cfg: BackendConfig, tls: MeshTls | None = None) -> None:
         self.name = cfg.name
         self.kind = cfg.kind
-        self.channel = make_channel(cfg.address)
+        self.channel = make_channel(cfg.address, tls, cfg.kind)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.textgen = textgen_pb2_grpc.TextgenServiceStub(self.channel)
         self.ocr = ocr_pb2_grpc.OcrServiceStub(self.channel)

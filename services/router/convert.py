@@ -11,7 +11,7 @@ from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2
 from services.router.catalog import DynamicModel, SamplingParams
 from services.router.chat import ChatInput, ChatSpec, Message, PriorityName
-from services.router.ocr_input import OcrInput, OcrSpec
+from services.router.ocr_input import OcrInput, OcrSpec, split_languages
 from services.router.openai_compat import Usage
 
 PRIORITIES: dict[PriorityName, common_pb2.Priority.ValueType] = {
@@ -61,7 +61,7 @@ def ocr_input(request: OcrLike) -> OcrInput:
         document=request.document,
         model=request.model,
         resolution=request.resolution,
-        languages=tuple(request.languages),
+        languages=split_languages(request.languages),
         first_page=request.first_page,
         last_page=request.last_page,
         output_format=request.output_format,

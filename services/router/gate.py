@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigw_common.auth import Authenticator, Principal
-from aigw_common.errors import NotFound
+from aigw_common.errors import request_not_found
 from services.router.ratelimit import RateLimiter
 
 
@@ -57,4 +57,4 @@ class Gate:
     def check_visible(caller: Caller, request_id: str, subject: str) -> None:
         """Users see their own requests, admins every request; others get NOT_FOUND (existence does not leak)."""
         if subject != caller.principal.subject and not caller.principal.is_admin:
-            raise NotFound(f"request {request_id!r} not found")
+            raise request_not_found(request_id)

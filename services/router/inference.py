@@ -11,12 +11,28 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw_common.errors import GatewayError, Unavailable
 from aigw_common.logs import request_id_var
+from services.router.backends import BackendPool
 from services.router.chat import Submission
 from services.router.clients import QueueClient
 from services.router.convert import PRIORITIES
 from services.router.events import Delta, Finished, Listener, Page, Retrying
 from services.router.gate import Caller
 from services.router.own_jobs import OwnJobs, job_failure
+
+# A stopped model comes back only when an operator (or the auto-switcher) starts it; a minute is a fair retry.
+STOPPED_RETRY_SECONDS = 60.0
+
+
+def refuse_stopped(pool: BackendPool, model: str, caller: Caller) -> None:
+    """UNAVAILABLE at once for a request that would wait on a stopped model (async ones may queue for it)."""
+    if not pool.stopped(model):
+        return
+    how = (
+        f"start it with POST /admin/models/{model}/start (AdminService.StartModel)"
+        if caller.principal.is_admin
+        else "an operator has to start it"
+    )
+    raise Unavailable(f"model {model!r} is stopped: no backend has it loaded; {how}", retry_after=STOPPED_RETRY_SECONDS)
 
 
 @dataclass(frozen=True)

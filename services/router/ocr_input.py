@@ -5,19 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from aigw_common.documents import sniff
-from aigw_common.errors import InvalidArgument
+from aigw_common.errors import InvalidArgument, PayloadTooLarge
 from services.router.catalog import ModelCatalog, ModelEntry
+from services.router.multipart import FORM_DATA, FormPart, parse_form
 
+JSON_TYPE = "application/json"
 RESOLUTIONS = ("tiny", "small", "base", "large", "gundam")
 OUTPUT_FORMATS = ("text", "markdown")
 MAX_LANGUAGES = 8
 LANGUAGE = re.compile(r"[a-z]{3}(_[a-z]{3,8})?")
+LANGUAGE_SEPARATORS = re.compile(r"[+,\s]+")
 DATA_URL = re.compile(rb"data:[\w.+/-]*;base64,")
 
 
@@ -67,10 +71,15 @@ def _languages(body: dict[str, Any], default: tuple[str, ...]) -> tuple[str, ...
     if value is None:
         return default
     if isinstance(value, str):
-        return tuple(p for p in re.split(r"[+,\s]+", value) if p)
+        return split_languages((value,))
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
+        return split_languages(value)
     raise InvalidArgument("languages: expected a list of language codes", field="languages")
+
+
+def split_languages(values: Sequence[str]) -> tuple[str, ...]:
+    """Language codes from list items that may each hold several (`eng,deu`, `eng+fra`, `eng fra`)."""
+    return tuple(code for value in values for code in LANGUAGE_SEPARATORS.split(value) if code)
 
 
 def decode_document(value: str) -> bytes:
@@ -112,6 +121,72 @@ def parse_json_upload(data: bytes, base: OcrInput) -> OcrInput:
     )
 
 
+FILE_FIELDS = ("file", "document")
+_FORM_TEXT_FIELDS = ("model", "resolution", "output_format", "priority", "idempotency_key")
+_FORM_INT_FIELDS = ("first_page", "last_page")
+_FORM_BOOL_FIELDS = {"include_layout": "include_layout", "async": "async_mode"}
+_FORM_BOOLS = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False, "": False}
+
+
+def _form_text(part: FormPart) -> str:
+    try:
+        return part.data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{part.name}: not UTF-8 text", field=part.name) from None
+
+
+def _form_value(name: str, text: str) -> Any:
+    if name in _FORM_INT_FIELDS:
+        if not re.fullmatch(r"-?\d{1,9}", text.strip()):
+            raise InvalidArgument(f"{name} must be an integer; got {text[:32]!r}", field=name)
+        return int(text)
+    if name in _FORM_BOOL_FIELDS:
+        if text.strip().lower() not in _FORM_BOOLS:
+            raise InvalidArgument(f"{name} must be true or false; got {text[:32]!r}", field=name)
+        return _FORM_BOOLS[text.strip().lower()]
+    if name == "timeout_seconds":
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidArgument(f"timeout_seconds must be a number; got {text[:32]!r}", field=name) from None
+    return text
+
+
+def parse_form_upload(data: bytes, content_type: str, base: OcrInput) -> OcrInput:
+    """A multipart/form-data upload: the document in the `file` field, every other option a form field."""
+    document: bytes | None = None
+    languages: list[str] = []
+    changes: dict[str, Any] = {}
+    for part in parse_form(data, content_type):
+        if part.name in FILE_FIELDS:
+            if document is not None:
+                raise InvalidArgument("file: send one document per request", field="file")
+            document = part.data
+        elif part.name == "languages":
+            languages.append(_form_text(part))
+        elif part.name in (*_FORM_TEXT_FIELDS, *_FORM_INT_FIELDS, *_FORM_BOOL_FIELDS, "timeout_seconds"):
+            changes[_FORM_BOOL_FIELDS.get(part.name, part.name)] = _form_value(part.name, _form_text(part))
+        else:
+            raise InvalidArgument(f'unknown form field "{part.name[:32]}"; the document goes in "file"', field=part.name[:32])
+    if document is None:
+        raise InvalidArgument(
+            "file: required; send the document as the form field file (curl -F file=@invoice.pdf)", field="file"
+        )
+    if languages:
+        changes["languages"] = split_languages(languages)
+    return replace(base, document=document, **changes)
+
+
+def parse_upload(content_type: str, data: bytes, base: OcrInput) -> OcrInput:
+    """The request with its REST upload applied: JSON with base64 `document`, a multipart form, or the raw document."""
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type == JSON_TYPE:
+        return parse_json_upload(data, base)
+    if media_type == FORM_DATA:
+        return parse_form_upload(data, content_type, base)
+    return replace(base, document=data)
+
+
 def parse_resolution(header: str, field_value: str, default: str) -> str:
     """The resolution mode: the x-resolution header wins, then the field, then the model's default."""
     raw = (header or field_value).strip().lower()
@@ -145,8 +220,10 @@ def validate_ocr(request: OcrInput, catalog: ModelCatalog, resolution_header: st
     if not request.document:
         raise InvalidArgument("document: the upload is empty", field="document")
     if len(request.document) > max_document_bytes:
-        raise InvalidArgument(
-            f"document: {len(request.document)} bytes; the limit is {max_document_bytes} bytes", field="document"
+        raise PayloadTooLarge(
+            f"document: the document is {len(request.document):,} bytes, over the limit of {max_document_bytes:,} bytes"
+            f" ({max_document_bytes / 2**20:g} MiB)",
+            field="document",
         )
     sniff(request.document, field="document")  # a disguised upload is refused before anything is stored
     _check_pages(request.first_page, request.last_page)

@@ -13,14 +13,16 @@ import grpc
 
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_common.auth import Authenticator, TokenVerifier, resolve_jwt_secret
+from aigw_common.authz import mesh_tls
 from aigw_common.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
 from aigw_common.server import Health
 from services.router.backends import BackendPool
 from services.router.background import ConfigRefresher, OrphanWorkers, StatusPoller
 from services.router.catalog import ModelCatalog
-from services.router.clients import BackendClient, QueueClient
+from services.router.clients import BackendClient, HealthClient, QueueClient
 from services.router.gate import Gate
 from services.router.inference import Inference
+from services.router.ocr_checks import DocumentRules, OcrPreflight
 from services.router.own_jobs import OwnJobs
 from services.router.ratelimit import RateLimiter
 from services.router.runner import JobRunner
@@ -53,6 +55,12 @@ def check_routing(cfg: GatewayConfig) -> None:
             raise ConfigError(f"backends[{i}].address: required (the {backend.kind} service the router calls)")
 
 
+def document_rules(cfg: GatewayConfig) -> DocumentRules:
+    """The most any OCR backend of the config accepts."""
+    ocr = cfg.backends_of("ocr") or (BackendConfig(),)
+    return DocumentRules(cfg.max_document_bytes, max(b.max_pages for b in ocr), max(b.max_pixels for b in ocr))
+
+
 class RouterService:
     """The public inference API of the mesh."""
 
@@ -63,30 +71,33 @@ class RouterService:
         check_routing(cfg)
         self.cfg = cfg
         self.worker_id = worker_id or new_worker_id()
-        self.queue = QueueClient(cfg.services.queue.address)
+        tls = mesh_tls(cfg, "router")
+        self.queue = QueueClient(cfg.services.queue.address, tls)
         self.catalog = ModelCatalog(cfg.models)
         self.pool = BackendPool(cfg.backends, cfg.routing)
-        self.backends = {b.name: BackendClient(b) for b in cfg.backends}
+        self.backends = {b.name: BackendClient(b, tls) for b in cfg.backends}
         verifier = TokenVerifier(cfg.auth, resolve_jwt_secret(cfg))
-        self.gate = Gate(Authenticator(verifier, self.queue.api_key_principal), RateLimiter(cfg.rate_limit))
+        self.gate = Gate(
+            Authenticator(verifier, self.queue.api_key_principal, users=self.queue.account), RateLimiter(cfg.rate_limit)
+        )
         self.runner = JobRunner(self.queue, self.pool, self.backends, self.worker_id)
         self.own = OwnJobs(self.queue, self.runner)
         self.inference = Inference(self.queue, self.own, self.worker_id)
-        self.poller = StatusPoller(self.pool, self.backends, cfg.routing.status_interval_seconds)
+        self.admin = HealthClient(cfg.endpoint("admin").address)
+        self.poller = StatusPoller(self.pool, self.backends, cfg.routing.status_interval_seconds, self.admin)
         self.refresher = ConfigRefresher(self.queue, self.catalog)
         self.workers = OrphanWorkers(self.queue, self.runner, self.pool, cfg.routing.workers)
         self.tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> None:
-        ocr_limits = [b.max_document_bytes for b in self.cfg.backends_of("ocr")]
         servicer = RouterServicer(
             self.gate,
             self.catalog,
             self.inference,
             self.queue,
             self.runner,
-            (self.refresher, self.pool, gateway_version()),
-            max(ocr_limits, default=BackendConfig().max_document_bytes),
+            (self.refresher, self.poller, gateway_version()),
+            OcrPreflight(document_rules(self.cfg), self.pool.languages),
         )
         router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
 
@@ -102,7 +113,7 @@ class RouterService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.own.stop()
-        await asyncio.gather(self.queue.close(), *(b.close() for b in self.backends.values()))
+        await asyncio.gather(self.queue.close(), self.admin.close(), *(b.close() for b in self.backends.values()))
 
 
 def build(cfg: GatewayConfig) -> RouterService:

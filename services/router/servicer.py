@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -12,17 +11,17 @@ from google.api import httpbody_pb2
 
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.errors import InvalidArgument
+from aigw_common.errors import InvalidArgument, Unavailable
 from services.router import convert
-from services.router.backends import BackendPool
-from services.router.background import ConfigRefresher
+from services.router.background import ConfigRefresher, StatusPoller
 from services.router.catalog import ModelCatalog
-from services.router.chat import Submission, parse_priority, submission, validate_chat
+from services.router.chat import Submission, parse_priority, refuse_stream_flag, submission, validate_chat
 from services.router.clients import QueueClient
 from services.router.events import Page
 from services.router.gate import Caller, CallMeta, Gate
-from services.router.inference import Inference, Submitted
-from services.router.ocr_input import OcrSpec, parse_json_upload, validate_ocr
+from services.router.inference import Inference, Submitted, refuse_stopped
+from services.router.ocr_checks import OcrPreflight
+from services.router.ocr_input import OcrSpec, parse_upload, validate_ocr
 from services.router.openai_compat import (
     DONE,
     JSON_TYPE,
@@ -33,9 +32,11 @@ from services.router.openai_compat import (
     completion_body,
     parse_completion_request,
 )
+from services.router.readiness import SERVING, UNREACHABLE, assess
 from services.router.runner import JobRunner
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+NOT_READY_RETRY_SECONDS = 1.0
 HEADERS = {
     "authorization": "authorization",
     "x-api-key": "api_key",
@@ -72,28 +73,33 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         inference: Inference,
         queue: QueueClient,
         runner: JobRunner,
-        health: tuple[ConfigRefresher, BackendPool, str],
-        max_document_bytes: int,
+        health: tuple[ConfigRefresher, StatusPoller, str],
+        preflight: OcrPreflight,
     ) -> None:
         self.gate = gate
         self.catalog = catalog
         self.inference = inference
         self.queue = queue
         self.runner = runner
-        self.refresher, self.pool, self.version = health
-        self.max_document_bytes = max_document_bytes
+        self.refresher, self.poller, self.version = health
+        self.pool = self.poller.pool
+        self.preflight = preflight
 
     async def GetHealth(self, request: router_pb2.GetHealthRequest, context: Ctx) -> router_pb2.GetHealthResponse:
-        queue_ok = self.refresher.queue_reachable
-        components = {"queue": "ok" if queue_ok else "unreachable", **dict(self.pool.summaries())}
-        return router_pb2.GetHealthResponse(status="ok" if queue_ok else "degraded", components=components, version=self.version)
+        queue = SERVING if self.refresher.queue_reachable else UNREACHABLE
+        readiness = assess(queue, self.poller.admin_state, self.poller.pool.summaries())
+        if not readiness.ready:
+            raise Unavailable(readiness.explanation(), retry_after=NOT_READY_RETRY_SECONDS)
+        return router_pb2.GetHealthResponse(status=readiness.status, components=readiness.components, version=self.version)
 
     async def Chat(self, request: router_pb2.ChatRequest, context: Ctx) -> router_pb2.ChatResponse:
         meta = call_meta(context)
         caller = await self.gate.admit(meta)
+        refuse_stream_flag(request.stream)
         spec = validate_chat(convert.chat_input(request), self.catalog)
         async_mode = request.async_mode or meta.prefers_async
         sub = self._submission(meta, request.priority, async_mode, request.idempotency_key, request.timeout_seconds)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         await send_request_id(context, submitted.job.request_id)
         job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
@@ -106,6 +112,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         caller = await self.gate.admit(meta)
         spec = validate_chat(convert.chat_input(request), self.catalog)
         sub = self._submission(meta, request.priority, False, request.idempotency_key, request.timeout_seconds)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         job, model = submitted.job, spec.model.name
         rid = job.request_id
@@ -126,6 +133,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         completion = parse_completion_request(request.data)
         spec = validate_chat(completion.chat, self.catalog)
         sub = self._submission(meta, "", meta.prefers_async and not completion.stream, "", 0.0)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         job = submitted.job
         await send_request_id(context, job.request_id)
@@ -168,6 +176,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         meta = call_meta(context)
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=False)
+        await self.preflight.check(spec)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         await send_request_id(context, submitted.job.request_id)
         job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
@@ -177,6 +187,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         meta = call_meta(context)
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=True)
+        await self.preflight.check(spec)
+        self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         job = submitted.job
         await send_request_id(context, job.request_id)
@@ -193,7 +205,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def GetRequest(self, request: router_pb2.GetRequestRequest, context: Ctx) -> router_pb2.GetRequestResponse:
         caller = await self.gate.identify(call_meta(context))
-        job = await self._visible_job(caller, request.request_id)
+        job = await self._visible_job(caller, request.request_id, request.include_payload)
         return router_pb2.GetRequestResponse(request=job)
 
     async def CancelRequest(self, request: router_pb2.CancelRequestRequest, context: Ctx) -> router_pb2.CancelRequestResponse:
@@ -211,24 +223,24 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         async for event in self.queue.watch(request.request_id):
             yield router_pb2.WatchRequestResponse(event=convert.WATCH_EVENTS.get(event.event, "unspecified"), request=event.job)
 
-    async def _visible_job(self, caller: Caller, request_id: str) -> common_pb2.Job:
+    async def _visible_job(self, caller: Caller, request_id: str, include_payload: bool = False) -> common_pb2.Job:
         if not request_id:
             raise InvalidArgument("request_id: required", field="request_id")
-        job = await self.queue.get(request_id)
+        job = await self.queue.get(request_id, include_payload)
         self.gate.check_visible(caller, request_id, job.subject)
         return job
+
+    def _refuse_stopped(self, model: str, caller: Caller, sub: Submission) -> None:
+        if not sub.async_mode:
+            refuse_stopped(self.pool, model, caller)
 
     def _submission(self, meta: CallMeta, priority: str, async_mode: bool, key: str, timeout: float) -> Submission:
         return submission(parse_priority(meta.priority, priority), async_mode, key or meta.idempotency_key, timeout)
 
     def _ocr(self, request: convert.OcrLike, meta: CallMeta, streaming: bool) -> tuple[OcrSpec, Submission]:
         raw = convert.ocr_input(request)
-        upload = request.upload
-        if upload.data:
-            if upload.content_type.split(";")[0].strip().lower() == JSON_TYPE:
-                raw = parse_json_upload(upload.data, raw)
-            else:
-                raw = replace(raw, document=upload.data)
-        spec = validate_ocr(raw, self.catalog, meta.resolution, self.max_document_bytes)
+        if request.upload.data:
+            raw = parse_upload(request.upload.content_type, request.upload.data, raw)
+        spec = validate_ocr(raw, self.catalog, meta.resolution, self.preflight.rules.max_bytes)
         async_mode = not streaming and (raw.async_mode or meta.prefers_async)
         return spec, self._submission(meta, raw.priority, async_mode, raw.idempotency_key, raw.timeout_seconds)

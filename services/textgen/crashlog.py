@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
+from aigw_common.authz import MeshTls
 from aigw_common.channels import make_channel
 
 log = logging.getLogger(__name__)
@@ -20,8 +21,9 @@ SEND_TIMEOUT_SECONDS = 3.0
 class QueueCrashLog:
     """CrashLogService.RecordCrash at the queue; when the queue is unreachable the event stays in our log only."""
 
-    def __init__(self, address: str, backend: str) -> None:
+    def __init__(self, address: str, backend: str, tls: MeshTls | None = None) -> None:
         self.address = address
+        self.tls = tls
         self.backend = backend
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None  # grpc-stubs types the aio stub as synchronous
@@ -45,7 +47,7 @@ class QueueCrashLog:
 
     async def _send(self, event: queue_pb2.CrashEvent) -> None:
         if self._stub is None:
-            self._channel = make_channel(self.address)
+            self._channel = make_channel(self.address, self.tls, "queue")
             self._stub = queue_pb2_grpc.CrashLogServiceStub(self._channel)
         try:
             await self._stub.RecordCrash(queue_pb2.RecordCrashRequest(event=event), timeout=SEND_TIMEOUT_SECONDS)

@@ -9,32 +9,15 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from aigw_common.lifeline import dying_with
 
 log = logging.getLogger("aigw.textgen.server")
 
 TAIL_LINES = 50
 MAX_LINE = 1000
-
-# Runs first in the child and then becomes the server command. PR_SET_PDEATHSIG (kept across exec)
-# makes the kernel send SIGTERM when we die, even by SIGKILL; SIGTERM rather than SIGKILL so that
-# vLLM takes its engine-core processes down with it (they outlive a SIGKILLed API server). The ppid
-# check closes the race where we died before prctl ran. A trampoline instead of a preexec_fn keeps
-# Python code (and gRPC's fork handlers) out of the forked child of this multi-threaded process.
-DIE_WITH_PARENT = """
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(70)
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
-
-
-def dying_with(parent: int, argv: Sequence[str]) -> list[str]:
-    """`argv` run so that it dies with process `parent`."""
-    return [sys.executable, "-I", "-S", "-c", DIE_WITH_PARENT, str(parent), *argv]
 
 
 @dataclass

@@ -9,6 +9,7 @@ import grpc
 import httpx
 
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
+from aigw_common.authz import MeshTls, mesh_tls
 from aigw_common.config import GatewayConfig, ServiceName
 from aigw_common.server import Health
 from services.textgen.backend import TextgenBackend
@@ -23,11 +24,13 @@ class TextgenService:
     name: ServiceName = "textgen"
     service_names = [textgen_pb2.DESCRIPTOR.services_by_name["TextgenService"].full_name]
 
-    def __init__(self, settings: TextgenSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: TextgenSettings, transport: httpx.AsyncBaseTransport | None = None, tls: MeshTls | None = None
+    ) -> None:
         self.settings = settings
         self.bind_address = settings.address
         self.metrics_port = settings.metrics_port
-        self.crash_log = QueueCrashLog(settings.queue_address, settings.name)
+        self.crash_log = QueueCrashLog(settings.queue_address, settings.name, tls)
         self.backend = TextgenBackend(settings, self.crash_log, transport)
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -43,4 +46,4 @@ class TextgenService:
 
 def build(cfg: GatewayConfig, env: Mapping[str, str] | None = None) -> TextgenService:
     """The service of the backend named by AIGW_BACKEND (default: the first textgen backend)."""
-    return TextgenService(resolve_settings(cfg, os.environ if env is None else env))
+    return TextgenService(resolve_settings(cfg, os.environ if env is None else env), tls=mesh_tls(cfg, "textgen"))

@@ -81,7 +81,7 @@ def select_backend(cfg: GatewayConfig, env: Mapping[str, str]) -> BackendConfig:
     if wanted:
         backend = cfg.backend(wanted)
         if backend.kind != "textgen":
-            raise ConfigError(f"AIGW_BACKEND: {wanted!r} is a {backend.kind} backend, not textgen")
+            raise ConfigError(f"AIGW_BACKEND: {wanted!r} is an {backend.kind} backend, not textgen")
         return backend
     textgen = cfg.backends_of("textgen")
     if not textgen:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aigw_common.ferretdb import free_ports
-from aigw_common.mesh import Mesh, write_config
+from aigw_common.mesh import Mesh, services_on, write_config
 
 JWT_SECRET = "e2e-secret-" + "x" * 40
 ADMIN_PASSWORD = "e2e-admin-password-123"
@@ -20,10 +20,7 @@ def mesh_config(data_dir: Path, tiny_model_dir: Path, **overrides: Any) -> dict[
     ports = iter(free_ports(24))  # distinct: ports chosen one by one may repeat
     raw: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
-        "services": {
-            svc: {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)}
-            for svc in ("router", "queue", "textgen", "ocr", "admin")
-        },
+        "services": services_on(ports),
         "data_dir": str(data_dir),
         "database": {"uri": "", "embedded_port": next(ports)},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": ADMIN_PASSWORD},

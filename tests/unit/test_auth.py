@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -14,7 +15,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aigw_common.auth import Principal, TokenSigner, TokenVerifier, bearer_credential, hash_secret, new_api_key, parse_api_key
+from aigw_common.auth import (
+    Account,
+    Authenticator,
+    Principal,
+    TokenSigner,
+    TokenVerifier,
+    bearer_credential,
+    hash_secret,
+    new_api_key,
+    parse_api_key,
+)
 from aigw_common.config import AuthConfig, JwtKey
 from aigw_common.errors import PermissionDenied, Unauthenticated
 
@@ -24,7 +35,16 @@ CFG = AuthConfig(jwt_secret=SECRET)
 
 def claims(**over: Any) -> dict[str, Any]:
     now = int(time.time())
-    base = {"sub": "alice", "role": "user", "iss": "aigw", "aud": "aigw", "iat": now, "nbf": now, "exp": now + 60}
+    base = {
+        "sub": "alice",
+        "role": "user",
+        "iss": "aigw",
+        "aud": "aigw",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+        "typ": "access",
+    }
     base.update(over)
     return base
 
@@ -54,10 +74,13 @@ def test_valid_token_gives_principal() -> None:
         (lambda: claims(role="root"), "role"),
         (lambda: claims(iat=int(time.time()) + 3600, nbf=int(time.time()) - 1), "future|not yet valid"),
         (lambda: claims(typ="refresh"), "not an access token"),
+        (lambda: claims(typ=None), "not an access token"),
+        (lambda: claims(exp=int(time.time()) + 100 * 365 * 86400), "lifetime"),
+        (lambda: claims(exp=int(time.time()) + 3600), "lifetime"),
     ],
 )
 def test_bad_claims_are_refused(make_claims: Callable[[], dict[str, Any]], reason: str) -> None:
-    token = jwt.encode(make_claims(), SECRET, algorithm="HS256")
+    token = jwt.encode({k: v for k, v in make_claims().items() if v is not None}, SECRET, algorithm="HS256")
     with pytest.raises(Unauthenticated, match=reason):
         verifier().principal(token)
 
@@ -123,3 +146,53 @@ def test_client_id_rule() -> None:
     with pytest.raises(PermissionDenied):
         user.client_id("bob")
     assert Principal("root", "admin", "jwt").client_id("anyone") == "anyone"
+
+
+class Accounts:
+    """A user table that tests change between calls."""
+
+    def __init__(self, **users: Account) -> None:
+        self.users = users
+        self.calls = 0
+
+    async def __call__(self, name: str) -> Account | None:
+        self.calls += 1
+        return self.users.get(name)
+
+
+async def test_a_token_acts_as_its_subject_is_now() -> None:
+    accounts = Accounts(alice=Account("admin", False))
+    auth = Authenticator(verifier(), None, users=accounts, user_cache_seconds=0)
+    token = jwt.encode(claims(role="admin"), SECRET, algorithm="HS256")
+    assert (await auth.authenticate(f"Bearer {token}")).role == "admin"
+    accounts.users["alice"] = Account("user", False)
+    assert (await auth.authenticate(f"Bearer {token}")).role == "user", "a demoted admin kept the admin role"
+    accounts.users["alice"] = Account("user", True)
+    with pytest.raises(Unauthenticated, match="disabled"):
+        await auth.authenticate(f"Bearer {token}")
+    del accounts.users["alice"]
+    with pytest.raises(Unauthenticated, match="not a user"):
+        await auth.authenticate(f"Bearer {token}")
+
+
+async def test_the_account_is_remembered_for_at_most_the_cache_time() -> None:
+    now = [100.0]
+    accounts = Accounts(alice=Account("user", False))
+    auth = Authenticator(verifier(), None, users=accounts, user_cache_seconds=0.5, clock=lambda: now[0])
+    token = jwt.encode(claims(), SECRET, algorithm="HS256")
+    await auth.authenticate(f"Bearer {token}")
+    accounts.users["alice"] = Account("user", True)
+    now[0] += 0.4
+    await auth.authenticate(f"Bearer {token}")
+    now[0] += 0.2
+    with pytest.raises(Unauthenticated, match="disabled"):
+        await auth.authenticate(f"Bearer {token}")
+    assert accounts.calls == 2
+
+
+async def test_a_burst_of_one_client_looks_its_account_up_once() -> None:
+    accounts = Accounts(alice=Account("user", False))
+    auth = Authenticator(verifier(), None, users=accounts, user_cache_seconds=0.5)
+    token = jwt.encode(claims(), SECRET, algorithm="HS256")
+    await asyncio.gather(*(auth.authenticate(f"Bearer {token}") for _ in range(50)))
+    assert accounts.calls == 1

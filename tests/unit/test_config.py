@@ -48,6 +48,14 @@ def test_env_overrides_and_well_known_names() -> None:
         ({"models": {"m": {"kind": "chat"}}, "backends": [{"name": "b", "kind": "ocr", "models": ["m"]}]}, r"is a chat model"),
         ({"backends": [{"name": "b", "models": ["missing"]}]}, r"'missing' is not defined under models"),
         ({"models": {"m": {}}, "backends": [{"name": "b", "mode": "attach", "models": ["m"]}]}, r"url: required"),
+        (
+            {"mesh_tls": {"mode": "plaintext"}, "services": {"queue": {"host": "0.0.0.0"}}},
+            r"mesh_tls\.mode: plaintext .* loopback",
+        ),
+        ({"mesh_tls": {"mode": "plaintext"}, "backends": [{"name": "b", "address": "gpu-0:50053"}]}, r"backends\[0\]\.address"),
+        ({"mesh_tls": {"mode": "off"}}, r"mesh_tls\.mode: 'off' is not one of"),
+        ({"server": {"trusted_proxies": ["10.0.0.0/33"]}}, r"server\.trusted_proxies: '10\.0\.0\.0/33'"),
+        ({"services": {"admin": {"mesh_port": 50051}}}, r"port 50051 is also used by router"),
     ],
 )
 def test_invalid_configs_name_the_key(raw: dict[str, object], message: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import pymupdf
+from google.rpc import code_pb2
 from PIL import Image, ImageDraw, ImageFont
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -114,13 +115,27 @@ def ok_json(reply: httpx.Response) -> dict[str, Any]:
     return body
 
 
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def as_status(body: Any) -> Any:
+    """An error body as a google.rpc.Status: the embedded edge answers /v1/ errors in OpenAI's shape instead."""
+    if not isinstance(body, dict) or set(body) != {"error"}:
+        return body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    violation = {"field": error["param"], "description": error["message"]}
+    details = [{"@type": BAD_REQUEST, "field_violations": [violation]}] if error["param"] else []
+    return {"code": code_pb2.Code.Value(str(error["code"]).upper()), "message": error["message"], "details": details}
+
+
 def assert_error(reply: httpx.Response, http_status: int, code: int, message: str = "") -> dict[str, Any]:
     """The exact refusal: HTTP status, a google.rpc.Status JSON body with `code` (mapped as Envoy maps it), `message` in it."""
     text = reply.text[:500]
     assert reply.status_code == http_status, f"expected HTTP {http_status}, got {reply.status_code}: {text}"
     assert_request_id_header(reply)
     assert reply.headers.get("content-type", "").startswith("application/json"), f"not JSON: {reply.headers} {text}"
-    status: dict[str, Any] = reply.json()
+    status: dict[str, Any] = as_status(reply.json())
     assert set(status) == {"code", "message", "details"}, text
     assert status["code"] == code, text
     assert HTTP_OF_CODE[code] == http_status

@@ -1,4 +1,4 @@
-"""GET /health without a credential; POST /auth/token (form and JSON, password and refresh grants); POST /auth/revoke."""
+"""GET /health and GET /livez with no credential; POST /auth/token (form, JSON, password, refresh grant); POST /auth/revoke."""
 
 from __future__ import annotations
 
@@ -24,7 +24,13 @@ def test_health_needs_no_credential(http: httpx.Client) -> None:
     assert body["status"] == "ok"
     assert isinstance(body["components"], dict)
     assert body["components"]
+    assert set(body["components"].values()) <= {"serving", "stopped", "sleeping"}
     assert isinstance(body["version"], str)
+
+
+def test_liveness_needs_no_credential(http: httpx.Client) -> None:
+    reply = http.get("/livez")
+    assert (reply.status_code, reply.json()) == (200, {"status": "live"})
 
 
 def test_the_clients_request_id_comes_back(http: httpx.Client) -> None:

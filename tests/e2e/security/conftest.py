@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aigw_common.mesh import Mesh, health_of, write_config
+from aigw_common.mesh import Mesh, write_config
 from tests.e2e.conftest import ADMIN_PASSWORD, JWT_SECRET, mesh_config
 
 RSA_KID = "security-rsa"
@@ -93,7 +93,7 @@ class SecureMesh:
         assert httpx.get(f"{self.url}/health", timeout=5).status_code == 200
         assert time.monotonic() - started < 3.0
         for name, address in self.mesh.grpc_addresses().items():
-            assert health_of(address, timeout=3) == "SERVING", name
+            assert self.mesh.health(name, address, timeout=3) == "SERVING", name
         assert self.mesh.pids() == self.pids, "a supervised process died and was restarted"
 
 
@@ -108,6 +108,18 @@ def security_config(data: Path, tiny_model_dir: Path, pem_file: Path) -> dict[st
     raw["rate_limit"] = {"default": {"requests_per_minute": 60000, "burst": 1000}}
     raw["models"][FUZZ_MODEL] = {"kind": "chat", "max_concurrent": 1}
     return raw
+
+
+TOKEN_SUBJECTS = ("sec-user", "log-user", "injection-victim", "fuzz-user", "mallory", "bob", "alice", "carol")
+"""Users the tests mint tokens for (a token naming no user is refused); admins, so each token's own role counts."""
+
+
+def create_token_subjects(running: SecureMesh) -> None:
+    with running.client() as client:
+        for name in TOKEN_SUBJECTS:
+            body = {"username": name, "password": f"{name}-password-123", "role": "admin"}
+            reply = client.post("/admin/users", json=body, headers=running.admin)
+            assert reply.status_code == 200, reply.text
 
 
 def admin_login(url: str) -> str:
@@ -129,6 +141,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     try:
         running.mesh.start(timeout=150)
         running.admin_token = admin_login(running.url)
+        create_token_subjects(running)
         running.pids = running.mesh.pids()
         yield running
     finally:

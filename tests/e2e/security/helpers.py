@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from google.rpc import code_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import ADMIN_PASSWORD, JWT_SECRET
@@ -82,6 +83,20 @@ def assert_clean(text: str) -> None:
         assert marker not in text, f"{marker!r} leaked in: {text[:500]}"
 
 
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def as_status(body: Any) -> Any:
+    """An error body as a google.rpc.Status: the embedded edge answers /v1/ errors in OpenAI's shape instead."""
+    if not isinstance(body, dict) or set(body) != {"error"}:
+        return body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    violation = {"field": error["param"], "description": error["message"]}
+    details = [{"@type": BAD_REQUEST, "field_violations": [violation]}] if error["param"] else []
+    return {"code": code_pb2.Code.Value(str(error["code"]).upper()), "message": error["message"], "details": details}
+
+
 def assert_status_json(status: int, body: bytes) -> dict[str, Any]:
     """An error body is exactly a google.rpc.Status whose code maps to the HTTP status, and leaks nothing."""
     text = body.decode("utf-8", "replace")
@@ -90,6 +105,7 @@ def assert_status_json(status: int, body: bytes) -> dict[str, Any]:
         parsed = json.loads(text)
     except ValueError:
         raise AssertionError(f"HTTP {status}: the error body is not JSON: {text[:300]!r}") from None
+    parsed = as_status(parsed)
     assert isinstance(parsed, dict), text[:300]
     assert set(parsed) == {"code", "message", "details"}, text[:300]
     code, message, details = parsed["code"], parsed["message"], parsed["details"]

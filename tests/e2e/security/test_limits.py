@@ -38,7 +38,7 @@ def assert_too_large(reply: RawResponse, limit: int) -> None:
     assert reply.status_code == 413, reply
     status = assert_status_json(413, reply.content)
     assert status["code"] == INVALID_ARGUMENT
-    assert str(limit) in status["message"]
+    assert f"{limit:,}" in status["message"]
 
 
 def send_until_answered(secure: SecureMesh, head: bytes, chunks: int, chunk: bytes) -> RawResponse:
@@ -82,14 +82,14 @@ def test_a_body_over_the_edge_limit_is_refused_with_413_before_any_service(secur
     assert router_calls(secure, "Ocr") == before[0] + 1, "the router's call counter does not show calls"
 
 
-def test_an_upload_over_the_ocr_limit_but_under_the_edge_limit_gets_400(secure: SecureMesh) -> None:
+def test_an_upload_over_the_ocr_limit_but_under_the_edge_limit_gets_413(secure: SecureMesh) -> None:
     size = OCR_LIMIT + 512 * 1024
     assert size < secure.mesh.cfg.server.max_body_bytes
     upload = b"\x89PNG\r\n\x1a\n" + b"\0" * (size - 8)
     with secure.client() as client:
         reply = client.post("/api/ocr", content=upload, headers={**secure.bearer(secure.token()), "content-type": "image/png"})
-    status = refusal(reply, 400, INVALID_ARGUMENT, str(OCR_LIMIT))
-    assert str(size) in status["message"]
+    status = refusal(reply, 413, INVALID_ARGUMENT, f"{OCR_LIMIT:,}")
+    assert f"{size:,}" in status["message"]
 
 
 def test_headers_over_the_limit_are_refused_with_431(secure: SecureMesh) -> None:

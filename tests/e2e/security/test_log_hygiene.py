@@ -23,7 +23,8 @@ def test_secrets_never_reach_the_logs(secure: SecureMesh) -> None:
         assert created.status_code == 200, created.text
         api_key = created.json()["api_key"]
         key_id = created.json()["key"]["key_id"]
-        secret = api_key.rsplit("_", 1)[1]
+        assert api_key.startswith(f"aigw_{key_id}_"), api_key
+        secret = api_key.removeprefix(f"aigw_{key_id}_")
         wrong_secret = "W" * len(secret)
         assert client.get("/v1/models", headers=secure.bearer(api_key)).status_code == 200
         assert client.get("/v1/models", headers={"x-api-key": api_key}).status_code == 200

@@ -1,6 +1,9 @@
-"""Password guessing on POST /auth/token is limited per user name and per client IP: 401s, then 429 with Retry-After."""
+"""Password guessing on POST /auth/token is limited per account and source, and per source: 401s, then 429 with
+Retry-After; failures from elsewhere never lock the owner out of their own address."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import httpx
 
@@ -18,7 +21,11 @@ def create_user(secure: SecureMesh, username: str, password: str) -> None:
 
 
 def login(
-    secure: SecureMesh, source_ip: str, username: str, password: str, headers: dict[str, str] | None = None
+    secure: SecureMesh,
+    source_ip: str,
+    username: str,
+    password: str,
+    headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
 ) -> httpx.Response:
     """A form-encoded password login, as the token endpoint was first documented."""
     with secure.client(source_ip) as client:
@@ -31,13 +38,20 @@ def assert_limited(reply: httpx.Response) -> None:
     assert 1 <= retry_after <= 60
 
 
-def test_guessing_one_users_password_from_many_ips_is_limited(secure: SecureMesh) -> None:
+def test_guessing_from_one_source_locks_that_source_only_and_the_owner_still_logs_in(secure: SecureMesh) -> None:
     password = "victim-password-1234"
     create_user(secure, "victim-one", password)
+    attacker = "127.0.0.30"
     for i in range(LOGIN_LIMIT):
-        refusal(login(secure, f"127.0.0.{30 + i}", "victim-one", f"guess-{i}"), 401, UNAUTHENTICATED, BAD_LOGIN)
-    assert_limited(login(secure, "127.0.0.40", "victim-one", "guess-again"))
-    assert_limited(login(secure, "127.0.0.41", "victim-one", password))
+        refusal(login(secure, attacker, "victim-one", f"guess-{i}"), 401, UNAUTHENTICATED, BAD_LOGIN)
+    assert_limited(login(secure, attacker, "victim-one", "guess-again"))
+    assert_limited(login(secure, attacker, "victim-one", password))
+    # A forged X-Forwarded-For (also with non-ASCII bytes) does not move the attacker to another source.
+    assert_limited(login(secure, attacker, "victim-one", "guess", headers={"x-forwarded-for": "203.0.113.7"}))
+    raw_xff = {b"x-forwarded-for": b"203.0.113.8, caf\xe9"}
+    assert_limited(login(secure, attacker, "victim-one", "guess", headers=raw_xff))
+    owner = login(secure, "127.0.0.31", "victim-one", password)
+    assert owner.status_code == 200, owner.text
 
 
 def test_guessing_from_one_ip_is_limited_across_user_names(secure: SecureMesh) -> None:

@@ -9,6 +9,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
+from aigw_common import authz
 from services.edge.service import descriptor_set_path
 from tests.e2e.security.conftest import FUZZ_MODEL, SecureMesh
 from tests.e2e.security.helpers import CHAT, INVALID_ARGUMENT, NOT_FOUND, is_clean, refusal
@@ -172,10 +173,12 @@ def garbage_for(cls: type[Message], rng: random.Random) -> list[bytes]:
     return candidates
 
 
-def address_of(secure: SecureMesh, package: str) -> str:
-    addresses = secure.mesh.grpc_addresses()
+def channel_for(secure: SecureMesh, package: str, path: str) -> grpc.Channel:
+    """A channel to the service of `package`, as a service identity the policy lets call `path`."""
     kind = package.split(".")[1]
-    return next(a for name, a in addresses.items() if name == kind or name.startswith(f"{kind}-"))
+    program = next(name for name in secure.mesh.grpc_addresses() if name == kind or name.startswith(f"{kind}-"))
+    callers = sorted(authz.POLICY[path] - {authz.PUBLIC})
+    return secure.mesh.open(program, identity=callers[0])
 
 
 def refused_code(channel: grpc.Channel, path: str, data: bytes, streaming: bool) -> tuple[grpc.StatusCode, str]:
@@ -196,7 +199,7 @@ def test_garbage_protobuf_is_refused_and_no_service_crashes(secure: SecureMesh) 
     assert len(methods) >= 60
     wrong = []
     for package, path, cls, streaming in methods:
-        with grpc.insecure_channel(address_of(secure, package)) as channel:
+        with channel_for(secure, package, path) as channel:
             for data in garbage_for(cls, rng):
                 code, details = refused_code(channel, path, data, streaming)
                 if code not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL) or not is_clean(details):

@@ -30,6 +30,7 @@ def raw_config(ferretdb_uri: str, db_name: str, data_dir: Path, **sections: Any)
     """A mesh config on the test's own database, with fixed secrets; `sections` replace or extend sections."""
     raw: dict[str, Any] = {
         "data_dir": str(data_dir),
+        "mesh_tls": {"mode": "plaintext"},  # in-process services on loopback: no service identity
         "database": {"uri": ferretdb_uri, "name": db_name},
         "services": {name: {"port": 0, "metrics_port": 0} for name in ("queue", "admin", "textgen", "ocr", "router")},
         "auth": {"jwt_secret": SECRET, "admin_password": ADMIN_PASSWORD, "login_attempts_per_minute": 1000},

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.timeout(120)
 async def rest(ferretdb: FerretDBProcess, db_name: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     async with mesh(raw_config(ferretdb.uri, db_name, tmp_path)) as gw:
         admin_port = int(gw.admin_address.rsplit(":", 1)[1])
-        edge = build_edge(parse_config({"services": {"admin": {"port": admin_port, "metrics_port": 0}}}, env={}))
+        edge = build_edge(
+            parse_config(
+                {"services": {"admin": {"port": admin_port, "metrics_port": 0}}, "mesh_tls": {"mode": "plaintext"}}, env={}
+            )
+        )
         port = await edge.start("127.0.0.1", 0)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -59,3 +63,25 @@ async def test_refusals_map_to_http_statuses(rest: httpx.AsyncClient) -> None:
     assert wrong.status_code == 401
     assert (await rest.get("/admin/models")).status_code == 401
     assert (await rest.post("/auth/token", content=b"{oops", headers={"content-type": "application/json"})).status_code == 400
+
+
+async def test_refusals_speak_the_api_and_say_what_to_send(rest: httpx.AsyncClient) -> None:
+    token = (await rest.post("/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD})).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    before = (await rest.get("/admin/models/chat-a/config", headers=headers)).json()["config"]
+
+    unversioned = await rest.put("/admin/models/chat-a/config", headers=headers, json={"patch": {"max_waiting": 5}})
+    assert unversioned.status_code == 400, unversioned.text
+    assert unversioned.json()["message"].startswith("expected_version: required")
+    violation = unversioned.json()["details"][0]["field_violations"][0]
+    assert violation["field"] == "expected_version"
+
+    bad_enum = {"expected_version": before["version"], "patch": {"default_resolution": "huge"}}
+    refused = await rest.put("/admin/models/chat-a/config", headers=headers, json=bad_enum)
+    assert refused.status_code == 400
+    assert refused.json()["message"] == 'patch.default_resolution must be one of tiny, small, base, large, gundam; got "huge"'
+
+    relative = await rest.get("/admin/requests", params={"since": "2h"}, headers=headers)
+    assert relative.status_code == 400
+    assert relative.json()["message"].startswith("since must be an RFC 3339 time such as")
+    assert (await rest.get("/admin/models/chat-a/config", headers=headers)).json()["config"]["version"] == before["version"]

@@ -24,6 +24,7 @@ from tests.integration.router.harness import (
     OCR_MODEL,
     SECRET,
     Upstream,
+    create_users,
     mesh_config,
     ocr_backend,
     serving,
@@ -55,6 +56,7 @@ async def gateway(
     token, _ = TokenSigner(cfg.auth, SECRET).issue_access("alice", "user")
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(serving(build_queue(cfg), cfg.services.queue.address))
+        await create_users(cfg.services.queue.address, ("alice",))
         await stack.enter_async_context(serving(build_textgen(cfg, {"AIGW_BACKEND": "tg-0"}), cfg.backend("tg-0").address))
         await stack.enter_async_context(serving(build_ocr(cfg, "tess-0"), cfg.backend("tess-0").address))
         router = RouterService(cfg)

@@ -66,7 +66,7 @@ async def test_declared_oversize_body_is_413_before_it_is_sent(start_edge: Start
     status, headers, body = await asyncio.wait_for(read_response(reader), 2)
     writer.close()
     assert (status, headers["connection"]) == (413, "close")
-    assert orjson.loads(body)["message"] == "the request body exceeds 1000 bytes"
+    assert orjson.loads(body)["message"] == "the request body is over the limit of 1,000 bytes"
 
 
 async def test_chunked_body_over_the_limit_is_413(start_edge: StartEdge) -> None:
@@ -77,8 +77,8 @@ async def test_chunked_body_over_the_limit_is_413(start_edge: StartEdge) -> None
     assert raw.startswith(b"HTTP/1.1 413 ")
 
 
-async def test_default_limit_takes_11_mib_and_refuses_one_byte_more(running: Running) -> None:
-    limit = 11 * 1024 * 1024
+async def test_default_limit_takes_14_mib_and_refuses_one_byte_more(running: Running) -> None:
+    limit = 14 * 1024 * 1024  # a 10 MiB document as base64 in JSON, with room for the other fields
     ok = await running.client.post("/v1/uploads/scan.pdf", content=b"%" * limit, headers={"content-type": "application/pdf"})
     assert ok.json()["size"] == str(limit)
     too_big = await running.client.post("/v1/uploads/scan.pdf", content=b"%" * (limit + 1))

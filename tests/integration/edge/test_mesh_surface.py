@@ -50,7 +50,7 @@ async def mesh_client() -> AsyncIterator[httpx.AsyncClient]:
     ports = {name: {"port": server.add_insecure_port("127.0.0.1:0")} for name, server in (("router", router), ("admin", admin))}
     await router.start()
     await admin.start()
-    edge = build(parse_config({"services": ports}, env={}))
+    edge = build(parse_config({"services": ports, "mesh_tls": {"mode": "plaintext"}}, env={}))
     edge_port = await edge.start("127.0.0.1", 0)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge_port}", timeout=10) as client:
         yield client

@@ -25,6 +25,7 @@ def edge_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int,
     config = {
         "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
         "services": {"router": {"port": router_port}},
+        "mesh_tls": {"mode": "plaintext"},
         "data_dir": str(tmp_path),
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -47,12 +48,15 @@ def wait_listening(port: int, timeout: float) -> None:
     raise AssertionError(f"nothing listens on {port} after {timeout}s")
 
 
-def test_serves_health_and_metrics_then_stops_on_sigterm(edge_process: tuple[subprocess.Popen[bytes], int, int]) -> None:
+def test_serves_liveness_readiness_metrics_then_stops_on_sigterm(edge_process: tuple[subprocess.Popen[bytes], int, int]) -> None:
     proc, port, metrics_port = edge_process
     wait_listening(port, 20)
     health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
     assert health.status_code == 503
     assert health.json()["code"] == 14
+    live = httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5)
+    assert (live.status_code, live.json()) == (200, {"status": "live"}), "alive, though not ready with the router down"
+    assert httpx.post(f"http://127.0.0.1:{port}/livez", timeout=5).status_code == 405
     metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     assert 'aigw_edge_requests_total{rpc="RouterService/GetHealth",status="503"} 1.0' in metrics
     assert "aigw_edge_open_connections" in metrics

@@ -30,6 +30,7 @@ def queue_config(uri: str, db: str, **queue: Any) -> GatewayConfig:
     }
     settings.update(queue)
     raw = {
+        "mesh_tls": {"mode": "plaintext"},  # in-process services on loopback: no service identity
         "database": {"uri": uri, "name": db},
         "queue": settings,
         "models": {CHAT: {"kind": "chat", "max_concurrent": 10}, OCR: {"kind": "ocr", "max_concurrent": 2}},

@@ -123,13 +123,19 @@ async def test_a_repeated_idempotency_key_returns_the_first_job(queue: Queue, db
     other_client = await queue.submit("mine", client_id="c2", idempotency_key="key-1")
     assert not other_client.existing
     assert other_client.job.request_id != first.job.request_id
+    # Another user allowed the same client id: a new request, never the first user's.
+    other_owner = await queue.submit("theirs", client_id="c1", subject="mallory", idempotency_key="key-1")
+    assert not other_owner.existing
+    assert other_owner.job.request_id != first.job.request_id
+    first_again = await queue.submit("twice", client_id="c1", idempotency_key="key-1")
+    assert first_again.job.request_id == first.job.request_id
 
     granted = await queue.acquire(models=[CHAT])
     await queue.complete(granted.lease)
     after = await queue.submit("later", client_id="c1", idempotency_key="key-1")
     assert after.existing
     assert after.job.request_id == first.job.request_id
-    assert db.jobs.count_documents({}) == 2
+    assert db.jobs.count_documents({}) == 3
 
 
 async def test_an_idempotent_repeat_is_answered_even_when_the_model_is_full(

@@ -49,6 +49,7 @@ class Mesh:
 
     def env(self) -> dict[str, str]:
         config = {
+            "mesh_tls": {"mode": "plaintext"},  # the workers are test clients on loopback
             "database": {"uri": self.uri, "name": self.db},
             "services": {"queue": {"port": self.port, "metrics_port": 0}},
             "queue": {"max_waiting": 60, "lease_ttl_seconds": 3, "orphan_grace_seconds": 0.5, "sweep_interval_seconds": 0.1},

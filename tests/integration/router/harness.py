@@ -19,7 +19,7 @@ import httpx
 import jwt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aigw.queue.v1 import queue_pb2_grpc
+from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2_grpc
 from aigw_common.auth import TokenSigner
 from aigw_common.config import GatewayConfig, parse_config
@@ -126,10 +126,12 @@ def mesh_config(
     """A config on the test's own database; `sections` replace or extend sections."""
     raw: dict[str, Any] = {
         "data_dir": str(data_dir),
+        "mesh_tls": {"mode": "plaintext"},  # in-process services on loopback: no service identity
         "database": {"uri": ferretdb_uri, "name": db_name},
         "services": {
             "queue": {"port": free_port(), "metrics_port": 0},
-            **{name: {"port": 0, "metrics_port": 0} for name in ("admin", "textgen", "ocr", "router")},
+            "admin": {"port": free_port(), "metrics_port": 0},  # the router checks admin's health there
+            **{name: {"port": 0, "metrics_port": 0} for name in ("textgen", "ocr", "router")},
         },
         "auth": {"jwt_secret": SECRET},
         "queue": {"lease_ttl_seconds": 1.5, "orphan_grace_seconds": 1.0, "sweep_interval_seconds": 0.2},
@@ -177,6 +179,7 @@ class Mesh:
     identity: Any
     configs: Any
     queue: QueueProcess
+    router_address: str = ""
 
     def token(self, subject: str = "alice", role: str = "user", client_ids: tuple[str, ...] = ()) -> str:
         token, _ = TokenSigner(self.cfg.auth, SECRET).issue_access(subject, role, client_ids)
@@ -191,7 +194,17 @@ def bearer(token: str, **headers: str) -> tuple[tuple[str, str], ...]:
 def forged(**claims: Any) -> str:
     """An HS256 token with the standard valid claims, changed by `claims` (None removes one)."""
     now = int(time.time())
-    base = {"sub": "alice", "role": "user", "iss": "aigw", "aud": "aigw", "iat": now, "nbf": now, "exp": now + 300, **claims}
+    base = {
+        "sub": "alice",
+        "role": "user",
+        "iss": "aigw",
+        "aud": "aigw",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "typ": "access",
+        **claims,
+    }
     return jwt.encode({k: v for k, v in base.items() if v is not None}, SECRET, algorithm="HS256")
 
 
@@ -224,6 +237,19 @@ async def wait_until(condition: Any, timeout: float = READY_SECONDS, what: str =
         await asyncio.sleep(0.05)
 
 
+USERS = ("alice", "bob", "calm", "flood", "mallory", "root")
+"""Token subjects the tests use; they exist (tokens naming no user are refused), as admins so that a
+token's own role is what counts."""
+
+
+async def create_users(queue_address: str, names: tuple[str, ...]) -> None:
+    async with grpc.aio.insecure_channel(queue_address) as channel:
+        identity: Any = queue_pb2_grpc.IdentityServiceStub(channel)
+        for name in names:
+            user = queue_pb2.User(username=name, role="admin", password_hash="unused")
+            await identity.CreateUser(queue_pb2.CreateUserRequest(user=user))
+
+
 @contextlib.asynccontextmanager
 async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
     """Queue, every backend of `cfg` and a router, in process; ready when the router sees every backend's model."""
@@ -231,6 +257,7 @@ async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
         queue = QueueProcess(cfg)
         await queue.start()
         stack.push_async_callback(queue.stop)
+        await create_users(cfg.services.queue.address, USERS)
         for backend in cfg.backends:
             service: Service = (
                 build_textgen(cfg, {"AIGW_BACKEND": backend.name}) if backend.kind == "textgen" else build_ocr(cfg, backend.name)
@@ -253,4 +280,5 @@ async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
             queue_pb2_grpc.IdentityServiceStub(queue_channel),
             queue_pb2_grpc.ModelConfigServiceStub(queue_channel),
             queue,
+            f"127.0.0.1:{port}",
         )

@@ -25,14 +25,17 @@ from aigw.router.v1 import router_pb2
 from aigw_common.auth import hash_secret, new_api_key
 from aigw_common.ferretdb import FerretDBProcess
 from aigw_common.rpc_errors import retry_after_of
+from services.admin.service import build as build_admin
 from tests.integration.router.harness import (
     MODEL,
     Mesh,
     Upstream,
     bearer,
+    create_users,
     forged,
     mesh_config,
     running_mesh,
+    serving,
     textgen_backend,
     upstreams,
     wait_until,
@@ -131,11 +134,25 @@ async def test_credentials_give_the_right_code(
     assert await code_of(mesh.router.ListModels(router_pb2.ListModelsRequest(), metadata=metadata(mesh))) == code
 
 
-async def test_health_needs_no_credential(mesh: Mesh) -> None:
-    reply = await mesh.router.GetHealth(router_pb2.GetHealthRequest())
-    assert reply.status == "ok"
-    assert reply.components["queue"] == "ok"
-    assert reply.components["textgen:tg-0"] == "ready"
+async def health(mesh: Mesh) -> tuple[grpc.StatusCode, Any]:
+    """GetHealth's code and its answer (or its error's message), with no credential."""
+    try:
+        return grpc.StatusCode.OK, await mesh.router.GetHealth(router_pb2.GetHealthRequest())
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details()
+
+
+async def test_health_is_readiness_and_needs_no_credential(mesh: Mesh) -> None:
+    code, message = await health(mesh)
+    assert code == grpc.StatusCode.UNAVAILABLE, "not ready while nobody can issue tokens"
+    assert "admin unreachable" in message
+    assert "queue" not in message
+    async with serving(build_admin(mesh.cfg), mesh.cfg.services.admin.address):
+        await wait_until(lambda: mesh.router_service.poller.admin_state == "serving", what="admin seen serving")
+        code, reply = await health(mesh)
+        assert code == grpc.StatusCode.OK
+        assert reply.status == "ok"
+        assert dict(reply.components) == {"queue": "serving", "admin": "serving", "textgen:tg-0": "serving"}
 
 
 async def test_api_keys_work_in_both_headers_until_revoked(mesh: Mesh) -> None:
@@ -198,6 +215,7 @@ async def test_bad_chat_requests_are_refused_and_submit_nothing(
     mesh: Mesh, case: str, request_: Any, extra: tuple[tuple[str, str], ...], code: grpc.StatusCode, field: str
 ) -> None:
     client = f"validator-{uuid.uuid4().hex[:6]}"
+    await create_users(mesh.cfg.services.queue.address, (client,))
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await mesh.router.Chat(request_, metadata=bearer(mesh.token(client)) + extra)
     assert refused.value.code() == code
@@ -230,10 +248,16 @@ async def test_users_see_only_their_own_requests(mesh: Mesh) -> None:
     own = await mesh.router.GetRequest(lookup, metadata=bearer(mesh.token("alice")))
     assert own.request.state == common_pb2.SUCCEEDED
     assert own.request.chat_result.message.content == ANSWER
+    assert not own.request.HasField("chat")  # the body only when asked for
     admin = await mesh.router.GetRequest(lookup, metadata=bearer(mesh.token("root", "admin")))
     assert admin.request.request_id == reply.request_id
+    with_body = router_pb2.GetRequestRequest(request_id=reply.request_id, include_payload=True)
+    for who in (mesh.token("alice"), mesh.token("root", "admin")):
+        shown = await mesh.router.GetRequest(with_body, metadata=bearer(who))
+        assert [m.content for m in shown.request.chat.messages] == [m.content for m in chat().messages]
     for call in (
         mesh.router.GetRequest(lookup, metadata=bearer(mesh.token("mallory"))),
+        mesh.router.GetRequest(with_body, metadata=bearer(mesh.token("mallory"))),
         mesh.router.CancelRequest(
             router_pb2.CancelRequestRequest(request_id=reply.request_id), metadata=bearer(mesh.token("mallory"))
         ),

@@ -32,6 +32,7 @@ def raw_config(
 ) -> dict[str, Any]:
     """A gateway config with one transformers backend serving two names of the tiny model."""
     return {
+        "mesh_tls": {"mode": "plaintext"},  # in-process services on loopback: no service identity
         "database": database or {},
         "services": {"queue": {"port": queue_port, "metrics_port": 0}, "textgen": {"metrics_port": 0}},
         "models": {

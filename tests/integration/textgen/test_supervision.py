@@ -38,6 +38,7 @@ class CrashLog:
 async def backend(tmp_path: Path) -> AsyncIterator[tuple[TextgenBackend, CrashLog, Path]]:
     fail_file = tmp_path / "fail"
     raw = {
+        "mesh_tls": {"mode": "plaintext"},
         "models": {"standin": {}},
         "backends": [
             {

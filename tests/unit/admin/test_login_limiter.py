@@ -1,11 +1,11 @@
-"""Brute-force protection: failed logins are limited per user and per IP in a sliding minute."""
+"""Brute-force protection: failed logins are limited per account and source, and per source, in a sliding minute."""
 
 from __future__ import annotations
 
 import pytest
 
 from aigw_common.errors import ResourceExhausted
-from services.admin.login_limiter import LoginLimiter, client_ip
+from services.admin.login_limiter import LoginLimiter, client_ip, login_keys
 
 
 class Clock:
@@ -19,7 +19,7 @@ class Clock:
 
 
 def fail(limiter: LoginLimiter, user: str, ip: str) -> None:
-    limiter.acquire((f"user:{user}", f"ip:{ip}"))
+    limiter.acquire(login_keys(user, ip))
 
 
 def test_failures_beyond_the_limit_are_refused_with_retry_after() -> None:
@@ -46,12 +46,18 @@ def test_the_window_slides() -> None:
     fail(limiter, "alice", "10.0.0.1")
 
 
-def test_user_limit_holds_across_ips_and_ip_limit_across_users() -> None:
+def test_failures_elsewhere_never_lock_an_account_out_of_its_own_source() -> None:
     limiter = LoginLimiter(2, Clock())
-    fail(limiter, "alice", "10.0.0.1")
-    fail(limiter, "alice", "10.0.0.2")
-    with pytest.raises(ResourceExhausted):
-        fail(limiter, "alice", "10.0.0.3")
+    for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):
+        fail(limiter, "alice", ip)
+        fail(limiter, "Alice", ip)
+        with pytest.raises(ResourceExhausted):
+            fail(limiter, "alice", ip)
+    limiter.refund(limiter.acquire(login_keys("alice", "192.0.2.7")))  # the owner, from their own address
+
+
+def test_one_source_cannot_spray_guesses_over_many_accounts() -> None:
+    limiter = LoginLimiter(2, Clock())
     fail(limiter, "bob", "10.0.0.9")
     fail(limiter, "carol", "10.0.0.9")
     with pytest.raises(ResourceExhausted):

@@ -58,3 +58,19 @@ def test_bad_requests_name_the_field(content_type: str, body: bytes, field: str,
     with pytest.raises(InvalidArgument, match=message) as bad:
         parse_token_request(NO_FIELDS, content_type, body)
     assert bad.value.field == field
+
+
+@pytest.mark.parametrize("field", ["username", "password", "refresh_token", "grant_type"])
+def test_credentials_in_the_url_of_a_rest_request_are_refused(field: str) -> None:
+    typed = {"grant_type": "", "username": "", "password": "", "refresh_token": "", field: "in-the-query"}
+    body = b"username=alice&password=correct-horse-battery"
+    with pytest.raises(InvalidArgument, match="never in the URL"):
+        parse_token_request(typed, "application/x-www-form-urlencoded", body, over_rest=True)
+    with pytest.raises(InvalidArgument, match="never in the URL"):
+        parse_token_request(typed, "", b"", over_rest=True)
+
+
+def test_a_rest_body_alone_is_fine() -> None:
+    typed = {"grant_type": "", "username": "", "password": "", "refresh_token": ""}
+    asked = parse_token_request(typed, "application/x-www-form-urlencoded", b"username=alice&password=pw", over_rest=True)
+    assert (asked.username, asked.password) == ("alice", "pw")

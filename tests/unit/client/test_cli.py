@@ -88,6 +88,15 @@ def test_gateway_errors_print_its_message_and_exit_with_their_code(
     assert message in err
 
 
+def test_a_field_violation_is_printed_once_without_a_repeated_prefix(
+    capsys: Captured, env: dict[str, str], gateway: GatewayState
+) -> None:
+    code, _, err = run(capsys, env, "chat", "bad")
+    assert code == 1
+    assert err.count("temperature: must be in [0, 2]") == 1
+    assert "temperature: temperature:" not in err
+
+
 def test_missing_credentials_exit_3_with_a_hint(capsys: Captured, env: dict[str, str]) -> None:
     del env["AIGW_API_KEY"]
     code, _, err = run(capsys, env, "models")
@@ -133,7 +142,9 @@ def test_ocr_sends_the_file_with_its_options(
     pdf = tmp_path / "invoice.pdf"
     pdf.write_bytes(b"%PDF-1.7 fake")
     code, out, err = run(capsys, env, "ocr", str(pdf), "--resolution", "large", "--languages", "eng,deu", "--pages", "1-3")
-    assert (code, out) == (0, "page 1 text\fpage 2 text\fpage 3 text\n")
+    header = "=== page {} of 4 (eng, ocr, confidence 92) ==="
+    assert (code, out) == (0, "\n\n".join(f"{header.format(n)}\npage {n} text" for n in (1, 2, 3)) + "\n")
+    assert "\f" not in out
     assert "pdf" in err
     assert "3 of 4 pages" in err
     request = gateway.last("Ocr").request

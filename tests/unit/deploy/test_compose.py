@@ -132,3 +132,18 @@ def test_the_dockerfile_installs_from_the_lock_and_the_ocr_image_adds_tesseract(
             assert path == "." or (REPO / path).exists()
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert {".venv", ".git", "data", "deploy/.env"} <= set(ignored)
+
+
+def test_the_store_needs_credentials_and_every_aigw_service_holds_only_its_own_identity() -> None:
+    mongo = SERVICES["mongo"]
+    assert "--keyFile" in mongo["command"]
+    assert "MONGO_INITDB_ROOT_PASSWORD" in mongo["environment"]
+    assert "authSource=admin" in AIGW["queue"]["environment"]["MONGODB_URI"]
+    identities = {"queue": "queue", "admin": "admin", "router": "router", "textgen": "textgen", "ocr": "ocr"}
+    identities["ocr-tesseract"] = "ocr"
+    for name, identity in identities.items():
+        targets = {s["target"] for s in SERVICES[name]["secrets"]}
+        assert targets == {"ca.crt", f"{identity}.crt", f"{identity}.key", "probe.crt", "probe.key"}, name
+        assert SERVICES[name]["environment"]["AIGW_TLS_DIR"] == "/run/secrets"
+    envoy = {s["target"] for s in SERVICES["envoy"]["secrets"]}
+    assert envoy == {"/etc/aigw/tls/ca.crt", "/etc/aigw/tls/edge.crt", "/etc/aigw/tls/edge.key"}

@@ -94,10 +94,22 @@ def test_probes_target_declared_ports_and_real_grpc_services(name: str) -> None:
                 assert probe["grpc"]["service"] in GRPC_SERVICES
 
 
+def readiness(container: dict[str, Any]) -> tuple[int, str]:
+    """(port, gRPC service) of a pod's readiness check: Kubernetes' own gRPC probe on a public port, or
+    aigw_common.healthcheck with the probe identity on an mTLS-only port."""
+    probe = container["readinessProbe"]
+    if "grpc" in probe:
+        return int(probe["grpc"]["port"]), str(probe["grpc"].get("service", ""))
+    command = probe["exec"]["command"]
+    assert command[:3] == ["python", "-m", "aigw_common.healthcheck"], command
+    assert command[command.index("--tls-dir") + 1] == "/etc/aigw/tls"
+    return int(command[3].rsplit(":", 1)[1]), command[command.index("--service") + 1]
+
+
 @pytest.mark.parametrize("name", [n for n in sorted(WORKLOADS) if n not in ("mongo", "envoy")])
 def test_aigw_pods_are_ready_by_grpc_health_and_run_a_real_module(name: str) -> None:
     main = WORKLOADS[name]["spec"]["template"]["spec"]["containers"][0]
-    assert main["readinessProbe"]["grpc"]["service"] in GRPC_SERVICES
+    assert readiness(main)[1] in GRPC_SERVICES
     assert module_exists(python_module(main["command"]))
     env = env_values(main)
     assert env["AIGW_CONFIG"] == "/etc/aigw/config.yaml"
@@ -115,7 +127,7 @@ def test_each_pod_binds_the_port_its_probes_and_service_use(name: str) -> None:
     bound = cfg.backend(backend).address if backend else cfg.endpoint(service).address  # type: ignore[arg-type]
     host, port = bound.rsplit(":", 1)
     assert host == "0.0.0.0"
-    assert main["readinessProbe"]["grpc"]["port"] == int(port)
+    assert readiness(main)[0] == int(port)
     if backend:
         assert cfg.backend(backend).kind == service
 
@@ -188,3 +200,15 @@ def test_envoy_mounts_its_config_and_descriptor_from_the_generated_config_map() 
     assert envoy["containers"][0]["args"][:2] == ["-c", "/etc/envoy/envoy.yaml"]
     assert envoy["volumes"][0]["configMap"]["name"] == "envoy-config"
     assert sorted(f.split("=")[0] for f in GENERATED["envoy-config"]["files"]) == ["aigw_descriptor.binpb", "envoy.yaml"]
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_liveness_never_follows_readiness(name: str) -> None:
+    """A pod whose dependency is down is unready, not restarted: liveness asks only whether the process is up."""
+    for container in containers(WORKLOADS[name]):
+        live = container.get("livenessProbe")
+        if live is None or "exec" in live or container["name"] in ("vllm", "deepseek-ocr"):
+            continue
+        assert "grpc" not in live, f"{name}/{container['name']}: gRPC health here is readiness"
+        if "httpGet" in live:
+            assert live["httpGet"]["path"] == "/livez"

@@ -72,9 +72,11 @@ async def test_every_annotated_method_is_served(gateway: Gateway) -> None:
 
 def test_only_router_and_admin_are_exposed_and_each_goes_to_its_configured_address() -> None:
     assert annotated_services(descriptor_set_path().read_bytes()) == [ADMIN, ROUTER]
-    resolve = config_resolver(parse_config({"services": {"admin": {"port": 6000}}}, env={}))
-    assert resolve(ROUTER) == "127.0.0.1:50051"
-    assert resolve(ADMIN) == "127.0.0.1:6000"
+    resolve = config_resolver(parse_config({"services": {"admin": {"port": 6000, "mesh_port": 6010}}}, env={}))
+    assert resolve(ROUTER) == "127.0.0.1:50061", "with service identity the edge calls the mTLS mesh port"
+    assert resolve(ADMIN) == "127.0.0.1:6010"
+    plaintext = {"services": {"admin": {"port": 6000}}, "mesh_tls": {"mode": "plaintext"}}
+    assert config_resolver(parse_config(plaintext, env={}))(ADMIN) == "127.0.0.1:6000"
     assert resolve("aigw.edge.v1.Nothing") is None
     assert resolve("acme.router.v1.RouterService") is None
 

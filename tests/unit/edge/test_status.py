@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.edge.status import error_reply, local_error
+from services.edge.status import error_reply, local_error, openai_error_json
 
 ENVOY_MAP = {
     "CANCELLED": 499,
@@ -69,3 +69,28 @@ def test_local_errors_can_override_the_http_status() -> None:
     reply = local_error(code_pb2.UNIMPLEMENTED, "GET is not allowed on /api/chat", 405)
     assert reply.http_status == 405
     assert orjson.loads(reply.body)["code"] == code_pb2.UNIMPLEMENTED
+
+
+def test_openai_shape_names_the_violated_field_and_the_code() -> None:
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="temperature: must be in [0, 2]")
+    bad = error_details_pb2.BadRequest()
+    bad.field_violations.add(field="temperature", description="must be in [0, 2]")
+    status.details.add().Pack(bad)
+    body = orjson.loads(openai_error_json(status, 400))
+    assert body == {
+        "error": {
+            "message": "temperature: must be in [0, 2]",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "invalid_argument",
+        }
+    }
+    limited = orjson.loads(openai_error_json(status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="slow down"), 429))
+    assert limited["error"]["type"] == "rate_limit_error"
+    assert limited["error"]["param"] is None
+
+
+def test_payload_too_large_is_413_whatever_the_code() -> None:
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="document: over the limit")
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason="PAYLOAD_TOO_LARGE", domain="aigw"))
+    assert error_reply(status).http_status == 413

@@ -7,7 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
+from aigw.router.v1 import router_pb2
 from services.edge.bindings import BindingError, HttpBinding, load_bindings
+from services.edge.jsonmap import FieldError, conform
 from services.edge.templates import PathMatcher
 from services.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeError, parse_query
 from tests.protos.compile import EdgeTestProtos
@@ -69,11 +71,12 @@ def test_query_parameters_accept_json_names_and_enum_numbers(mapper: Mapper) -> 
 @pytest.mark.parametrize(
     ("target", "why"),
     [
-        ("/v1/messages/1?nope=1", "no field 'nope'"),
-        ("/v1/messages/1?sub=x", "names a message"),
-        ("/v1/messages/1?urgent=yes", "expected true or false"),
-        ("/v1/messages/1?revision=two", "revision"),
-        ("/v1/messages/1?kind=KIND_BOGUS", "kind"),
+        ("/v1/messages/1?nope=1", "'nope' is not a parameter of this request"),
+        ("/v1/messages/1?sub=x", "names a group of fields; set each"),
+        ("/v1/messages/1?urgent=yes", "urgent must be true or false"),
+        ("/v1/messages/1?revision=two", "revision must be an integer"),
+        ("/v1/messages/1?kind=KIND_BOGUS", "kind must be one of note, letter"),
+        ("/v1/messages/1?since=2h", "since must be an RFC 3339 time"),
         ("/v1/messages/1?tags=%FF", "UTF-8"),
     ],
 )
@@ -105,16 +108,38 @@ def test_json_input_accepts_lower_camel_and_case_insensitive_enums(mapper: Mappe
 @pytest.mark.parametrize(
     ("body", "why"),
     [
-        (b'{"note": "n", "bogus": 1}', "bogus"),
+        (b'{"note": "n", "bogus": 1}', 'unknown field "bogus"'),
         (b'{"text": ', "not valid JSON"),
         (b"[1, 2]", "must be an object"),
-        (b'{"message": {"zero": "many"}}', "zero"),
-        (b'{"message": "text"}', "message"),
+        (b'{"message": {"zero": "many"}}', 'message.zero must be an integer; got "many"'),
+        (b'{"message": {"zero": 3000000000}}', "message.zero must be an integer from -2147483648 to 2147483647"),
+        (b'{"message": {"kind": "poem"}}', 'message.kind must be one of note, letter; got "poem"'),
+        (b'{"message": {"empty": "x"}}', "message.empty must be a list"),
+        (b'{"message": {"text": 5}}', "message.text must be a string"),
+        (b'{"message": "text"}', 'message must be a JSON object; got "text"'),
+        (b'{"message": {"messageId": 1}}', "message.message_id must be a string; got 1"),
     ],
 )
 def test_bad_json_bodies_are_invalid_arguments(mapper: Mapper, body: bytes, why: str) -> None:
     with pytest.raises(TranscodeError, match=why):
         mapper.request("PUT", "/v2/messages/1", body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"note": "n", "bogus": 1}', b'{"message": {"zero": "many"}}', b'{"message": {"kind": "poem"}}', b'{"message": "x"}'],
+)
+def test_refusals_never_show_message_types_or_camel_case_field_lists(mapper: Mapper, body: bytes) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        mapper.request("PUT", "/v2/messages/1", body)
+    text = str(caught.value)
+    for internal in ("edgetest", "Available", "messageId", "int()", "Failed to parse"):
+        assert internal not in text
+
+
+def test_enums_take_their_short_names_in_any_case(mapper: Mapper) -> None:
+    assert mapper.request("PUT", "/v2/messages/1", b'{"message": {"kind": "Letter"}}').message.kind == 2
+    assert mapper.request("GET", "/v1/messages/1?kind=note").kind == 1
 
 
 def test_an_empty_body_is_an_empty_message(mapper: Mapper) -> None:
@@ -173,3 +198,8 @@ def test_a_path_variable_on_a_message_field_is_refused_at_load(edgetest: EdgeTes
     method.options.Extensions[annotations_pb2.http].get = "/v1/messages/{sub}"
     with pytest.raises(BindingError, match="singular primitive"):
         load_bindings(fds.SerializeToString())
+
+
+def test_a_float_out_of_range_names_its_field() -> None:
+    with pytest.raises(FieldError, match=r"^temperature must be a number between -3\.4e38 and 3\.4e38"):
+        conform({"temperature": 1e300}, router_pb2.ChatRequest.DESCRIPTOR)

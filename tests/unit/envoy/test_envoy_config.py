@@ -137,3 +137,11 @@ def test_an_untranscoded_service_and_a_timed_out_stream_fail_the_consistency_che
 
 def test_the_check_command_passes_on_the_committed_config() -> None:
     assert generate.main(["--check"]) == 0
+
+
+def test_liveness_is_answered_by_envoy_itself(config: dict[str, Any]) -> None:
+    routes = hcm(config)["route_config"]["virtual_hosts"][0]["routes"]
+    live = next(r for r in routes if r["match"].get("path") == "/livez")
+    assert routes.index(live) == 0, "before any route that could send it upstream"
+    assert "route" not in live
+    assert live["direct_response"] == {"status": 200, "body": {"inline_string": '{"status":"live"}'}}

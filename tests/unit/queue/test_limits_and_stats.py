@@ -30,9 +30,18 @@ def test_capacity_is_running_slots_plus_waiting_places() -> None:
 
 def test_retry_after_follows_recent_service_times() -> None:
     s = settings()
-    assert retry_after(10, 10, s, service_seconds=5.0) == 0.5
-    assert retry_after(10, 10, s, service_seconds=None) == 0.1
-    assert retry_after(10, 10, settings(max_concurrent=1), service_seconds=120.0) == 60.0
+    just_started = [0.1] * 10
+    assert retry_after(10, just_started, s, service_seconds=5.0) == 4.9
+    assert retry_after(10, just_started, s, service_seconds=None) == 0.9
+    assert retry_after(10, [0.0], settings(max_concurrent=1), service_seconds=120.0) == 60.0
+
+
+def test_retry_after_waits_for_the_first_running_job_to_be_due() -> None:
+    s = settings(max_concurrent=16)
+    assert retry_after(10, [0.2] * 16, s, service_seconds=1.8) == 1.6, "not 1.8 / 16 = 0.113 s: all 16 started together"
+    staggered = [1.7, 1.0, 0.5] + [0.0] * 13
+    assert retry_after(10, staggered, s, service_seconds=1.8) == 0.45, "the overdue-free nearest finish, floored at a quarter"
+    assert retry_after(12, staggered, s, service_seconds=1.8) == 1.3, "three slots must free: the third-nearest finish"
 
 
 def test_defaults_come_from_the_model_then_the_queue_section() -> None:

@@ -76,7 +76,7 @@ def test_unknown_disabled_and_wrong_kind_models() -> None:
         validate_chat(chat(model="nope"), catalog())
     with pytest.raises(FailedPrecondition, match="disabled"):
         validate_chat(chat(model="chat-off"), catalog())
-    with pytest.raises(InvalidArgument, match="OCR model"):
+    with pytest.raises(InvalidArgument, match="'ocr-a' is an OCR model, not a chat model"):
         validate_chat(chat(model="ocr-a"), catalog())
 
 

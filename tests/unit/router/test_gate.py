@@ -25,7 +25,7 @@ from services.router.gate import Caller, CallMeta, Gate
 from services.router.ratelimit import RateLimiter
 
 SECRET = "k" * 48
-CFG = AuthConfig(jwt_secret=SECRET)
+CFG = AuthConfig(jwt_secret=SECRET, access_token_ttl_seconds=86400)
 
 
 class Clock:
@@ -68,7 +68,17 @@ def gate(store: KeyStore | None = None, clock: Clock | None = None, limits: Rate
 def token(**over: Any) -> str:
     now = int(time.time())
     # A day's validity: parametrized tokens are made at collection, possibly long before their test runs.
-    claims = {"sub": "alice", "role": "user", "iss": "aigw", "aud": "aigw", "iat": now, "nbf": now, "exp": now + 86400, **over}
+    claims = {
+        "sub": "alice",
+        "role": "user",
+        "iss": "aigw",
+        "aud": "aigw",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 86400,
+        "typ": "access",
+        **over,
+    }
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 

@@ -1270,7 +1270,7 @@ class UpdateModelConfigRequest(_message.Message):
     model: _builtins.str
     """Model."""
     expected_version: _builtins.int
-    """The version the change is based on; a mismatch fails with ABORTED (HTTP 409)."""
+    """The version the change is based on (required); a mismatch fails with ABORTED (HTTP 409)."""
     @_builtins.property
     def patch(self) -> _queue_pb2.ModelConfigPatch:
         """The change."""
@@ -1279,14 +1279,16 @@ class UpdateModelConfigRequest(_message.Message):
         self,
         *,
         model: _builtins.str = ...,
-        expected_version: _builtins.int = ...,
+        expected_version: _builtins.int | None = ...,
         patch: _queue_pb2.ModelConfigPatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["patch", b"patch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "patch", b"patch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "model", b"model", "patch", b"patch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "model", b"model", "patch", b"patch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
+    _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
 
 Global___UpdateModelConfigRequest: _TypeAlias = UpdateModelConfigRequest  # noqa: Y015
 

@@ -793,6 +793,7 @@ class BackendStatus(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     RESTARTS_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """Backend name (unique in the mesh)."""
     state: Global___BackendState.ValueType
@@ -827,6 +828,10 @@ class BackendStatus(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When this status was taken."""
 
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OCR backends: the language codes a request may name (those installed); empty for textgen."""
+
     def __init__(
         self,
         *,
@@ -844,10 +849,11 @@ class BackendStatus(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         detail: _builtins.str = ...,
         restarts: _builtins.int = ...,
+        languages: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_models", b"available_models", "backend", b"backend", "capacity", b"capacity", "detail", b"detail", "engine", b"engine", "in_flight", b"in_flight", "kv_cache_usage", b"kv_cache_usage", "loaded_models", b"loaded_models", "prefix_cache_hit_rate", b"prefix_cache_hit_rate", "restarts", b"restarts", "server_running", b"server_running", "server_waiting", b"server_waiting", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_models", b"available_models", "backend", b"backend", "capacity", b"capacity", "detail", b"detail", "engine", b"engine", "in_flight", b"in_flight", "kv_cache_usage", b"kv_cache_usage", "languages", b"languages", "loaded_models", b"loaded_models", "prefix_cache_hit_rate", b"prefix_cache_hit_rate", "restarts", b"restarts", "server_running", b"server_running", "server_waiting", b"server_waiting", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1573,6 +1573,56 @@ class ListModelConfigChangesResponse(_message.Message):
 Global___ListModelConfigChangesResponse: _TypeAlias = ListModelConfigChangesResponse  # noqa: Y015
 
 @_typing.final
+class VerifyPasswordRequest(_message.Message):
+    """Input of VerifyPassword."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERNAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    """Login name."""
+    password: _builtins.str
+    """The password to check."""
+    def __init__(
+        self,
+        *,
+        username: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyPasswordRequest: _TypeAlias = VerifyPasswordRequest  # noqa: Y015
+
+@_typing.final
+class VerifyPasswordResponse(_message.Message):
+    """Output of VerifyPassword."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> Global___User:
+        """The user whose password it is."""
+
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyPasswordResponse: _TypeAlias = VerifyPasswordResponse  # noqa: Y015
+
+@_typing.final
 class User(_message.Message):
     """A user of the gateway."""
 
@@ -1590,7 +1640,9 @@ class User(_message.Message):
     role: _builtins.str
     """"admin" or "user"."""
     password_hash: _builtins.str
-    """Password hash (argon2id, PHC string). Never leaves the mesh."""
+    """Password hash (argon2id, PHC string). Write-only: set on CreateUser, never in an answer
+    (passwords are checked by VerifyPassword).
+    """
     disabled: _builtins.bool
     """Disabled users cannot log in."""
     @_builtins.property

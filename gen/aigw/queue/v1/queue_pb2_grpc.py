@@ -983,6 +983,11 @@ class IdentityServiceStub:
                 request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.RevokeRefreshTokensRequest.SerializeToString,
                 response_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.RevokeRefreshTokensResponse.FromString,
                 _registered_method=True)
+        self.VerifyPassword = channel.unary_unary(
+                '/aigw.queue.v1.IdentityService/VerifyPassword',
+                request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.VerifyPasswordRequest.SerializeToString,
+                response_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.VerifyPasswordResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -1073,6 +1078,14 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyPassword(self, request, context):
+        """Checks a user's password here, where the hash is kept; UNAUTHENTICATED alike for an unknown or
+        disabled user and a wrong password.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1135,6 +1148,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RevokeRefreshTokens,
                     request_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.RevokeRefreshTokensRequest.FromString,
                     response_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.RevokeRefreshTokensResponse.SerializeToString,
+            ),
+            'VerifyPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyPassword,
+                    request_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.VerifyPasswordRequest.FromString,
+                    response_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.VerifyPasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1462,6 +1480,33 @@ class IdentityService:
             '/aigw.queue.v1.IdentityService/RevokeRefreshTokens',
             aigw_dot_queue_dot_v1_dot_queue__pb2.RevokeRefreshTokensRequest.SerializeToString,
             aigw_dot_queue_dot_v1_dot_queue__pb2.RevokeRefreshTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.queue.v1.IdentityService/VerifyPassword',
+            aigw_dot_queue_dot_v1_dot_queue__pb2.VerifyPasswordRequest.SerializeToString,
+            aigw_dot_queue_dot_v1_dot_queue__pb2.VerifyPasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -332,6 +332,10 @@ class IdentityServiceStub:
     """Marks a refresh token used, exactly once; reuse revokes the whole family."""
     RevokeRefreshTokens: _grpc.UnaryUnaryMultiCallable[_queue_pb2.RevokeRefreshTokensRequest, _queue_pb2.RevokeRefreshTokensResponse]
     """Revokes refresh tokens by family or subject."""
+    VerifyPassword: _grpc.UnaryUnaryMultiCallable[_queue_pb2.VerifyPasswordRequest, _queue_pb2.VerifyPasswordResponse]
+    """Checks a user's password here, where the hash is kept; UNAUTHENTICATED alike for an unknown or
+    disabled user and a wrong password.
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -362,6 +366,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """Marks a refresh token used, exactly once; reuse revokes the whole family."""
     RevokeRefreshTokens: _aio.UnaryUnaryMultiCallable[_queue_pb2.RevokeRefreshTokensRequest, _queue_pb2.RevokeRefreshTokensResponse]  # type: ignore[assignment]
     """Revokes refresh tokens by family or subject."""
+    VerifyPassword: _aio.UnaryUnaryMultiCallable[_queue_pb2.VerifyPasswordRequest, _queue_pb2.VerifyPasswordResponse]  # type: ignore[assignment]
+    """Checks a user's password here, where the hash is kept; UNAUTHENTICATED alike for an unknown or
+    disabled user and a wrong password.
+    """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     """Users, API keys and refresh tokens, stored for the admin service and routers."""
@@ -461,6 +469,16 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.RevokeRefreshTokensResponse, _abc.Awaitable[_queue_pb2.RevokeRefreshTokensResponse]]:
         """Revokes refresh tokens by family or subject."""
+
+    @_abc_1.abstractmethod
+    def VerifyPassword(
+        self,
+        request: _queue_pb2.VerifyPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.VerifyPasswordResponse, _abc.Awaitable[_queue_pb2.VerifyPasswordResponse]]:
+        """Checks a user's password here, where the hash is kept; UNAUTHENTICATED alike for an unknown or
+        disabled user and a wrong password.
+        """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

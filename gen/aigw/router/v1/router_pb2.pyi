@@ -107,6 +107,7 @@ class ChatRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model to use."""
     max_tokens: _builtins.int
@@ -127,6 +128,8 @@ class ChatRequest(_message.Message):
     """Seconds to the deadline; 0 takes the model's timeout."""
     prompt: _builtins.str
     """Shorthand for a single user message when `messages` is empty."""
+    stream: _builtins.bool
+    """Chat answers in one piece: `true` is refused with a pointer to StreamChat (`/api/chat/stream`)."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The conversation."""
@@ -150,10 +153,11 @@ class ChatRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
         prompt: _builtins.str = ...,
+        stream: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "async_mode", b"async_mode", "idempotency_key", b"idempotency_key", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "priority", b"priority", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "timeout_seconds", b"timeout_seconds", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "async_mode", b"async_mode", "idempotency_key", b"idempotency_key", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "priority", b"priority", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "stream", b"stream", "temperature", b"temperature", "timeout_seconds", b"timeout_seconds", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
@@ -445,7 +449,7 @@ Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
 @_typing.final
 class OcrRequest(_message.Message):
     """Input of Ocr. Over REST the body fills `upload`; the other fields come from the query string
-    (or from the JSON body when it is application/json).
+    (or from the JSON body or the form fields when it is application/json or multipart/form-data).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -681,16 +685,20 @@ class GetRequestRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_PAYLOAD_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id."""
+    include_payload: _builtins.bool
+    """Also return the request's body (the conversation or the document), to whoever may see the request."""
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
+        include_payload: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_payload", b"include_payload", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -705,7 +713,7 @@ class GetRequestResponse(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def request(self) -> _common_pb2.Job:
-        """The request as the gateway keeps it (without its body)."""
+        """The request as the gateway keeps it (its body only with `include_payload`)."""
 
     def __init__(
         self,

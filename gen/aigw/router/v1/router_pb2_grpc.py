@@ -134,7 +134,8 @@ class RouterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Ocr(self, request, context):
-        """OCR of an image or PDF: a raw upload (the file's Content-Type) or JSON with base64 `document`.
+        """OCR of an image or PDF: a raw upload (the file's Content-Type), JSON with base64 `document`, or a
+        multipart/form-data form with the document in `file` and the other fields as form fields.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

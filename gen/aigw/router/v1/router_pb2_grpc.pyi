@@ -52,7 +52,9 @@ class RouterServiceStub:
     ListModels: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]
     """OpenAI-compatible list of the models the gateway serves."""
     Ocr: _grpc.UnaryUnaryMultiCallable[_router_pb2.OcrRequest, _router_pb2.OcrResponse]
-    """OCR of an image or PDF: a raw upload (the file's Content-Type) or JSON with base64 `document`."""
+    """OCR of an image or PDF: a raw upload (the file's Content-Type), JSON with base64 `document`, or a
+    multipart/form-data form with the document in `file` and the other fields as form fields.
+    """
     StreamOcr: _grpc.UnaryStreamMultiCallable[_router_pb2.StreamOcrRequest, _router_pb2.StreamOcrResponse]
     """OCR streamed page by page (SSE over REST)."""
     GetRequest: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetRequestRequest, _router_pb2.GetRequestResponse]
@@ -85,7 +87,9 @@ class RouterServiceAsyncStub(RouterServiceStub):
     ListModels: _aio.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]  # type: ignore[assignment]
     """OpenAI-compatible list of the models the gateway serves."""
     Ocr: _aio.UnaryUnaryMultiCallable[_router_pb2.OcrRequest, _router_pb2.OcrResponse]  # type: ignore[assignment]
-    """OCR of an image or PDF: a raw upload (the file's Content-Type) or JSON with base64 `document`."""
+    """OCR of an image or PDF: a raw upload (the file's Content-Type), JSON with base64 `document`, or a
+    multipart/form-data form with the document in `file` and the other fields as form fields.
+    """
     StreamOcr: _aio.UnaryStreamMultiCallable[_router_pb2.StreamOcrRequest, _router_pb2.StreamOcrResponse]  # type: ignore[assignment]
     """OCR streamed page by page (SSE over REST)."""
     GetRequest: _aio.UnaryUnaryMultiCallable[_router_pb2.GetRequestRequest, _router_pb2.GetRequestResponse]  # type: ignore[assignment]
@@ -151,7 +155,9 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _router_pb2.OcrRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.OcrResponse, _abc.Awaitable[_router_pb2.OcrResponse]]:
-        """OCR of an image or PDF: a raw upload (the file's Content-Type) or JSON with base64 `document`."""
+        """OCR of an image or PDF: a raw upload (the file's Content-Type), JSON with base64 `document`, or a
+        multipart/form-data form with the document in `file` and the other fields as form fields.
+        """
 
     @_abc_1.abstractmethod
     def StreamOcr(

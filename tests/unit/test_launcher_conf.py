@@ -1,0 +1,35 @@
+"""The supervisord config the launcher writes: no secret in it, private files, every program tied to supervisord."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from aigw_common.config import parse_config
+from aigw_common.launcher import mesh_programs, prepare, supervisord_conf, tied_to
+from aigw_common.lifeline import dying_with
+
+SECRET = "launcher-test-secret-" + "s" * 40
+
+
+def test_the_config_holds_no_secret_and_ties_every_program_to_supervisord(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {"JWT_SECRET": SECRET, "AIGW_ADMIN_PASSWORD": "bootstrap-password-1", "MONGODB_URI": "mongodb://u:pw@db/x"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    cfg = parse_config({"data_dir": str(tmp_path / "data")}, env=secrets)
+    _, env = prepare(cfg)
+    assert {k: env[k] for k in secrets} == secrets, "the programs get them through supervisord's environment"
+    programs = tied_to(4242, mesh_programs(cfg, "/usr/bin/python3", Path("/opt/ferretdb")))
+    conf = supervisord_conf(programs, tmp_path / "data")
+    for secret in (SECRET, "bootstrap-password-1", "pw@db"):
+        assert secret not in conf
+    assert "umask=077" in conf
+    assert conf.count("umask=077") == len(programs) + 1
+    for program in programs:
+        assert program.command[:6] == dying_with(4242, [], signal.SIGKILL), program.name
+    assert {p.name for p in programs} >= {"queue", "admin", "router", "edge"}
+    assert "environment=" not in conf.split("[program:queue]")[1].split("[program:")[0], "the queue needs no extra variable"
