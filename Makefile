@@ -24,7 +24,13 @@ $(UV):
 	$(UV) sync --frozen --all-extras
 	touch $@
 
-setup: .venv/.synced system-deps ferretdb ## install everything (virtualenv, Python deps, FerretDB build, Debian packages as root)
+# vLLM's CPU build in its own virtualenv (its torch differs from .venv's); tools/vllm/pyproject.toml
+# says why it is pinned the way it is. uv's cache makes a second sync quick; the stamp skips it.
+.venv-vllm/.synced: tools/vllm/pyproject.toml tools/vllm/uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/.venv-vllm $(UV) sync --frozen --project tools/vllm
+	touch $@
+
+setup: .venv/.synced .venv-vllm/.synced system-deps ferretdb ## install everything (virtualenvs incl. vLLM's CPU build, FerretDB build, Debian packages as root)
 
 system-deps: ## install Tesseract and language packs (needs root)
 	tools/system_deps.sh

@@ -79,8 +79,6 @@ class DatabaseConfig:
 
     uri: str = ""
     name: str = "aigw"
-    embedded_host: str = "127.0.0.1"
-    embedded_port: int = 27018
 
     @property
     def embedded(self) -> bool:
@@ -219,6 +217,8 @@ class BackendConfig:
     gpu_memory_utilization: float = 0.9
     max_model_len: int = 0
     sleep_mode: bool = False
+    engine_python: str = ""
+    priority_scheduling: bool = True
     startup_timeout_seconds: float = 300.0
     request_timeout_seconds: float = 300.0
     max_document_bytes: int = 10 * 1024 * 1024
@@ -476,6 +476,21 @@ def _validate(cfg: GatewayConfig) -> None:
             raise ConfigError(f"{where}.url: required when mode is attach")
         if b.engine in ("transformers", "vllm") and b.mode == "supervise" and b.kind == "textgen" and not b.port:
             raise ConfigError(f"{where}.port: required to supervise a {b.engine} server")
+        _check_gpu_share(b, where)
+
+
+def _check_gpu_share(b: BackendConfig, where: str) -> None:
+    """Each supervised vLLM server claims `gpu_memory_utilization` of the whole GPU for itself (vLLM
+    sizes its KV cache from device-wide readings), so `max_models` of them awake together must fit."""
+    if b.engine != "vllm" or b.mode != "supervise" or b.max_models < 2:
+        return
+    total = b.gpu_memory_utilization * b.max_models
+    if total > 1.0 + 1e-9:
+        raise ConfigError(
+            f"{where}.gpu_memory_utilization: {b.gpu_memory_utilization:g} x max_models {b.max_models} = {total:g} "
+            f"of the GPU; each model's vLLM server takes that share for itself, so use at most "
+            f"{1 / b.max_models:.2f} per model"
+        )
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")

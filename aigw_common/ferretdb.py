@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -22,9 +24,15 @@ __all__ = [
     "ensure_built",
     "free_port",
     "free_ports",
+    "socket_path",
+    "socket_uri",
 ]
 
 _TOOL_DIR = Path("tools") / "ferretdb"
+SOCKET_DIR = "ferretdb-socket"
+SOCKET_NAME = "ferretdb.sock"
+# sun_path holds 108 bytes, the terminating NUL included.
+_SUN_PATH_MAX = 107
 
 
 class FerretDBError(RuntimeError):
@@ -75,24 +83,46 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
-def _port_open(host: str, port: int) -> bool:
+def socket_path(data_dir: Path) -> Path:
+    """The Unix socket the embedded FerretDB of ``data_dir`` listens on (its only listener).
+
+    It lies in a private (0700) directory of the data dir. A Unix socket's path must fit in 108
+    bytes, which a deep data dir (pytest's temporary dirs, for one) exceeds: then the directory is
+    /tmp/aigw-<uid>-<hash of the data dir>, also 0700 and checked to be ours by FerretDB at start
+    (tools/ferretdb/main.go refuses one that another user made). The path depends on the data dir
+    alone, so the launcher and the queue agree on it without being told.
+    """
+    data = Path(data_dir).resolve()
+    inside = data / SOCKET_DIR / SOCKET_NAME
+    if len(os.fsencode(inside)) <= _SUN_PATH_MAX:
+        return inside
+    digest = hashlib.sha256(os.fsencode(data)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"aigw-{os.getuid()}-{digest}" / SOCKET_NAME
+
+
+def socket_uri(path: Path) -> str:
+    """The MongoDB connection string of a Unix socket (the path percent-encoded as the host)."""
+    return "mongodb://" + urllib.parse.quote(str(path), safe="") + "/"
+
+
+def _socket_answers(path: Path) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=0.5):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(str(path))
             return True
     except OSError:
         return False
 
 
 class FerretDBProcess:
-    """One FerretDB child process serving ``data_dir`` (SQLite files) on ``host:port``."""
+    """One FerretDB child process serving ``data_dir`` (SQLite files) on a Unix socket, no TCP port."""
 
     def __init__(
         self,
         binary: Path,
         data_dir: Path,
-        port: int,
         *,
-        host: str = "127.0.0.1",
         log_path: Path | None = None,
         log_level: str = "error",
         start_timeout: float = 30.0,
@@ -100,8 +130,7 @@ class FerretDBProcess:
     ) -> None:
         self.binary = Path(binary)
         self.data_dir = Path(data_dir).resolve()
-        self.host = host
-        self.port = port
+        self.socket_path = socket_path(self.data_dir)
         self.log_path = log_path if log_path is not None else self.data_dir / "ferretdb.log"
         self.log_level = log_level
         self.start_timeout = start_timeout
@@ -112,7 +141,7 @@ class FerretDBProcess:
     @property
     def uri(self) -> str:
         """MongoDB connection string for this instance."""
-        return f"mongodb://{self.host}:{self.port}/"
+        return socket_uri(self.socket_path)
 
     @property
     def sqlite_url(self) -> str:
@@ -131,7 +160,7 @@ class FerretDBProcess:
         """The command line used to start FerretDB."""
         return [
             str(self.binary),
-            f"-listen-addr={self.host}:{self.port}",
+            f"-listen-unix={self.socket_path}",
             f"-sqlite-url={self.sqlite_url}",
             f"-log-level={self.log_level}",
         ]
@@ -140,9 +169,9 @@ class FerretDBProcess:
         """Start FerretDB and wait until it answers ``ping``."""
         if self.running:
             return
-        if _port_open(self.host, self.port):
-            raise FerretDBError(f"{self.host}:{self.port} is already in use")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _socket_answers(self.socket_path):
+            raise FerretDBError(f"{self.socket_path} is already in use")
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
         self._proc = subprocess.Popen(
@@ -207,7 +236,7 @@ class FerretDBProcess:
         return self._reap()
 
     def restart(self, *, hard: bool = False) -> None:
-        """Stop (or, with ``hard``, kill) and start again on the same port and data."""
+        """Stop (or, with ``hard``, kill) and start again on the same socket and data."""
         if hard:
             self.kill()
         else:

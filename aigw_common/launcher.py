@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aigw_common import datadir
 from aigw_common.config import ConfigError, GatewayConfig, load_config
+from aigw_common.ferretdb import socket_path
 from aigw_common.lifeline import dying_with
 from aigw_common.pki import ensure_mesh_pki
 
@@ -56,7 +57,7 @@ def mesh_programs(cfg: GatewayConfig, python: str, ferretdb_binary: Path | None)
                 "ferretdb",
                 [
                     str(ferretdb_binary),
-                    f"-listen-addr={cfg.database.embedded_host}:{cfg.database.embedded_port}",
+                    f"-listen-unix={socket_path(data)}",
                     f"-sqlite-url=file:{db_dir}/",
                     "-log-level=warn",
                 ],

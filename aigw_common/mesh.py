@@ -22,6 +22,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from aigw_common.authz import MeshTls
 from aigw_common.config import ConfigError, GatewayConfig, load_config
+from aigw_common.ferretdb import socket_path
 from aigw_common.healthcheck import PROBE_IDENTITY, open_channel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,9 +180,10 @@ class Mesh:
         if address is not None:
             return self.health(program, address) == "SERVING"
         if program == "ferretdb":
-            db = self.cfg.database
             try:
-                with socket.create_connection((db.embedded_host, db.embedded_port), timeout=1):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(1)
+                    sock.connect(str(socket_path(self.cfg.data_path)))
                     return True
             except OSError:
                 return False

@@ -102,7 +102,7 @@ def issue(
 def write_identity(directory: Path, identity: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
     """Writes `<identity>.key` (0600) and `<identity>.crt` (0644) into `directory`."""
     _write_private(directory / f"{identity}.key", _key_pem(key), 0o600)
-    _write_private(directory / f"{identity}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_private(directory / f"{identity}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o600)
 
 
 def ensure_mesh_pki(directory: Path, identities: Iterable[str] = IDENTITIES) -> Path:
@@ -123,7 +123,7 @@ def ensure_mesh_pki(directory: Path, identities: Iterable[str] = IDENTITIES) -> 
     else:
         ca_key, ca_cert = new_ca()
         _write_private(ca_key_path, _key_pem(ca_key), 0o600)
-        _write_private(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write_private(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o600)
     for identity in identities:
         if not ((directory / f"{identity}.key").exists() and (directory / f"{identity}.crt").exists()):
             key, cert = issue(ca_key, ca_cert, identity)

@@ -86,7 +86,7 @@ def mesh_config(data: Path, journal: Path) -> dict[str, Any]:
         "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
         "services": services_on(ports),
         "data_dir": str(data),
-        "database": {"uri": "", "embedded_port": next(ports)},
+        "database": {"uri": ""},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": "chaos-admin-password"},
         "rate_limit": {"default": {"requests_per_minute": 1_000_000, "burst": 100_000}},
         "queue": {"lease_ttl_seconds": 4, "timeout": 150, "max_waiting": 12},

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aigw-queue-bench-") as tmp:
-        db = FerretDBProcess(ensure_built(REPO), Path(tmp) / "db", free_port())
+        db = FerretDBProcess(ensure_built(REPO), Path(tmp) / "db")
         db.start()
         port = free_port()
         config = Path(tmp) / "queue.yaml"

@@ -77,7 +77,7 @@ def mesh_config(data: Path, upstream_url: str) -> dict[str, Any]:
         "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
         "services": services_on(ports),
         "data_dir": str(data),
-        "database": {"uri": "", "embedded_port": next(ports)},
+        "database": {"uri": ""},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": "bench-admin-password"},
         "rate_limit": {"default": {"requests_per_minute": 100_000_000, "burst": 1_000_000}},
         "logging": {"level": "WARNING"},

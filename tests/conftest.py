@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from aigw_common.ferretdb import FerretDBProcess, ensure_built
-from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +27,7 @@ def ferretdb_binary() -> Path:
 @pytest.fixture(scope="session")
 def ferretdb(ferretdb_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerretDBProcess]:
     """One embedded FerretDB for the session; tests isolate themselves with `db_name`."""
-    proc = FerretDBProcess(ferretdb_binary, tmp_path_factory.mktemp("ferretdb"), free_port())
+    proc = FerretDBProcess(ferretdb_binary, tmp_path_factory.mktemp("ferretdb"))
     proc.start()
     yield proc
     proc.stop()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigw_common import ferretdb
 
-__all__ = ["free_port", "health_status", "wait_serving"]
+__all__ = ["connect_as_other_user", "free_port", "health_status", "tcp_listeners", "wait_serving"]
 
 
 _HANDED_OUT: set[int] = set()
@@ -53,3 +56,47 @@ def wait_serving(address: str, timeout: float, service: str = "") -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"{address} not SERVING after {timeout}s (last: {last})")
+
+
+def tcp_listeners(pid: int) -> list[str]:
+    """The TCP (v4 and v6) sockets process `pid` listens on, as the kernel's local addresses (hex)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append(fields[1])
+    return found
+
+
+def connect_as_other_user(path: Path, uid: int = 65534) -> str:
+    """Connects to the Unix socket `path` from a child running as another user (root only); the outcome."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: drops to `uid`, tries, reports, exits without running any cleanup
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2)
+                sock.connect(str(path))
+            outcome = "connected"
+        except OSError as exc:
+            outcome = f"refused: {exc.strerror}"
+        os.write(write, outcome.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        outcome = pipe.read().decode()
+    os.waitpid(child, 0)
+    return outcome

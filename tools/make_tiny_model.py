@@ -15,15 +15,17 @@ from pathlib import Path
 # (finish_reason "length") unless a stop string hits; temperature 0 is greedy and repeatable;
 # prompt + max_tokens must stay within N_POSITIONS (transformers serve answers 500 beyond it).
 # Bump RECIPE_VERSION whenever the output would change, so old directories get rebuilt.
+# The shape (head dim n_embd / n_head = 64) is one that vLLM's CPU attention kernels accept too
+# (they refuse small head dims such as 8), so both transformers serve and vLLM run this model.
 RECIPE = "aigw-tiny-gpt2"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 MARKER = "aigw_tiny_model.json"
 SEED = 1234
 VOCAB_SIZE = 512
 N_POSITIONS = 8192
-N_EMBD = 32
+N_EMBD = 128
 N_LAYER = 2
-N_HEAD = 4
+N_HEAD = 2
 
 BOS = "<|endoftext|>"
 IM_START = "<|im_start|>"

@@ -29,25 +29,30 @@ class RenderSpec:
 
 @dataclass(frozen=True)
 class VisionView:
-    """DeepSeek-OCR's vision input: a global view of `base_size`², and `image_size`² crops when `crop_mode` tiles."""
+    """How DeepSeek-OCR sees an image: a global view padded to `base_size`², plus `image_size`² crops
+    (2 to 6, chosen by aspect ratio) when `crop_mode` is on and a side exceeds `image_size`."""
 
     base_size: int
     image_size: int
     crop_mode: bool
 
 
-# DeepSeek-OCR's native modes (its config.py): Tiny 512/512, Small 640/640, Base 1024/1024,
-# Large 1280/1280 without crops; Gundam a 1024 global view plus 640x640 crops.
-DEEPSEEK_VIEWS: dict[Mode, VisionView] = {
-    Mode.TINY: VisionView(512, 512, False),
-    Mode.SMALL: VisionView(640, 640, False),
-    Mode.BASE: VisionView(1024, 1024, False),
-    Mode.LARGE: VisionView(1280, 1280, False),
-    Mode.GUNDAM: VisionView(1024, 640, True),
-}
+# vLLM's DeepSeek-OCR processor fixes the view at server start (BASE_SIZE 1024, IMAGE_SIZE 640,
+# CROP_MODE on); no request field changes it. DeepSeek's own tiny/small/base/large views (512,
+# 640, 1024, 1280 without crops) therefore do not exist on vLLM, and a mode can only choose the
+# size of the page image sent: within one crop, the global view alone (273 vision tokens); larger,
+# tiled (483 to 933 tokens by page shape). docs/ocr.md has the table, checked against vLLM's code.
+VLLM_DEEPSEEK_VIEW = VisionView(1024, 640, True)
 
-# Gundam tiles up to 6 crops of 640 (2x3): a page is sent at most 3 crops long.
-GUNDAM_MAX_LONG_SIDE = 1920
+# Tiny and small: the page within one crop. Base, large and gundam: tiled, up to 3 crops long (vLLM
+# resizes a page to its crop grid, so sending more would buy nothing and less would be upscaled).
+DEEPSEEK_LONG_SIDE: dict[Mode, int] = {
+    Mode.TINY: VLLM_DEEPSEEK_VIEW.image_size,
+    Mode.SMALL: VLLM_DEEPSEEK_VIEW.image_size,
+    Mode.BASE: 3 * VLLM_DEEPSEEK_VIEW.image_size,
+    Mode.LARGE: 3 * VLLM_DEEPSEEK_VIEW.image_size,
+    Mode.GUNDAM: 3 * VLLM_DEEPSEEK_VIEW.image_size,
+}
 DEEPSEEK_RENDER_DPI = 144.0
 
 # Tesseract reads best at 200-300 DPI; the mode trades speed for detail.
@@ -61,11 +66,8 @@ TESSERACT_RENDER: dict[Mode, RenderSpec] = {
 
 
 def deepseek_render(mode: Mode) -> RenderSpec:
-    """What DeepSeek-OCR is sent for a mode: the view's size, or Gundam's tiled page."""
-    view = DEEPSEEK_VIEWS[mode]
-    if view.crop_mode:
-        return RenderSpec(DEEPSEEK_RENDER_DPI, GUNDAM_MAX_LONG_SIDE)
-    return RenderSpec(DEEPSEEK_RENDER_DPI, view.base_size)
+    """What DeepSeek-OCR on vLLM is sent for a mode: a page within one crop, or a tiled page."""
+    return RenderSpec(DEEPSEEK_RENDER_DPI, DEEPSEEK_LONG_SIDE[mode])
 
 
 def parse_mode(name: str) -> Mode:

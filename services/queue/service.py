@@ -42,7 +42,7 @@ class QueueService:
 
     def __init__(self, cfg: GatewayConfig, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self.store = QueueStore(cfg.database, cfg.queue.history_retention_days * 86_400.0)
+        self.store = QueueStore(cfg.database, cfg.data_path, cfg.queue.history_retention_days * 86_400.0)
         self.crashlog = CrashLog(self.store, clock)
         self.engine = QueueEngine(cfg, self.store, self.crashlog, clock)
         self.identities = Identities(self.store, clock)

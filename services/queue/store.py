@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
@@ -20,6 +21,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from aigw_common.config import DatabaseConfig
 from aigw_common.errors import Unavailable
+from aigw_common.ferretdb import socket_path, socket_uri
 
 log = logging.getLogger(__name__)
 
@@ -157,15 +159,15 @@ def _bulk_failures(exc: BulkWriteError, size: int) -> dict[int, Exception]:
     return failures
 
 
-def database_uri(cfg: DatabaseConfig) -> str:
-    """MONGODB_URI, or the embedded FerretDB."""
-    return cfg.uri or f"mongodb://{cfg.embedded_host}:{cfg.embedded_port}/"
+def database_uri(cfg: DatabaseConfig, data_dir: Path) -> str:
+    """MONGODB_URI, or the embedded FerretDB's Unix socket in the data dir (it has no TCP port)."""
+    return cfg.uri or socket_uri(socket_path(data_dir))
 
 
 class QueueStore:
     """The database and its collections."""
 
-    def __init__(self, cfg: DatabaseConfig, retention_seconds: float) -> None:
+    def __init__(self, cfg: DatabaseConfig, data_dir: Path, retention_seconds: float) -> None:
         options: dict[str, Any] = {
             "serverSelectionTimeoutMS": SERVER_SELECTION_MS,
             "connectTimeoutMS": CONNECT_MS,
@@ -174,7 +176,7 @@ class QueueStore:
         }
         if cfg.embedded:
             options["directConnection"] = True
-        self.client: AsyncMongoClient[Doc] = AsyncMongoClient(database_uri(cfg), **options)
+        self.client: AsyncMongoClient[Doc] = AsyncMongoClient(database_uri(cfg, data_dir), **options)
         self.name = cfg.name
         self.retention_seconds = retention_seconds
         self.features = Features(replica_set=False, ttl_indexes=False)

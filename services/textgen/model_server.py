@@ -76,6 +76,7 @@ class ModelServer:
         self.detail = ""
         self.in_flight = 0
         self.restarts = 0
+        self.sleep_level = 0
         self.last_used = time.monotonic()
         self.metrics = NO_METRICS
         self.hit_rate = UNKNOWN
@@ -252,11 +253,22 @@ class ModelServer:
         """vLLM sleep mode: level 1 offloads weights to CPU memory, level 2 discards them."""
         await self.client.control("POST", "/sleep", {"level": level})
         self.metrics = NO_METRICS
+        self.sleep_level = level
         self.set_state(ServerState.SLEEPING, f"asleep at level {level}")
 
     async def wake(self) -> None:
-        await self.client.control("POST", "/wake_up")
+        """Wakes a sleeping server. After level 2 the weights are gone: vLLM's documented sequence
+        restores memory for the weights, reloads them from the checkpoint, and only then gives the KV
+        cache back (https://docs.vllm.ai/en/latest/features/sleep_mode.html); a bare /wake_up would
+        serve from uninitialised weights."""
+        if self.sleep_level == 2:
+            await self.client.control("POST", "/wake_up", {"tags": "weights"})
+            await self.client.control("POST", "/collective_rpc", body={"method": "reload_weights"})
+            await self.client.control("POST", "/wake_up", {"tags": "kv_cache"})
+        else:
+            await self.client.control("POST", "/wake_up")
         answer = await self.client.control("GET", "/is_sleeping")
         if isinstance(answer, dict) and answer.get("is_sleeping"):
             raise Unavailable("the model server is still asleep after waking it")
+        self.sleep_level = 0
         self.set_state(ServerState.READY)

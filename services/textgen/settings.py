@@ -108,9 +108,12 @@ def _check(backend: BackendConfig) -> None:
 
 
 def _priority_scheduling(backend: BackendConfig) -> bool:
-    """Whether vLLM was started with `--scheduling-policy priority` (our default command does so)."""
-    if backend.engine != "vllm" or backend.mode != "supervise":
+    """Whether vLLM runs `--scheduling-policy priority`: our default command does; an attached server
+    does unless `priority_scheduling: false` says otherwise; a configured command says it itself."""
+    if backend.engine != "vllm":
         return False
+    if backend.mode == "attach":
+        return backend.priority_scheduling
     if not backend.command:
         return True
     joined = " ".join(backend.command)

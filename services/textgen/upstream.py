@@ -187,10 +187,14 @@ class UpstreamClient:
             return None
         return resp.text if resp.is_success else None
 
-    async def control(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
-        """A call to a control endpoint (vLLM dev mode: /sleep, /wake_up, /is_sleeping)."""
+    async def control(
+        self, method: str, path: str, params: dict[str, Any] | None = None, *, body: dict[str, Any] | None = None
+    ) -> Any:
+        """A call to a control endpoint (vLLM dev mode: /sleep, /wake_up, /collective_rpc, /is_sleeping)."""
         try:
-            resp = await self._http.request(method, path, params=params, timeout=httpx.Timeout(self.timeout, connect=5.0))
+            resp = await self._http.request(
+                method, path, params=params, json=body, timeout=httpx.Timeout(self.timeout, connect=5.0)
+            )
         except httpx.HTTPError as exc:
             raise transport_error(exc, self.timeout) from None
         if not resp.is_success:

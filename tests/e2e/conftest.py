@@ -22,7 +22,7 @@ def mesh_config(data_dir: Path, tiny_model_dir: Path, **overrides: Any) -> dict[
         "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
         "services": services_on(ports),
         "data_dir": str(data_dir),
-        "database": {"uri": "", "embedded_port": next(ports)},
+        "database": {"uri": ""},
         "auth": {"jwt_secret": JWT_SECRET, "admin_password": ADMIN_PASSWORD},
         "logging": {"level": "INFO"},
         "models": {

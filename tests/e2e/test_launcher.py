@@ -15,8 +15,10 @@ import httpx
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from aigw_common.ferretdb import socket_path
 from aigw_common.mesh import REPO, Mesh, write_config
 from tests.e2e.conftest import mesh_config
+from tests.helpers import connect_as_other_user, tcp_listeners
 
 # What `make run` leaves to be generated: no JWT secret and no admin password from the environment.
 NO_SECRETS_GIVEN = {"JWT_SECRET": "", "AIGW_ADMIN_PASSWORD": ""}
@@ -160,6 +162,24 @@ def test_no_secret_or_user_data_is_readable_by_others_or_logged(mesh: Mesh) -> N
             assert value not in text, f"{what} found in {path}"
     admin_log = (data / "logs" / "admin.log").read_text()
     assert str(data / "secrets" / "admin_password") in admin_log, "the log says where the generated password is"
+
+
+def test_the_store_listens_on_a_private_socket_and_no_tcp_port(mesh: Mesh) -> None:
+    pid = mesh.pids()["ferretdb"]
+    assert pid
+    assert tcp_listeners(pid) == [], "FerretDB listens on TCP"
+    path = socket_path(Path(mesh.cfg.data_dir))
+    folder = path.parent.lstat()
+    assert stat.S_ISDIR(folder.st_mode)
+    assert folder.st_uid == os.getuid()
+    assert stat.S_IMODE(folder.st_mode) == 0o700
+    sock = path.lstat()
+    assert stat.S_ISSOCK(sock.st_mode)
+    assert stat.S_IMODE(sock.st_mode) == 0o600, stat.filemode(sock.st_mode)
+    if os.getuid() == 0:  # as another local user (root can become one): refused
+        assert connect_as_other_user(path).startswith("refused")
+    with httpx.Client(base_url=mesh.edge_url, timeout=60) as http:
+        assert http.get("/health").json()["components"]["queue"] == "serving", "the queue reaches the store"
 
 
 def assert_a_stopped_model_is_called_stopped_and_the_mesh_stays_ready(mesh: Mesh) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +15,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, ProtocolError, PyMongoError
 
-from aigw_common.ferretdb import FerretDBProcess, free_port
+from aigw_common.ferretdb import FerretDBError, FerretDBProcess, socket_path
+from tests.helpers import connect_as_other_user, tcp_listeners
 
 Doc = dict[str, Any]
 NOT_IMPLEMENTED = 238  # MongoDB's NotImplemented code, which FerretDB returns for missing features
@@ -22,10 +25,68 @@ NOT_IMPLEMENTED = 238  # MongoDB's NotImplemented code, which FerretDB returns f
 @pytest.fixture
 def fdb(ferretdb_binary: Path, tmp_path: Path) -> Iterator[FerretDBProcess]:
     """A FerretDB of this test's own, so it can be stopped, killed and restarted."""
-    proc = FerretDBProcess(ferretdb_binary, tmp_path / "db", free_port(), log_path=tmp_path / "ferretdb.log")
+    proc = FerretDBProcess(ferretdb_binary, tmp_path / "db", log_path=tmp_path / "ferretdb.log")
     proc.start()
     yield proc
     proc.stop()
+
+
+def test_it_listens_on_a_private_unix_socket_and_no_tcp_port(fdb: FerretDBProcess) -> None:
+    assert fdb.pid is not None
+    assert tcp_listeners(fdb.pid) == []
+    assert "-listen-addr" not in " ".join(fdb.command())
+    folder = fdb.socket_path.parent
+    assert fdb.socket_path == socket_path(fdb.data_dir)
+    assert len(os.fsencode(fdb.socket_path)) < 108
+    info = folder.lstat()
+    assert stat.S_ISDIR(info.st_mode)
+    assert info.st_uid == os.getuid()
+    assert stat.S_IMODE(info.st_mode) == 0o700
+    sock = fdb.socket_path.lstat()
+    assert stat.S_ISSOCK(sock.st_mode)
+    assert stat.S_IMODE(sock.st_mode) == 0o600, stat.filemode(sock.st_mode)
+    assert stat.S_IMODE(fdb.data_dir.stat().st_mode) & 0o077 == 0
+    with _client(fdb) as c:
+        assert c.admin.command("ping")["ok"] == 1
+    if os.getuid() == 0:  # another local user cannot reach it (root can act as one)
+        assert connect_as_other_user(fdb.socket_path).startswith("refused")
+
+
+def test_a_short_data_dir_keeps_the_socket_inside_a_long_one_falls_back_to_a_private_tmp_dir(
+    ferretdb_binary: Path, tmp_path: Path
+) -> None:
+    short = Path("/srv/aigw")
+    assert socket_path(short) == short / "ferretdb-socket" / "ferretdb.sock"
+    deep = tmp_path / ("d" * 120)
+    fallback = socket_path(deep)
+    assert len(os.fsencode(fallback)) < 108
+    assert fallback.parent.name.startswith(f"aigw-{os.getuid()}-")
+    assert fallback == socket_path(deep), "the launcher and the queue compute the same path"
+    assert socket_path(tmp_path / ("e" * 120)) != fallback, "each data dir its own"
+
+    proc = FerretDBProcess(ferretdb_binary, deep, log_path=tmp_path / "ferretdb.log")
+    try:
+        with proc:
+            assert stat.S_IMODE(fallback.parent.stat().st_mode) == 0o700
+            assert stat.S_IMODE(fallback.lstat().st_mode) == 0o600
+            with _client(proc) as c:
+                c.aigw.jobs.insert_one({"_id": "deep"})
+            proc.restart(hard=True)  # a killed run's socket is replaced at the next start
+            with _client(proc) as c:
+                assert c.aigw.jobs.find_one({"_id": "deep"}) == {"_id": "deep"}
+    finally:
+        fallback.unlink(missing_ok=True)
+        fallback.parent.rmdir()
+
+
+def test_a_socket_dir_of_another_user_is_refused(ferretdb_binary: Path, tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to make a directory another user owns")
+    proc = FerretDBProcess(ferretdb_binary, tmp_path / "db", log_path=tmp_path / "ferretdb.log", start_timeout=10)
+    proc.socket_path.parent.mkdir(parents=True)
+    os.chown(proc.socket_path.parent, 65534, 65534)
+    with pytest.raises(FerretDBError, match="belongs to another user"):
+        proc.start()
 
 
 def _client(proc: FerretDBProcess) -> MongoClient[Doc]:

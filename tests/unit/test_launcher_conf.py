@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from aigw_common.config import parse_config
+from aigw_common.ferretdb import socket_path, socket_uri
 from aigw_common.launcher import mesh_programs, prepare, supervisord_conf, tied_to
 from aigw_common.lifeline import dying_with
+from services.queue.store import database_uri
 
 SECRET = "launcher-test-secret-" + "s" * 40
 
@@ -33,3 +35,14 @@ def test_the_config_holds_no_secret_and_ties_every_program_to_supervisord(
         assert program.command[:6] == dying_with(4242, [], signal.SIGKILL), program.name
     assert {p.name for p in programs} >= {"queue", "admin", "router", "edge"}
     assert "environment=" not in conf.split("[program:queue]")[1].split("[program:")[0], "the queue needs no extra variable"
+
+
+def test_the_embedded_store_listens_on_the_data_dirs_socket_only(tmp_path: Path) -> None:
+    cfg = parse_config({"data_dir": str(tmp_path / "data")}, env={})
+    ferretdb = next(p for p in mesh_programs(cfg, "/usr/bin/python3", Path("/opt/ferretdb")) if p.name == "ferretdb")
+    assert f"-listen-unix={socket_path(tmp_path / 'data')}" in ferretdb.command
+    assert not [arg for arg in ferretdb.command if arg.startswith("-listen-addr")]
+    assert database_uri(cfg.database, cfg.data_path) == socket_uri(socket_path(tmp_path / "data")), "the queue's side"
+    production = parse_config({"data_dir": str(tmp_path / "data")}, env={"MONGODB_URI": "mongodb://db:27017/"})
+    assert database_uri(production.database, production.data_path) == "mongodb://db:27017/"
+    assert not [p for p in mesh_programs(production, "/usr/bin/python3", None) if p.name == "ferretdb"]

