@@ -43,6 +43,10 @@ class Health:
         for name in ["", *self.service_names]:
             await self.servicer.set(name, status)
 
+    async def shutdown(self) -> None:
+        """NOT_SERVING for good: a later `set` (a background loop seeing its dependencies well) changes nothing."""
+        await self.servicer.enter_graceful_shutdown()
+
 
 class Service(Protocol):
     """What a service hands to the bootstrap."""
@@ -123,7 +127,7 @@ async def run_until_signalled(service: Service, cfg: GatewayConfig, address: str
     log.info("serving", extra={"port": port, "metrics_port": metrics_port})
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": cfg.services.grace_seconds})
-    await status.set(False)
+    await status.shutdown()
     await server.stop(cfg.services.grace_seconds)
     await service.stop()
     log.info("stopped")

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 START_RETRY_SECONDS = (0.2, 2.0)
 STOP_WAIT_SECONDS = 5.0
+STORE_CHECK_SECONDS = 1.0
+"""How often the recovered queue checks that the database answers (its health follows)."""
 
 
 class QueueService:
@@ -63,7 +65,8 @@ class QueueService:
         queue_pb2_grpc.add_AutoSwitchStoreServiceServicer_to_server(AutoSwitchStoreServicer(self.autoswitch, r), server)
 
     async def start(self, health: Health) -> None:
-        """Connects and recovers in the background (retrying while the database is down); SERVING once recovered."""
+        """Connects and recovers in the background (retrying while the database is down); SERVING once recovered,
+        NOT_SERVING again while the database does not answer."""
         await health.set(False)
         self._registered = register(self.collector)
         self._tasks.append(asyncio.create_task(self._recover_then_serve(health)))
@@ -91,6 +94,22 @@ class QueueService:
         self._ready.set()
         self._tasks.append(asyncio.create_task(self.housekeeping.run()))
         await health.set(True)
+        self._tasks.append(asyncio.create_task(self._follow_store(health)))
+
+    async def _follow_store(self, health: Health) -> None:
+        """Health is NOT_SERVING while the database does not answer, SERVING again once it does."""
+        serving = True
+        while True:
+            await asyncio.sleep(STORE_CHECK_SECONDS)
+            answers = await self.store.ping()
+            if answers == serving:
+                continue
+            serving = answers
+            if serving:
+                log.info("database answers again: serving")
+            else:
+                log.warning("database unavailable: not serving")
+            await health.set(serving)
 
     async def stop(self) -> None:
         self.readiness.ready = False

@@ -186,6 +186,14 @@ class QueueStore:
     def coll(self, name: str) -> AsyncCollection[Doc]:
         return self.db.get_collection(name)
 
+    async def ping(self) -> bool:
+        """Whether the database answers now (within the server selection timeout)."""
+        try:
+            await self.client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
     async def connect(self) -> Features:
         """Detects the server's features and creates the indexes; raises StoreUnavailable while unreachable."""
         try:

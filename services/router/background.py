@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aigw.common.v1 import common_pb2
@@ -14,6 +14,7 @@ from services.router.backends import BackendPool, StatusReport
 from services.router.catalog import ModelCatalog
 from services.router.clients import BackendClient, HealthClient, QueueClient
 from services.router.convert import dynamic_model
+from services.router.readiness import SERVING, UNREACHABLE, Readiness, assess
 from services.router.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 MODEL_CONFIG_REFRESH_SECONDS = 3.0
 ORPHAN_WAIT_MS = 5_000
 IDLE_SECONDS = 0.5
+
+Observer = Callable[[], Awaitable[None]]
+"""Called after each round of a background loop (the readiness watch re-reads what the round left behind)."""
 
 
 def status_report(status: common_pb2.BackendStatus, serving: bool) -> StatusReport:
@@ -47,10 +51,13 @@ class StatusPoller:
     clients: dict[str, BackendClient]
     interval: float
     admin: HealthClient | None = None
-    admin_state: str = "unreachable"
+    admin_state: str = UNREACHABLE
+    observer: Observer | None = None
 
     async def poll_once(self) -> None:
         await asyncio.gather(*(self._poll(name, client) for name, client in self.clients.items()), self._poll_admin())
+        if self.observer is not None:
+            await self.observer()
 
     async def _poll_admin(self) -> None:
         if self.admin is not None:
@@ -79,6 +86,7 @@ class ConfigRefresher:
     interval: float = MODEL_CONFIG_REFRESH_SECONDS
     clock: Callable[[], float] = time.monotonic
     last_success: float = float("-inf")
+    observer: Observer | None = None
 
     @property
     def queue_reachable(self) -> bool:
@@ -89,14 +97,48 @@ class ConfigRefresher:
             configs = await self.queue.model_configs()
         except GatewayError as exc:
             log.warning("cannot refresh the model config", extra={"code": exc.code})
-            return
-        self.catalog.update({c.model: dynamic_model(c) for c in configs})
-        self.last_success = self.clock()
+        else:
+            self.catalog.update({c.model: dynamic_model(c) for c in configs})
+            self.last_success = self.clock()
+        if self.observer is not None:
+            await self.observer()
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             await self.refresh_once()
+
+
+@dataclass
+class ReadinessWatch:
+    """The mesh's readiness as the background loops last saw it, told to `publish` whenever it changes.
+
+    `current()` reads only what the status poller and the config refresher left behind (no network
+    call), so `GET /health` and the standard gRPC health status come from one assessment; `observe()`
+    runs after each of their rounds and publishes a change (SERVING when ready, NOT_SERVING when not).
+    """
+
+    refresher: ConfigRefresher
+    poller: StatusPoller
+    publish: Callable[[bool], Awaitable[None]] | None = None
+    published: bool | None = None
+
+    def current(self) -> Readiness:
+        queue = SERVING if self.refresher.queue_reachable else UNREACHABLE
+        return assess(queue, self.poller.admin_state, self.poller.pool.summaries())
+
+    async def observe(self) -> None:
+        if self.publish is None:
+            return
+        readiness = self.current()
+        if readiness.ready == self.published:
+            return
+        self.published = readiness.ready
+        if readiness.ready:
+            log.info("ready to serve", extra={"status": readiness.status})
+        else:
+            log.warning("not ready to serve", extra={"reason": readiness.explanation()})
+        await self.publish(readiness.ready)
 
 
 @dataclass

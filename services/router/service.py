@@ -17,7 +17,7 @@ from aigw_common.authz import mesh_tls
 from aigw_common.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
 from aigw_common.server import Health
 from services.router.backends import BackendPool
-from services.router.background import ConfigRefresher, OrphanWorkers, StatusPoller
+from services.router.background import ConfigRefresher, OrphanWorkers, ReadinessWatch, StatusPoller
 from services.router.catalog import ModelCatalog
 from services.router.clients import BackendClient, HealthClient, QueueClient
 from services.router.gate import Gate
@@ -86,6 +86,8 @@ class RouterService:
         self.admin = HealthClient(cfg.endpoint("admin").address)
         self.poller = StatusPoller(self.pool, self.backends, cfg.routing.status_interval_seconds, self.admin)
         self.refresher = ConfigRefresher(self.queue, self.catalog)
+        self.readiness = ReadinessWatch(self.refresher, self.poller)
+        self.poller.observer = self.refresher.observer = self.readiness.observe
         self.workers = OrphanWorkers(self.queue, self.runner, self.pool, cfg.routing.workers)
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -96,15 +98,17 @@ class RouterService:
             self.inference,
             self.queue,
             self.runner,
-            (self.refresher, self.poller, gateway_version()),
+            (self.readiness, gateway_version()),
             OcrPreflight(document_rules(self.cfg), self.pool.languages),
         )
         router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
 
     async def start(self, health: Health) -> None:
+        """NOT_SERVING until the mesh can serve; from then on health follows readiness (`GET /health`)."""
+        await health.set(False)
+        self.readiness.publish = health.set
         await asyncio.gather(self.poller.poll_once(), self.refresher.refresh_once())
         self.tasks = [asyncio.create_task(loop) for loop in (self.poller.run(), self.refresher.run(), self.workers.run())]
-        await health.set(True)
 
     async def stop(self) -> None:
         for task in self.tasks:

@@ -15,7 +15,7 @@ from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_common.errors import InvalidArgument, Unavailable
 from aigw_common.listing import check_listing
 from services.router import convert
-from services.router.background import ConfigRefresher, StatusPoller
+from services.router.background import ReadinessWatch
 from services.router.catalog import ModelCatalog
 from services.router.chat import Submission, parse_priority, refuse_stream_flag, submission, validate_chat
 from services.router.clients import QueueClient
@@ -34,7 +34,6 @@ from services.router.openai_compat import (
     completion_body,
     parse_completion_request,
 )
-from services.router.readiness import SERVING, UNREACHABLE, assess
 from services.router.runner import JobRunner
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -75,7 +74,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         inference: Inference,
         queue: QueueClient,
         runner: JobRunner,
-        health: tuple[ConfigRefresher, StatusPoller, str],
+        health: tuple[ReadinessWatch, str],
         preflight: OcrPreflight,
     ) -> None:
         self.gate = gate
@@ -83,13 +82,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self.inference = inference
         self.queue = queue
         self.runner = runner
-        self.refresher, self.poller, self.version = health
-        self.pool = self.poller.pool
+        self.readiness, self.version = health
+        self.pool = self.readiness.poller.pool
         self.preflight = preflight
 
     async def GetHealth(self, request: router_pb2.GetHealthRequest, context: Ctx) -> router_pb2.GetHealthResponse:
-        queue = SERVING if self.refresher.queue_reachable else UNREACHABLE
-        readiness = assess(queue, self.poller.admin_state, self.poller.pool.summaries())
+        readiness = self.readiness.current()
         if not readiness.ready:
             raise Unavailable(readiness.explanation(), retry_after=NOT_READY_RETRY_SECONDS)
         return router_pb2.GetHealthResponse(status=readiness.status, components=readiness.components, version=self.version)

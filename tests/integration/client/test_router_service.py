@@ -61,7 +61,7 @@ async def gateway(
         await stack.enter_async_context(serving(build_ocr(cfg, "tess-0"), cfg.backend("tess-0").address))
         router = RouterService(cfg)
         address = f"127.0.0.1:{free_port()}"
-        await stack.enter_async_context(serving(router, address))
+        await stack.enter_async_context(serving(router, address, until_serving=False))
         await wait_until(lambda: router.pool.servable_models() >= {MODEL, OCR_MODEL}, what="backends ready")
         client = await stack.enter_async_context(AsyncAigwClient(address, token=token, env={}))
         yield client

@@ -21,13 +21,14 @@ from pymongo import MongoClient
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_common.ferretdb import FerretDBProcess
-from tests.helpers import free_port, wait_serving
+from tests.helpers import free_port, health_status, wait_serving
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
 MODEL = "crash-model"
 JOBS = 50
+QUEUE_SERVICE = "aigw.queue.v1.QueueService"
 PRIORITIES = (common_pb2.PRIORITY_LOW, common_pb2.PRIORITY_NORMAL, common_pb2.PRIORITY_HIGH)
 Doc = dict[str, Any]
 
@@ -196,8 +197,9 @@ def test_killing_ferretdb_fails_submits_fast_and_loses_nothing(
                 stub.Submit(request, timeout=15)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
             assert time.monotonic() - started < 5
-        time.sleep(1.5)
+        wait_for(lambda: health_status(mesh.address, QUEUE_SERVICE) == "NOT_SERVING", 15, "health NOT_SERVING")
         db.start()
+        wait_serving(mesh.address, 30, QUEUE_SERVICE)
         assert_each_succeeded_exactly_once(mesh, ids)
         client: MongoClient[Doc] = MongoClient(db.uri, directConnection=True)
         with client:

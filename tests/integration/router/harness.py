@@ -209,24 +209,36 @@ def forged(**claims: Any) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serving(service: Service, address: str) -> AsyncIterator[None]:
-    """Runs `service` at `address` until the block ends; ready once its health check says SERVING."""
+async def serving(service: Service, address: str, until_serving: bool = True) -> AsyncIterator[None]:
+    """Runs `service` at `address` until the block ends; ready once its health check says SERVING.
+
+    `until_serving=False` enters the block once the service has started: the router's health is the
+    mesh's readiness, which also needs an admin service that most test meshes do not run.
+    """
     server, _, health = await create_server(service, address)
     await server.start()
     await service.start(health)
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
-            check: Any = health_pb2_grpc.HealthStub(channel).Check
-            serving_status = health_pb2.HealthCheckResponse.SERVING
-            deadline = time.monotonic() + READY_SECONDS
-            while (await check(health_pb2.HealthCheckRequest())).status != serving_status:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{service.name} at {address} not SERVING within {READY_SECONDS}s")
-                await asyncio.sleep(0.05)
+        if until_serving:
+            await wait_health(address, "SERVING", what=service.name)
         yield
     finally:
         await server.stop(0)
         await service.stop()
+
+
+async def wait_health(address: str, wanted: str, service: str = "", timeout: float = READY_SECONDS, what: str = "") -> None:
+    """Waits until the standard health check at `address` (of `service`, "" overall) says `wanted`."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        check: Any = health_pb2_grpc.HealthStub(channel).Check
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = await check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            if health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status) == wanted:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what or address} {service} not {wanted} within {timeout}s")
+            await asyncio.sleep(0.05)
 
 
 async def wait_until(condition: Any, timeout: float = READY_SECONDS, what: str = "condition") -> None:
@@ -265,7 +277,7 @@ async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
             await stack.enter_async_context(serving(service, backend.address))
         router = RouterService(cfg)
         port = free_port()
-        await stack.enter_async_context(serving(router, f"127.0.0.1:{port}"))
+        await stack.enter_async_context(serving(router, f"127.0.0.1:{port}", until_serving=False))
         wanted = {m for b in cfg.backends for m in b.models}
         await wait_until(lambda: router.pool.servable_models() >= wanted, what="backends ready")
         router_channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

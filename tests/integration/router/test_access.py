@@ -38,6 +38,7 @@ from tests.integration.router.harness import (
     serving,
     textgen_backend,
     upstreams,
+    wait_health,
     wait_until,
 )
 
@@ -153,6 +154,36 @@ async def test_health_is_readiness_and_needs_no_credential(mesh: Mesh) -> None:
         assert code == grpc.StatusCode.OK
         assert reply.status == "ok"
         assert dict(reply.components) == {"queue": "serving", "admin": "serving", "textgen:tg-0": "serving"}
+
+
+ROUTER_SERVICE = "aigw.router.v1.RouterService"
+QUEUE_NOTICED_SECONDS = 30.0
+"""The router calls the queue unreachable when it has not answered for three config refreshes (9 s)."""
+
+
+async def test_grpc_health_follows_readiness_while_the_queue_stops_and_comes_back(mesh: Mesh) -> None:
+    """The standard health status (the Kubernetes readiness probe) is the same assessment as GetHealth."""
+    for service in ("", ROUTER_SERVICE):
+        await wait_health(mesh.router_address, "NOT_SERVING", service, what="router without admin")
+    async with serving(build_admin(mesh.cfg), mesh.cfg.services.admin.address):
+        for service in ("", ROUTER_SERVICE):
+            await wait_health(mesh.router_address, "SERVING", service, what="router with admin")
+        await mesh.queue.stop()
+        try:
+            await wait_health(mesh.router_address, "NOT_SERVING", ROUTER_SERVICE, QUEUE_NOTICED_SECONDS, "router, queue down")
+            await wait_health(mesh.router_address, "NOT_SERVING", "", timeout=0, what="router, queue down")
+            code, message = await health(mesh)
+            assert code == grpc.StatusCode.UNAVAILABLE
+            assert "queue unreachable" in message
+        finally:
+            await mesh.queue.start()
+        for service in (ROUTER_SERVICE, ""):
+            await wait_health(mesh.router_address, "SERVING", service, QUEUE_NOTICED_SECONDS, "router, queue back")
+        code, _ = await health(mesh)
+        assert code == grpc.StatusCode.OK
+        reply = await mesh.router.Chat(chat(), metadata=bearer(mesh.token("alice")))
+        assert reply.response == ANSWER
+    await wait_health(mesh.router_address, "NOT_SERVING", ROUTER_SERVICE, what="router after admin left")
 
 
 async def test_api_keys_work_in_both_headers_until_revoked(mesh: Mesh) -> None:
