@@ -99,7 +99,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         spec = validate_chat(convert.chat_input(request), self.catalog)
         async_mode = request.async_mode or meta.prefers_async
         sub = self._submission(meta, request.priority, async_mode, request.idempotency_key, request.timeout_seconds)
-        self._refuse_stopped(spec.model.name, caller, sub)
+        await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         await send_request_id(context, submitted.job.request_id)
         job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
@@ -112,7 +112,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         caller = await self.gate.admit(meta)
         spec = validate_chat(convert.chat_input(request), self.catalog)
         sub = self._submission(meta, request.priority, False, request.idempotency_key, request.timeout_seconds)
-        self._refuse_stopped(spec.model.name, caller, sub)
+        await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         job, model = submitted.job, spec.model.name
         rid = job.request_id
@@ -133,7 +133,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         completion = parse_completion_request(request.data)
         spec = validate_chat(completion.chat, self.catalog)
         sub = self._submission(meta, "", meta.prefers_async and not completion.stream, "", 0.0)
-        self._refuse_stopped(spec.model.name, caller, sub)
+        await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         job = submitted.job
         await send_request_id(context, job.request_id)
@@ -177,7 +177,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=False)
         await self.preflight.check(spec)
-        self._refuse_stopped(spec.model.name, caller, sub)
+        await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         await send_request_id(context, submitted.job.request_id)
         job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
@@ -188,7 +188,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         caller = await self.gate.admit(meta)
         spec, sub = self._ocr(request, meta, streaming=True)
         await self.preflight.check(spec)
-        self._refuse_stopped(spec.model.name, caller, sub)
+        await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         job = submitted.job
         await send_request_id(context, job.request_id)
@@ -249,9 +249,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self.gate.check_visible(caller, request_id, job.subject)
         return job
 
-    def _refuse_stopped(self, model: str, caller: Caller, sub: Submission) -> None:
-        if not sub.async_mode:
-            refuse_stopped(self.pool, model, caller)
+    async def _refuse_stopped(self, model: str, caller: Caller, sub: Submission) -> None:
+        if sub.async_mode or not self.pool.stopped(model):
+            return
+        # The pool's view is up to one status interval old: an operator may have just started the
+        # model, so look again before refusing (only requests for a stopped model pay for it).
+        await self.readiness.poller.poll_once()
+        refuse_stopped(self.pool, model, caller)
 
     def _submission(self, meta: CallMeta, priority: str, async_mode: bool, key: str, timeout: float) -> Submission:
         return submission(parse_priority(meta.priority, priority), async_mode, key or meta.idempotency_key, timeout)

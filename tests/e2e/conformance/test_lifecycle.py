@@ -16,7 +16,7 @@ from tests.e2e.conformance.contract import SseEvent, job_of, ok_json, png_with_t
 def backends_ready(http: httpx.Client, backends: list[str]) -> dict[str, bool]:
     """Whether the router sees each backend ready (GET /health's `ocr:<backend>` components)."""
     components = ok_json(http.get("/health"))["components"]
-    return {b: components.get(f"ocr:{b}") == "ready" for b in backends}
+    return {b: components.get(f"ocr:{b}") == "serving" for b in backends}
 
 
 def model_entry(http: httpx.Client, gateway: Gateway) -> dict[str, Any]:

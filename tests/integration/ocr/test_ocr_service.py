@@ -291,7 +291,8 @@ async def test_deepseek_backend_starts_and_stops_its_server(tmp_path: Path) -> N
         )
         assert markdown.engine == "deepseek-ocr"
         # The stand-in echoes the prompt; the service strips grounding tags from model output, so <|grounding|> goes too.
-        assert markdown.pages[0].text.startswith("prompt '<image>\\nConvert the document to markdown.' image 512x")
+        # vLLM's DeepSeek-OCR processor tiles at 640 px whatever the request asks, so "tiny" sends a page within 640.
+        assert markdown.pages[0].text.startswith("prompt '<image>\\nConvert the document to markdown.' image 640x")
         gundam = await ocr.recognize(pdf)
         assert gundam.pages[0].text.startswith("prompt '<image>\\nFree OCR.' image 1190x")
         engine = ocr.service.backend.engine
