@@ -198,13 +198,23 @@ async def test_api_keys_work_in_both_headers_until_revoked(mesh: Mesh) -> None:
 
 async def test_the_61st_request_in_a_minute_is_limited_and_another_client_is_not(mesh: Mesh) -> None:
     flood = bearer(mesh.token("flood"))
+    started = time.monotonic()
     accepted = await asyncio.gather(*(mesh.router.Chat(chat(async_mode=True), metadata=flood) for _ in range(60)))
     assert all(r.request_id and r.status in (common_pb2.QUEUED, common_pb2.RUNNING, common_pb2.SUCCEEDED) for r in accepted)
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await mesh.router.Chat(chat(async_mode=True), metadata=flood)
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "rate limit" in (refused.value.details() or "")
-    retry_after = retry_after_of(refused.value)
+    # The bucket refills one request a second: on a loaded machine the burst may take longer than that, so a
+    # request per second elapsed may still get in before the refusal; never more.
+    extra = 0
+    while True:
+        try:
+            await mesh.router.Chat(chat(async_mode=True), metadata=flood)
+        except grpc.aio.AioRpcError as exc:
+            refused = exc
+            break
+        extra += 1
+        assert extra <= time.monotonic() - started + 1, "the limiter let through more than its refill allows"
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "rate limit" in (refused.details() or "")
+    retry_after = retry_after_of(refused)
     assert retry_after is not None
     assert 0 < retry_after <= 1.0
     reply = await mesh.router.Chat(chat(priority="high"), metadata=bearer(mesh.token("calm")))
