@@ -51,6 +51,9 @@ class QueueNumbers(Protocol):
     async def queue_stats(self, model: str) -> queue_pb2.GetQueueStatsResponse:
         """A model's queue metrics."""
 
+    async def queue_series(self, model: str, minutes: int | None) -> queue_pb2.GetQueueSeriesResponse:
+        """A model's last `minutes` (None: the queue's default) in one-minute buckets."""
+
     async def model_configs(self) -> list[queue_pb2.ModelConfig]:
         """Every model's dynamic configuration."""
 
@@ -148,6 +151,11 @@ class Fleet:
         """A configured model's queue metrics."""
         self._check_model(model)
         return await self.queue.queue_stats(model)
+
+    async def queue_series(self, model: str, minutes: int | None) -> queue_pb2.GetQueueSeriesResponse:
+        """A configured model's queue over its last minutes (the queue checks `minutes`)."""
+        self._check_model(model)
+        return await self.queue.queue_series(model, minutes)
 
     async def start_model(self, model: str, backend: str = "") -> StartResult:
         """Loads `model` on `backend`, or on the least busy backend able to hold it and with room for it."""
