@@ -14,6 +14,8 @@ from aigw_common.config import BackendConfig, GatewayConfig
 from aigw_common.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound, Unavailable
 
 UNREACHABLE = "UNREACHABLE"
+SERIES_MINUTES = 60
+"""The longest queue series the queue keeps, in minutes."""
 BUSY = frozenset({common_pb2.BACKEND_STATE_LOADING, common_pb2.BACKEND_STATE_DRAINING, common_pb2.BACKEND_STATE_CRASHED})
 
 
@@ -153,8 +155,10 @@ class Fleet:
         return await self.queue.queue_stats(model)
 
     async def queue_series(self, model: str, minutes: int | None) -> queue_pb2.GetQueueSeriesResponse:
-        """A configured model's queue over its last minutes (the queue checks `minutes`)."""
+        """A configured model's queue over its last `minutes` (1 to 60; None for all 60)."""
         self._check_model(model)
+        if minutes is not None and not 1 <= minutes <= SERIES_MINUTES:
+            raise InvalidArgument(f"minutes: between 1 and {SERIES_MINUTES}, not {minutes}", field="minutes")
         return await self.queue.queue_series(model, minutes)
 
     async def start_model(self, model: str, backend: str = "") -> StartResult:

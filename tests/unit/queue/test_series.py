@@ -26,9 +26,11 @@ def test_jobs_land_in_the_minute_they_finished_by_final_state() -> None:
     s.finished(MODEL, State.CANCELLED, "", 70.0, 70.0, T0 + 62)
     s.finished("other", State.SUCCEEDED, "", 1.0, 1.0, T0 + 62)
     first, second = s.window(MODEL, 2, T0 + 90)
-    assert first.start == T0 and first.seconds == 60
+    assert first.start == T0
+    assert first.seconds == 60
     assert (first.succeeded, first.failed, first.cancelled, first.deadline_exceeded) == (2, 0, 0, 0)
-    assert second.start == T0 + 60 and second.seconds == pytest.approx(30)
+    assert second.start == T0 + 60
+    assert second.seconds == pytest.approx(30)
     assert (second.succeeded, second.failed, second.cancelled, second.deadline_exceeded) == (0, 2, 1, 1)
     assert first.per_minute == 2
     assert second.per_minute == pytest.approx(6.0)  # 3 in the 30 s that passed
@@ -41,7 +43,8 @@ def test_window_is_oldest_first_with_empty_minutes_and_a_length_asked() -> None:
     assert len(views) == 60
     assert [v.start for v in views] == [T0 + (m - 49) * 60 for m in range(60)]
     assert [v.finished for v in views].count(1) == 1
-    assert views[-11].finished == 1 and views[-11].start == T0
+    assert views[-11].finished == 1
+    assert views[-11].start == T0
     assert len(s.window(MODEL, 1, T0 + 601)) == 1
 
 
@@ -66,7 +69,8 @@ def test_percentiles_of_few_values_are_clamped_to_what_was_seen() -> None:
     assert h.percentile(0.99) == 10_000_000.0
     assert 123.0 <= h.percentile(0.5) <= 123.0 * 2 ** (1 / 4)
     assert Histogram().percentile(0.5) == 0.0
-    assert LATENCY_BOUNDS_MS[0] == 1.0 and LATENCY_BOUNDS_MS[-1] >= 600_000.0
+    assert LATENCY_BOUNDS_MS[0] == 1.0
+    assert LATENCY_BOUNDS_MS[-1] >= 600_000.0
 
 
 def test_minute_percentiles_and_counts_come_from_that_minute_only() -> None:
@@ -116,7 +120,8 @@ def test_a_late_event_counts_in_its_own_minute_without_moving_the_depth() -> Non
     s.finished(MODEL, State.SUCCEEDED, "", 10.0, 1.0, T0 + 65)
     s.depth(MODEL, 9, 9, T0 + 66)
     views = s.window(MODEL, 3, T0 + 130)
-    assert views[1].finished == 1 and views[1].peak_running == 9
+    assert views[1].finished == 1
+    assert views[1].peak_running == 9
     assert (views[2].peak_running, views[2].peak_waiting) == (3, 1)
     assert (s.models[MODEL].running, s.models[MODEL].waiting) == (3, 1)
 
@@ -146,7 +151,8 @@ def test_rebuild_from_past_jobs_gives_what_live_noting_gave() -> None:
     assert (first.succeeded, first.failed, first.cancelled) == (0, 0, 1)
     assert (first.peak_running, first.peak_waiting) == (2, 2)
     assert (second.succeeded, second.failed, second.deadline_exceeded) == (1, 1, 1)
-    assert second.total_ms.count == 2 and second.total_ms.p99 == pytest.approx(68_500.0)
+    assert second.total_ms.count == 2
+    assert second.total_ms.p99 == pytest.approx(68_500.0)
     assert second.wait_ms.p50 >= 1000.0
     assert (second.peak_running, second.peak_waiting) == (2, 2)
     assert (third.peak_running, third.peak_waiting) == (1, 2)
