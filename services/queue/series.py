@@ -49,16 +49,21 @@ class Histogram:
 
     def percentile(self, p: float) -> float:
         """The nearest-rank p-quantile (0 < p <= 1) to the precision of the buckets; 0 when empty."""
+        return self.percentiles((p,))[0]
+
+    def percentiles(self, ps: tuple[float, ...]) -> list[float]:
+        """Several nearest-rank quantiles (ascending `ps`) in one pass over the buckets."""
         if not self.n:
-            return 0.0
-        rank = max(1, math.ceil(p * self.n))
+            return [0.0 for _ in ps]
+        ranks = [max(1, math.ceil(p * self.n)) for p in ps]
+        found: list[float] = []
         seen = 0
         for index in sorted(self.counts):
             seen += self.counts[index]
-            if seen >= rank:
+            while len(found) < len(ranks) and seen >= ranks[len(found)]:
                 bound = LATENCY_BOUNDS_MS[index] if index < len(LATENCY_BOUNDS_MS) else self.high
-                return min(max(bound, self.low), self.high)
-        return self.high
+                found.append(min(max(bound, self.low), self.high))
+        return found + [self.high] * (len(ranks) - len(found))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +77,8 @@ class Quantiles:
 
 
 def quantiles(h: Histogram) -> Quantiles:
-    return Quantiles(h.percentile(0.50), h.percentile(0.95), h.percentile(0.99), h.n)
+    p50, p95, p99 = h.percentiles((0.50, 0.95, 0.99))
+    return Quantiles(p50, p95, p99, h.n)
 
 
 @dataclass

@@ -4,9 +4,10 @@ import { call, get, isAdmin } from "../api.js";
 import { confirmAction, errorText, fill, h, notice, percent, select, table } from "../dom.js";
 
 const REFRESH_MS = 5000;
+// [level, option text, what it means (asked in the confirmation)]
 const SLEEP_LEVELS = [
-  ["1", "level 1: weights kept in CPU memory"],
-  ["2", "level 2: weights discarded"],
+  ["1", "Level 1 (keep weights)", "level 1: weights kept in CPU memory"],
+  ["2", "Level 2 (discard weights)", "level 2: weights discarded"],
 ];
 
 const BACKEND_STATES = {
@@ -201,7 +202,11 @@ function render(content, data, outcome, reload) {
 /** Sleep (at the chosen level) and Wake for one backend; each asks for confirmation and reports through `act`. */
 function sleepControls(backend, state, act) {
   const path = (what) => `/admin/backends/${encodeURIComponent(backend)}/${what}`;
-  const level = select("level", SLEEP_LEVELS, "1");
+  const level = select(
+    "level",
+    SLEEP_LEVELS.map(([value, text]) => [value, text]),
+    "1",
+  );
   level.setAttribute("aria-label", `Sleep level for ${backend}`);
   const asleep = state === "sleeping";
   return h(
@@ -216,7 +221,7 @@ function sleepControls(backend, state, act) {
         onclick: (event) => {
           const chosen = SLEEP_LEVELS.find(([value]) => value === level.value);
           return act(
-            `Put ${backend} to sleep at ${chosen[1]}? It stops serving until woken; its requests wait in their queues.`,
+            `Put ${backend} to sleep at ${chosen[2]}? It stops serving until woken; its requests wait in their queues.`,
             `Sleep ${backend}`,
             "POST",
             path("sleep"),
