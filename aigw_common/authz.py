@@ -69,6 +69,7 @@ _ADMIN_RPCS = (
     "StopModel",
     "SwitchBackend",
     "GetQueueStats",
+    "GetQueueSeries",
     "ListCrashes",
     "ListRequests",
     "GetModelConfig",
@@ -96,6 +97,7 @@ POLICY: dict[str, frozenset[str]] = {
     f"{_QS}ReleaseJob": frozenset({ROUTER}),
     f"{_QS}ListJobs": frozenset({ROUTER, ADMIN}),
     f"{_QS}GetQueueStats": frozenset({ROUTER, ADMIN}),
+    f"{_QS}GetQueueSeries": frozenset({ADMIN}),
     f"{_QS}GetUsage": frozenset({ADMIN}),
     # Crash log: every service that runs work records; the admin service reads.
     f"{_CRASH}RecordCrash": frozenset({ROUTER, TEXTGEN, OCR, ADMIN}),

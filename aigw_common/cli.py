@@ -325,6 +325,12 @@ def cmd_admin_queue(cli: Cli) -> int:
     return EXIT_OK
 
 
+def cmd_admin_series(cli: Cli) -> int:
+    reply = cli.client.queue_series(cli.args.model, cli.args.minutes)
+    cli.emit(reply, lambda: text.queue_series(reply))
+    return EXIT_OK
+
+
 def cmd_admin_crashes(cli: Cli) -> int:
     a = cli.args
     reply = cli.client.crashes(
@@ -515,6 +521,9 @@ def _add_admin_models(admin: _Parsers) -> None:
     switch.add_argument("model")
     switch.add_argument("--force", action="store_true")
     admin.add("queue", "queue numbers of a model", cmd_admin_queue).add_argument("model")
+    series = admin.add("series", "a model's queue minute by minute over the last hour", cmd_admin_series)
+    series.add_argument("model")
+    series.add_argument("--minutes", type=int, help="how many minutes up to now, 1 to 60 (default 60)")
     config = _Parsers(admin.add("config", "a model's dynamic configuration"), "config_command")
     config.add("get", "show it", cmd_admin_config_get).add_argument("model")
     set_ = config.add("set", "change settings, e.g. max_concurrent=4 temperature=0.2", cmd_admin_config_set)

@@ -412,6 +412,10 @@ class AigwClient:
         """Queue numbers of a model: processing, waiting, utilization, totals, latency percentiles."""
         return self._unary(req.queue_stats(model))
 
+    def queue_series(self, model: str, minutes: int | None = None) -> admin_pb2.GetQueueSeriesResponse:
+        """A model's last `minutes` (1 to 60, default 60) in one-minute buckets: throughput, latencies, peak depth."""
+        return self._unary(req.queue_series(model, minutes))
+
     def crashes(self, **filters: Unpack[CrashFilters]) -> admin_pb2.ListCrashesResponse:
         """The crash log, newest first."""
         return self._unary(req.crashes(filters))
@@ -709,6 +713,10 @@ class AsyncAigwClient:
     async def queue_stats(self, model: str) -> admin_pb2.GetQueueStatsResponse:
         """Queue numbers of a model: processing, waiting, utilization, totals, latency percentiles."""
         return await self._unary(req.queue_stats(model))
+
+    async def queue_series(self, model: str, minutes: int | None = None) -> admin_pb2.GetQueueSeriesResponse:
+        """A model's last `minutes` (1 to 60, default 60) in one-minute buckets: throughput, latencies, peak depth."""
+        return await self._unary(req.queue_series(model, minutes))
 
     async def crashes(self, **filters: Unpack[CrashFilters]) -> admin_pb2.ListCrashesResponse:
         """The crash log, newest first."""

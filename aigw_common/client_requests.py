@@ -393,6 +393,11 @@ def queue_stats(model: str) -> Rpc[admin_pb2.GetQueueStatsResponse]:
     return admin("GetQueueStats", admin_pb2.GetQueueStatsRequest(model=model), admin_pb2.GetQueueStatsResponse)
 
 
+def queue_series(model: str, minutes: int | None) -> Rpc[admin_pb2.GetQueueSeriesResponse]:
+    request = admin_pb2.GetQueueSeriesRequest(model=model, minutes=minutes)
+    return admin("GetQueueSeries", request, admin_pb2.GetQueueSeriesResponse)
+
+
 def delete_user(username: str) -> Rpc[admin_pb2.DeleteUserResponse]:
     return admin("DeleteUser", admin_pb2.DeleteUserRequest(username=username), admin_pb2.DeleteUserResponse)
 

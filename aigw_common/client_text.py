@@ -156,6 +156,25 @@ def queue_stats(s: admin_pb2.GetQueueStatsResponse) -> str:
     )
 
 
+def queue_series(s: admin_pb2.GetQueueSeriesResponse) -> str:
+    rows = [
+        (
+            datetime.fromtimestamp(m.start.seconds, UTC).strftime("%H:%M"),
+            f"{m.finished_per_minute:.1f}",
+            m.succeeded,
+            m.failed,
+            m.cancelled,
+            f"{m.total_ms.p50:.0f}/{m.total_ms.p95:.0f}/{m.total_ms.p99:.0f}" if m.total_ms.count else "-",
+            f"{m.queue_wait_ms.p50:.0f}/{m.queue_wait_ms.p95:.0f}/{m.queue_wait_ms.p99:.0f}" if m.queue_wait_ms.count else "-",
+            m.peak_running,
+            m.peak_waiting,
+        )
+        for m in s.minutes
+    ]
+    headers = ["minute", "per min", "ok", "failed", "cancelled", "total p50/95/99 ms", "wait p50/95/99 ms", "running", "waiting"]
+    return f"{s.model}, minutes of {s.bucket_seconds} s (UTC)\n" + table(headers, rows)
+
+
 def crashes(reply: admin_pb2.ListCrashesResponse) -> str:
     rows = [
         (

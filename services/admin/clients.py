@@ -104,6 +104,10 @@ class QueueClient:
     async def queue_stats(self, model: str) -> queue_pb2.GetQueueStatsResponse:
         return await self._call(self.queue.GetQueueStats, queue_pb2.GetQueueStatsRequest(model=model))
 
+    async def queue_series(self, model: str, minutes: int | None) -> queue_pb2.GetQueueSeriesResponse:
+        request = queue_pb2.GetQueueSeriesRequest(model=model, minutes=minutes)
+        return await self._call(self.queue.GetQueueSeries, request)
+
     async def queued(self, model: str) -> int:
         return int((await self.queue_stats(model)).waiting)
 

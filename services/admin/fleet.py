@@ -14,6 +14,8 @@ from aigw_common.config import BackendConfig, GatewayConfig
 from aigw_common.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound, Unavailable
 
 UNREACHABLE = "UNREACHABLE"
+SERIES_MINUTES = 60
+"""The longest queue series the queue keeps, in minutes."""
 BUSY = frozenset({common_pb2.BACKEND_STATE_LOADING, common_pb2.BACKEND_STATE_DRAINING, common_pb2.BACKEND_STATE_CRASHED})
 
 
@@ -50,6 +52,9 @@ class QueueNumbers(Protocol):
 
     async def queue_stats(self, model: str) -> queue_pb2.GetQueueStatsResponse:
         """A model's queue metrics."""
+
+    async def queue_series(self, model: str, minutes: int | None) -> queue_pb2.GetQueueSeriesResponse:
+        """A model's last `minutes` (None: the queue's default) in one-minute buckets."""
 
     async def model_configs(self) -> list[queue_pb2.ModelConfig]:
         """Every model's dynamic configuration."""
@@ -148,6 +153,13 @@ class Fleet:
         """A configured model's queue metrics."""
         self._check_model(model)
         return await self.queue.queue_stats(model)
+
+    async def queue_series(self, model: str, minutes: int | None) -> queue_pb2.GetQueueSeriesResponse:
+        """A configured model's queue over its last `minutes` (1 to 60; None for all 60)."""
+        self._check_model(model)
+        if minutes is not None and not 1 <= minutes <= SERIES_MINUTES:
+            raise InvalidArgument(f"minutes: between 1 and {SERIES_MINUTES}, not {minutes}", field="minutes")
+        return await self.queue.queue_series(model, minutes)
 
     async def start_model(self, model: str, backend: str = "") -> StartResult:
         """Loads `model` on `backend`, or on the least busy backend able to hold it and with room for it."""

@@ -200,6 +200,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         await self._admin(context)
         return recast(await self.d.fleet.queue_stats(request.model), admin_pb2.GetQueueStatsResponse)
 
+    async def GetQueueSeries(self, request: admin_pb2.GetQueueSeriesRequest, context: Ctx) -> admin_pb2.GetQueueSeriesResponse:
+        await self._admin(context)
+        minutes = request.minutes if request.HasField("minutes") else None
+        return recast(await self.d.fleet.queue_series(request.model, minutes), admin_pb2.GetQueueSeriesResponse)
+
     async def ListCrashes(self, request: admin_pb2.ListCrashesRequest, context: Ctx) -> admin_pb2.ListCrashesResponse:
         await self._admin(context)
         check_listing(request.page_size, _time(request, "since"), _time(request, "until"))

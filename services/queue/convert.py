@@ -13,6 +13,7 @@ from services.queue.engine import QueueStats, SubmitSpec
 from services.queue.identity import ApiKey, RefreshToken, User, UserChange
 from services.queue.jobs import JobError, JobRecord, Kind, Lease, Priority, State
 from services.queue.limits import ModelSettings, Patch
+from services.queue.series import BUCKET_SECONDS, MinuteView, Quantiles
 from services.queue.stats import percentiles
 
 PRIORITIES = {
@@ -146,6 +147,33 @@ def stats_proto(model: str, s: QueueStats) -> queue_pb2.GetQueueStatsResponse:
         max_waiting=s.settings.max_waiting,
         queue_wait_ms=queue_pb2.Percentiles(p50=waits.p50, p90=waits.p90, p99=waits.p99, count=waits.count),
         service_ms=queue_pb2.Percentiles(p50=services.p50, p90=services.p90, p99=services.p99, count=services.count),
+    )
+
+
+def _series_percentiles(q: Quantiles) -> queue_pb2.SeriesPercentiles:
+    return queue_pb2.SeriesPercentiles(p50=q.p50, p95=q.p95, p99=q.p99, count=q.count)
+
+
+def series_proto(model: str, minutes: list[MinuteView]) -> queue_pb2.GetQueueSeriesResponse:
+    return queue_pb2.GetQueueSeriesResponse(
+        model=model,
+        bucket_seconds=BUCKET_SECONDS,
+        minutes=[
+            queue_pb2.QueueMinute(
+                start=timestamp(m.start),
+                seconds=m.seconds,
+                succeeded=m.succeeded,
+                failed=m.failed,
+                cancelled=m.cancelled,
+                deadline_exceeded=m.deadline_exceeded,
+                finished_per_minute=m.per_minute,
+                total_ms=_series_percentiles(m.total_ms),
+                queue_wait_ms=_series_percentiles(m.wait_ms),
+                peak_running=m.peak_running,
+                peak_waiting=m.peak_waiting,
+            )
+            for m in minutes
+        ],
     )
 
 

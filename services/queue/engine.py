@@ -50,6 +50,7 @@ from services.queue.jobs import (
 )
 from services.queue.limits import ModelSettings, admits, retry_after
 from services.queue.ordering import ModelQueue
+from services.queue.series import QueueSeries
 from services.queue.stats import ModelStats, Usage
 from services.queue.store import EVENTS, JOBS, OUTCOMES, PAYLOADS, Duplicate, QueueStore, StoreUnavailable, stop_if_cancelled
 
@@ -135,6 +136,7 @@ class QueueEngine:
         self.queues = {name: ModelQueue() for name in cfg.models}
         self.stats = {name: ModelStats() for name in cfg.models}
         self.usage = Usage()
+        self.series = QueueSeries(cfg.models)
         self.active: dict[str, JobRecord] = {}
         self.recent: OrderedDict[str, JobRecord] = OrderedDict()
         self.idem: dict[tuple[str, str], str] = {}
@@ -695,6 +697,8 @@ class QueueEngine:
         stats = self.stats[rec.model]
         stats.count_finished(outcome.state, code)
         stats.sample(rec.queued_ms(outcome.at), rec.service_ms(outcome.at), ran)
+        total_ms = (outcome.at - rec.submitted_at) * 1000.0
+        self.series.finished(rec.model, outcome.state, code, total_ms, rec.queued_ms(outcome.at), outcome.at)
         if rec.request_id in self.with_events:
             self.with_events.discard(rec.request_id)
             self.cleanup.append(rec.request_id)
@@ -956,7 +960,8 @@ class QueueEngine:
             events.put_nowait(event)
 
     def _notify_positions(self, model: str) -> None:
-        """Sends POSITION to watchers of the model's queued jobs whose place changed."""
+        """Notes the model's new depth; sends POSITION to watchers of its queued jobs whose place changed."""
+        self.series.depth(model, len(self.queues[model].running), len(self.queues[model]), self.clock())
         if not self._watchers:
             return
         watched = [self.active[r] for r in self._watchers if r in self.active and self.active[r].model == model]

@@ -14,6 +14,7 @@ from services.queue.documents import from_datetime, to_datetime
 from services.queue.engine import QueueEngine
 from services.queue.identity import Identities
 from services.queue.jobs import State
+from services.queue.series import BUCKET_SECONDS, WINDOW_MINUTES, PastJob
 from services.queue.store import (
     COUNTERS,
     CRASHES,
@@ -37,6 +38,9 @@ RETENTION_SWEEP_SECONDS = 600.0
 KEY_USE_FLUSH_SECONDS = 30.0
 CHUNK = 500
 OUTCOME_FIELDS = {"model": 1, "state": 1, "error.code": 1, "queued_ms": 1, "service_ms": 1, "finished_at": 1, "started_at": 1}
+SERIES_FIELDS = {"model": 1, "state": 1, "error.code": 1, "queued_ms": 1, "submitted_at": 1, "started_at": 1, "finished_at": 1}
+SERIES_MAX_JOBS = 200_000
+"""At most this many of the last hour's finished jobs are read back for the queue series (the latest ones)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Housekeeping:
             events[doc["rid"]].append(doc)
         engine.cleanup += [rid for rid in events if rid in finished_ids]
         loaded = await engine.load_active(job_docs, events, now)
+        await self._load_series()
         running = [rec for rec in loaded if rec.state == State.RUNNING]
         for rec in running:
             assert rec.lease is not None
@@ -120,6 +125,33 @@ class Housekeeping:
             stats.count_finished(State(doc["state"]), (doc.get("error") or {}).get("code", ""))
             stats.sample(float(doc.get("queued_ms", 0.0)), float(doc.get("service_ms", 0.0)), bool(doc.get("started_at")))
         return {doc["_id"] for doc in docs}
+
+    async def _load_series(self) -> None:
+        """Rebuilds the per-minute series of the last hour from the jobs that finished in it and those still active."""
+        now = self.clock()
+        since = to_datetime((int(now // BUCKET_SECONDS) - WINDOW_MINUTES + 1) * BUCKET_SECONDS)
+        rows = await self.store.find(
+            OUTCOMES,
+            {"finished_at": {"$gte": since}},
+            projection=SERIES_FIELDS,
+            sort=[("finished_at", -1)],
+            limit=SERIES_MAX_JOBS,
+        )
+        jobs = [
+            PastJob(
+                model=doc.get("model", ""),
+                submitted_at=from_datetime(doc.get("submitted_at")),
+                started_at=from_datetime(doc.get("started_at")),
+                finished_at=from_datetime(doc.get("finished_at")),
+                state=State(doc["state"]),
+                code=(doc.get("error") or {}).get("code", ""),
+                wait_ms=float(doc.get("queued_ms", 0.0)),
+            )
+            for doc in rows
+        ]
+        active = self.engine.active.values()
+        jobs += [PastJob(r.model, r.submitted_at, r.started_at if r.state == State.RUNNING else 0.0, 0.0) for r in active]
+        self.engine.series.rebuild(jobs, now)
 
     async def _load_submissions(self, now: float) -> list[str]:
         """Counts submissions per model and hour over the retention period; returns every stored job id."""

@@ -14,6 +14,7 @@ from services.queue.crashlog import CrashLog
 from services.queue.engine import QueueEngine
 from services.queue.history import JobFilter, list_jobs
 from services.queue.jobs import JobRecord, Lease
+from services.queue.series import WINDOW_MINUTES
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_USAGE_DAYS = 7
@@ -139,6 +140,15 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
         self.readiness.check()
         model = _required(request.model, "model")
         return convert.stats_proto(model, self.engine.queue_stats(model))
+
+    async def GetQueueSeries(self, request: queue_pb2.GetQueueSeriesRequest, context: Ctx) -> queue_pb2.GetQueueSeriesResponse:
+        self.readiness.check()
+        model = _required(request.model, "model")
+        self.engine.configs.get(model)
+        minutes = request.minutes if request.HasField("minutes") else WINDOW_MINUTES
+        if not 1 <= minutes <= WINDOW_MINUTES:
+            raise InvalidArgument(f"minutes: between 1 and {WINDOW_MINUTES}, not {minutes}", field="minutes")
+        return convert.series_proto(model, self.engine.series.window(model, minutes, self.engine.clock()))
 
     async def GetUsage(self, request: queue_pb2.GetUsageRequest, context: Ctx) -> queue_pb2.GetUsageResponse:
         self.readiness.check()

@@ -224,21 +224,74 @@ def test_stop_cancel_a_waiting_request_and_start_again(page: Page, site: Site, s
         site.api("POST", "/admin/models/tiny-chat/start")
 
 
-def test_queues_update_live(page: Page, site: Site, screenshots: Path) -> None:
+def finished_last_hour(site: Site, model: str) -> int:
+    minutes = site.api("GET", f"/admin/queue/{model}/series").json()["minutes"]
+    return sum(m.get("succeeded", 0) + m.get("failed", 0) + m.get("cancelled", 0) for m in minutes)
+
+
+def hour_summary(count: int) -> re.Pattern[str]:
+    return re.compile(rf"last hour: {count} finished")
+
+
+def test_queues_show_the_past_hour_on_opening_and_update_by_themselves(
+    browser: Browser, page: Page, site: Site, screenshots: Path
+) -> None:
+    # requests made before the page is opened: the queue counted them, the page has never seen them
+    for prompt in ("earlier one", "earlier two"):
+        answer = site.api("POST", "/api/chat", json={"model": "tiny-chat", "prompt": prompt, "max_tokens": 2})
+        assert answer.status_code == 200, answer.text
+    before = finished_last_hour(site, "tiny-chat")
+    assert before >= 2
     sign_in(page, site, "admin", ADMIN_PASSWORD, "#/queues")
     panel = page.get_by_role("region", name="tiny-chat")
     expect(panel.get_by_role("table", name="tiny-chat now")).to_contain_text("Waiting")
-    updated = page.locator("p.facts").first
-    first = updated.inner_text()
-    site.api("POST", "/api/chat", json={"model": "tiny-chat", "prompt": "tick", "max_tokens": 2})
-    expect(updated).not_to_have_text(first, timeout=10_000)  # polled again without a reload
+    expect(panel.get_by_text(hour_summary(before))).to_be_visible(timeout=4_000)  # the first load, not a later poll
+    expect(panel.get_by_role("img", name=re.compile("tiny-chat: total time percentiles"))).to_have_attribute(
+        "aria-label", re.compile(r"p50: [\d.]+ ms, .*p95: [\d.]+ ms.*p99: [1-9][\d.]* ms")
+    )
     expect(panel.get_by_role("img", name=re.compile("tiny-chat: throughput"))).to_have_attribute(
-        "aria-label", re.compile(r"finished: \d")
+        "aria-label", re.compile(r"finished: [\d.]+ /min")
     )
-    expect(panel.get_by_role("img", name=re.compile("service time percentiles"))).to_have_attribute(
-        "aria-label", re.compile(r"p99: \d")
-    )
+    for name in ("queue wait percentiles", "peak running and waiting", "peak utilisation"):
+        expect(panel.get_by_role("img", name=re.compile(name))).to_be_visible()
+    site.api("POST", "/api/chat", json={"model": "tiny-chat", "prompt": "while open", "max_tokens": 2})
+    expect(panel.get_by_text(hour_summary(before + 1))).to_be_visible(timeout=15_000)  # polled, no reload
     shot(page, screenshots, "queues")
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    phone = context.new_page()
+    try:
+        sign_in(phone, site, "admin", ADMIN_PASSWORD, "#/queues")
+        chart = phone.get_by_role("img", name=re.compile("tiny-chat: throughput"))
+        expect(chart).to_be_visible()
+        box = chart.bounding_box()
+        assert box is not None
+        assert box["width"] >= 300, f"the chart is {box['width']} px wide on a phone"
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"] + 1, f"the page is {width} px wide on a {PHONE['width']} px screen"
+        chart.scroll_into_view_if_needed()
+        shot(phone, screenshots, "queues-phone")
+    finally:
+        context.close()
+
+
+def test_sleep_wake_refused_on_a_backend_without_sleep_mode(page: Page, site: Site, screenshots: Path) -> None:
+    sign_in(page, site, "admin", ADMIN_PASSWORD)
+    row = page.get_by_role("table", name="Backends").get_by_role("row").filter(has_text="cpu-0")
+    expect(row).to_contain_text("loaded")
+    expect(row.get_by_role("button", name="Wake")).to_be_disabled()  # only a sleeping backend wakes
+    row.get_by_label("Sleep level for cpu-0").select_option("2")
+    row.get_by_role("button", name="Sleep").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Put cpu-0 to sleep at level 2: weights discarded?")
+    dialog.get_by_role("button", name="Sleep cpu-0").click()
+    outcome = page.get_by_role("alert").filter(has_text="Sleep cpu-0 failed: ")
+    expect(outcome).to_contain_text("backend cpu-0 has no sleep mode")
+    expect(row).to_contain_text("loaded")
+    backends = site.api("GET", "/admin/models").json()["backends"]
+    cpu = next(b for b in backends if b["status"]["backend"] == "cpu-0")
+    assert cpu["status"]["state"] == "BACKEND_STATE_READY"
+    assert site.model_state("tiny-chat") == "loaded"
 
 
 def test_crashes_and_autoswitch(page: Page, site: Site, screenshots: Path) -> None:
@@ -322,6 +375,7 @@ def test_a_plain_user_sees_only_their_part(browser: Browser, site: Site, screens
         expect(nav.get_by_role("link")).to_have_text(["Overview", "Requests", "Playground"])
         expect(page.get_by_role("table", name="Models")).to_contain_text("tiny-chat")
         expect(page.get_by_text("shown to administrators")).to_be_visible()
+        expect(page.get_by_role("button", name=re.compile("^(Sleep|Wake)"))).to_have_count(0)
         page.goto(f"{site.url}/ui/#/queues")  # not offered, and not reachable by typing the address
         expect(page.get_by_role("heading", name="Overview")).to_be_visible()
         token = page.evaluate("JSON.parse(sessionStorage.getItem('aigw.session')).access")

@@ -56,6 +56,7 @@ def test_the_route_list_covers_the_admin_surface() -> None:
         ("POST", "/admin/models/tiny-chat/start"),
         ("POST", "/admin/models/tiny-chat/stop"),
         ("GET", "/admin/queue/tiny-chat"),
+        ("GET", "/admin/queue/tiny-chat/series"),
         ("GET", "/admin/users"),
         ("POST", "/admin/api-keys"),
         ("GET", "/admin/requests"),

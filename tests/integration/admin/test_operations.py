@@ -177,3 +177,56 @@ async def test_auto_switch_can_be_turned_off_and_on_and_stays_so(ferretdb: Ferre
         md = bearer(await gw.admin_token())
         assert not (await gw.admin.GetAutoSwitch(admin_pb2.GetAutoSwitchRequest(), metadata=md, timeout=10)).enabled
         assert not await gw.admin_service.switcher.enabled()
+
+
+async def run_to_the_end(gw: Mesh, n: int) -> list[str]:
+    """Submits `n` jobs and runs each as a router worker would, to SUCCEEDED."""
+    done = []
+    for _ in range(n):
+        rid = (await submit(gw)).job.request_id
+        granted = await gw.queue.AcquireJob(
+            queue_pb2.AcquireJobRequest(worker_id="w1", models=["chat-a"], wait_ms=2000), timeout=10
+        )
+        assert granted.job.request_id == rid
+        result = common_pb2.ChatResult(message=common_pb2.ChatMessage(role="assistant", content="hi"), finish_reason="stop")
+        request = queue_pb2.CompleteJobRequest(lease_id=granted.lease.lease_id, request_id=rid, backend="b1", chat_result=result)
+        await gw.queue.CompleteJob(request, timeout=10)
+        done.append(rid)
+    return done
+
+
+async def test_queue_series_shows_finished_jobs_to_admins_only(gw: Mesh) -> None:
+    md = bearer(await gw.admin_token())
+    await run_to_the_end(gw, 4)
+    cancelled = (await submit(gw)).job.request_id
+    await gw.queue.CancelJob(queue_pb2.CancelJobRequest(request_id=cancelled), timeout=10)
+
+    reply = await gw.admin.GetQueueSeries(admin_pb2.GetQueueSeriesRequest(model="chat-a"), metadata=md, timeout=10)
+    assert reply.model == "chat-a"
+    assert len(reply.minutes) == 60
+    assert sum(m.succeeded for m in reply.minutes) == 4
+    assert sum(m.cancelled for m in reply.minutes) == 1
+    assert sum(m.total_ms.count for m in reply.minutes) == 5
+    assert max(m.peak_waiting for m in reply.minutes) >= 1
+    short = await gw.admin.GetQueueSeries(admin_pb2.GetQueueSeriesRequest(model="chat-a", minutes=2), metadata=md, timeout=10)
+    assert [m.start for m in short.minutes] == [m.start for m in reply.minutes[-2:]]
+
+    for minutes in (0, 61):
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            request = admin_pb2.GetQueueSeriesRequest(model="chat-a", minutes=minutes)
+            await gw.admin.GetQueueSeries(request, metadata=md, timeout=10)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_field(bad.value) == "minutes"
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await gw.admin.GetQueueSeries(admin_pb2.GetQueueSeriesRequest(model="nope"), metadata=md, timeout=10)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+    created = admin_pb2.CreateUserRequest(username="plain", password="plain-password-123", role="user")
+    await gw.admin.CreateUser(created, metadata=md, timeout=10)
+    user = bearer((await gw.login("plain", "plain-password-123")).access_token)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gw.admin.GetQueueSeries(admin_pb2.GetQueueSeriesRequest(model="chat-a"), metadata=user, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await gw.admin.GetQueueSeries(admin_pb2.GetQueueSeriesRequest(model="chat-a"), timeout=10)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED

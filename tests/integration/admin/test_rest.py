@@ -85,3 +85,25 @@ async def test_refusals_speak_the_api_and_say_what_to_send(rest: httpx.AsyncClie
     assert relative.status_code == 400
     assert relative.json()["message"].startswith("since must be an RFC 3339 time such as")
     assert (await rest.get("/admin/models/chat-a/config", headers=headers)).json()["config"]["version"] == before["version"]
+
+
+async def test_queue_series_over_rest(rest: httpx.AsyncClient) -> None:
+    token = (await rest.post("/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD})).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    whole = await rest.get("/admin/queue/chat-a/series", headers=headers)
+    assert whole.status_code == 200, whole.text
+    body = whole.json()
+    assert body["model"] == "chat-a"
+    assert body["bucket_seconds"] == 60
+    assert len(body["minutes"]) == 60
+    assert {"start", "seconds", "finished_per_minute", "total_ms", "queue_wait_ms", "peak_running", "peak_waiting"} <= set(
+        body["minutes"][-1]
+    )
+    five = await rest.get("/admin/queue/chat-a/series", params={"minutes": "5"}, headers=headers)
+    assert len(five.json()["minutes"]) == 5
+    for bad in ("0", "61", "-3", "abc"):
+        refused = await rest.get("/admin/queue/chat-a/series", params={"minutes": bad}, headers=headers)
+        assert refused.status_code == 400, (bad, refused.text)
+        assert "minutes" in refused.json()["message"]
+    assert (await rest.get("/admin/queue/nope/series", headers=headers)).status_code == 404
+    assert (await rest.get("/admin/queue/chat-a/series")).status_code == 401

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from aigw_common import client_text as text
 from aigw_common.client import AsyncAigwClient, AuthError, Conflict, InvalidRequest, TokenInfo
 from aigw_common.ferretdb import FerretDBProcess
 from tests.integration.admin.helpers import ADMIN_PASSWORD, mesh, raw_config
@@ -41,6 +42,11 @@ async def test_sessions_identities_and_config_through_the_client(ferretdb: Ferre
         with pytest.raises(Conflict):
             await gw.set_model_config("chat-a", {"max_concurrent": "5"}, expected_version=config.version - 1)
         assert (await gw.queue_stats("chat-a")).max_concurrent == 4
+        series = await gw.queue_series("chat-a", minutes=3)
+        assert len(series.minutes) == 3
+        assert "minute" in text.queue_series(series).splitlines()[1]
+        with pytest.raises(InvalidRequest, match="minutes"):
+            await gw.queue_series("chat-a", minutes=61)
 
         await gw.logout()
         with pytest.raises(AuthError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,9 +73,9 @@ class Queue:
         await self.service.stop()
 
 
-async def start_queue(cfg: GatewayConfig) -> Queue:
+async def start_queue(cfg: GatewayConfig, clock: Callable[[], float] = time.time) -> Queue:
     """Starts a queue service in-process on a free port and waits until it has recovered its state."""
-    service = QueueService(cfg)
+    service = QueueService(cfg, clock)
     server, port, health = await create_server(service, "127.0.0.1:0")
     await server.start()
     await service.start(health)

@@ -15,6 +15,7 @@ from services.admin.servicer import recast
 
 PAIRS: list[tuple[type[Message], type[Message]]] = [
     (queue_pb2.GetQueueStatsResponse, admin_pb2.GetQueueStatsResponse),
+    (queue_pb2.GetQueueSeriesResponse, admin_pb2.GetQueueSeriesResponse),
     (admin_pb2.ListCrashesRequest, queue_pb2.ListCrashesRequest),
     (queue_pb2.ListCrashesResponse, admin_pb2.ListCrashesResponse),
     (admin_pb2.ListRequestsRequest, queue_pb2.ListJobsRequest),

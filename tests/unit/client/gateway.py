@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
@@ -286,6 +287,22 @@ class AdminStandIn(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.GetQueueStatsResponse(
             model=request.model, processing=3, waiting=4, utilization=0.3, total_processed=120, max_concurrent=10, max_waiting=10
         )
+
+    async def GetQueueSeries(self, request: admin_pb2.GetQueueSeriesRequest, context: Ctx) -> admin_pb2.GetQueueSeriesResponse:
+        self._admin("GetQueueSeries", request, context)
+        quiet = queue_pb2.QueueMinute(start=Timestamp(seconds=1_800_000_000), seconds=60)
+        busy = queue_pb2.QueueMinute(
+            start=Timestamp(seconds=1_800_000_060),
+            seconds=30,
+            succeeded=5,
+            failed=1,
+            finished_per_minute=12,
+            total_ms=queue_pb2.SeriesPercentiles(p50=120, p95=300, p99=410, count=6),
+            queue_wait_ms=queue_pb2.SeriesPercentiles(p50=2, p95=9, p99=9, count=6),
+            peak_running=3,
+            peak_waiting=1,
+        )
+        return admin_pb2.GetQueueSeriesResponse(model=request.model, bucket_seconds=60, minutes=[quiet, busy])
 
     async def ListCrashes(self, request: admin_pb2.ListCrashesRequest, context: Ctx) -> admin_pb2.ListCrashesResponse:
         self._admin("ListCrashes", request, context)

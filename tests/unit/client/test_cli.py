@@ -267,6 +267,19 @@ def test_admin_model_commands(capsys: Captured, env: dict[str, str], gateway: Ga
     assert run(capsys, env, "admin", "switch", "gpu-0", "big")[1].startswith("switched to big")
 
 
+def test_admin_series_prints_a_row_per_minute(capsys: Captured, env: dict[str, str], gateway: GatewayState) -> None:
+    code, out, _ = run(capsys, env, "admin", "series", "tiny-chat", "--minutes", "2")
+    assert code == 0
+    assert gateway.last("GetQueueSeries").request.minutes == 2
+    lines = out.splitlines()
+    assert lines[0] == "tiny-chat, minutes of 60 s (UTC)"
+    assert lines[2].split() == ["08:00", "0.0", "0", "0", "0", "-", "-", "0", "0"]
+    assert lines[3].split() == ["08:01", "12.0", "5", "1", "0", "120/300/410", "2/9/9", "3", "1"]
+    code, out, _ = run(capsys, env, "admin", "series", "tiny-chat", "--json")
+    assert json.loads(out)["minutes"][1]["peak_running"] == 3
+    assert not gateway.last("GetQueueSeries").request.HasField("minutes")
+
+
 def test_admin_config_get_and_set(capsys: Captured, env: dict[str, str], gateway: GatewayState) -> None:
     code, out, _ = run(capsys, env, "admin", "config", "get", "tiny-chat")
     lines = {k: v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}

@@ -40,6 +40,7 @@ SURFACE = [
     ("POST", "/admin/models/tiny-chat/stop", f"{ADMIN}/StopModel"),
     ("POST", "/admin/backends/cpu-0/switch", f"{ADMIN}/SwitchBackend"),
     ("GET", "/admin/queue/tiny-chat", f"{ADMIN}/GetQueueStats"),
+    ("GET", "/admin/queue/tiny-chat/series", f"{ADMIN}/GetQueueSeries"),
     ("GET", "/admin/crashes", f"{ADMIN}/ListCrashes"),
     ("GET", "/admin/requests", f"{ADMIN}/ListRequests"),
     ("GET", "/admin/models/tiny-chat/config", f"{ADMIN}/GetModelConfig"),

@@ -1049,6 +1049,66 @@ class GetQueueStatsResponse(_message.Message):
 Global___GetQueueStatsResponse: _TypeAlias = GetQueueStatsResponse  # noqa: Y015
 
 @_typing.final
+class GetQueueSeriesRequest(_message.Message):
+    """Input of GetQueueSeries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Model."""
+    minutes: _builtins.int
+    """How many minutes up to now, 1 to 60; 60 when absent."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        minutes: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_minutes", b"_minutes", "minutes", b"minutes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_minutes", b"_minutes", "minutes", b"minutes", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__minutes: _TypeAlias = _typing.Literal["minutes"]  # noqa: Y015
+    _WhichOneofArgType__minutes: _TypeAlias = _typing.Literal["_minutes", b"_minutes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minutes) -> _WhichOneofReturnType__minutes | None: ...
+
+Global___GetQueueSeriesRequest: _TypeAlias = GetQueueSeriesRequest  # noqa: Y015
+
+@_typing.final
+class GetQueueSeriesResponse(_message.Message):
+    """Output of GetQueueSeries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    BUCKET_SECONDS_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Model."""
+    bucket_seconds: _builtins.int
+    """Width of a bucket in seconds (60)."""
+    @_builtins.property
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[_queue_pb2.QueueMinute]:
+        """The minutes, oldest first, the current (partial) one last; minutes without jobs included."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        bucket_seconds: _builtins.int = ...,
+        minutes: _abc.Iterable[_queue_pb2.QueueMinute] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_seconds", b"bucket_seconds", "minutes", b"minutes", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueSeriesResponse: _TypeAlias = GetQueueSeriesResponse  # noqa: Y015
+
+@_typing.final
 class ListCrashesRequest(_message.Message):
     """Input of ListCrashes."""
 

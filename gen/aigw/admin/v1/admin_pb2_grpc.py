@@ -105,6 +105,11 @@ class AdminServiceStub:
                 request_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueStatsRequest.SerializeToString,
                 response_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueStatsResponse.FromString,
                 _registered_method=True)
+        self.GetQueueSeries = channel.unary_unary(
+                '/aigw.admin.v1.AdminService/GetQueueSeries',
+                request_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueSeriesRequest.SerializeToString,
+                response_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueSeriesResponse.FromString,
+                _registered_method=True)
         self.ListCrashes = channel.unary_unary(
                 '/aigw.admin.v1.AdminService/ListCrashes',
                 request_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.ListCrashesRequest.SerializeToString,
@@ -240,6 +245,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQueueSeries(self, request, context):
+        """A model's queue over the last minutes (query `minutes`, 1 to 60, default 60) in one-minute buckets:
+        throughput, finished jobs by final state, latency percentiles, peak running and waiting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListCrashes(self, request, context):
         """The crash log, filtered by service, model, kind and time.
         """
@@ -354,6 +367,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetQueueStats,
                     request_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueStatsRequest.FromString,
                     response_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueStatsResponse.SerializeToString,
+            ),
+            'GetQueueSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueSeries,
+                    request_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueSeriesRequest.FromString,
+                    response_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueSeriesResponse.SerializeToString,
             ),
             'ListCrashes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCrashes,
@@ -765,6 +783,33 @@ class AdminService:
             '/aigw.admin.v1.AdminService/GetQueueStats',
             aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueStatsRequest.SerializeToString,
             aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.admin.v1.AdminService/GetQueueSeries',
+            aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueSeriesRequest.SerializeToString,
+            aigw_dot_admin_dot_v1_dot_admin__pb2.GetQueueSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,10 @@ class AdminServiceStub:
     """Switches a backend to another model."""
     GetQueueStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetQueueStatsRequest, _admin_pb2.GetQueueStatsResponse]
     """Queue metrics of a model."""
+    GetQueueSeries: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetQueueSeriesRequest, _admin_pb2.GetQueueSeriesResponse]
+    """A model's queue over the last minutes (query `minutes`, 1 to 60, default 60) in one-minute buckets:
+    throughput, finished jobs by final state, latency percentiles, peak running and waiting.
+    """
     ListCrashes: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListCrashesRequest, _admin_pb2.ListCrashesResponse]
     """The crash log, filtered by service, model, kind and time."""
     ListRequests: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListRequestsRequest, _admin_pb2.ListRequestsResponse]
@@ -114,6 +118,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Switches a backend to another model."""
     GetQueueStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetQueueStatsRequest, _admin_pb2.GetQueueStatsResponse]  # type: ignore[assignment]
     """Queue metrics of a model."""
+    GetQueueSeries: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetQueueSeriesRequest, _admin_pb2.GetQueueSeriesResponse]  # type: ignore[assignment]
+    """A model's queue over the last minutes (query `minutes`, 1 to 60, default 60) in one-minute buckets:
+    throughput, finished jobs by final state, latency percentiles, peak running and waiting.
+    """
     ListCrashes: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListCrashesRequest, _admin_pb2.ListCrashesResponse]  # type: ignore[assignment]
     """The crash log, filtered by service, model, kind and time."""
     ListRequests: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListRequestsRequest, _admin_pb2.ListRequestsResponse]  # type: ignore[assignment]
@@ -243,6 +251,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetQueueStatsResponse, _abc.Awaitable[_admin_pb2.GetQueueStatsResponse]]:
         """Queue metrics of a model."""
+
+    @_abc_1.abstractmethod
+    def GetQueueSeries(
+        self,
+        request: _admin_pb2.GetQueueSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetQueueSeriesResponse, _abc.Awaitable[_admin_pb2.GetQueueSeriesResponse]]:
+        """A model's queue over the last minutes (query `minutes`, 1 to 60, default 60) in one-minute buckets:
+        throughput, finished jobs by final state, latency percentiles, peak running and waiting.
+        """
 
     @_abc_1.abstractmethod
     def ListCrashes(

@@ -951,6 +951,171 @@ class GetQueueStatsResponse(_message.Message):
 Global___GetQueueStatsResponse: _TypeAlias = GetQueueStatsResponse  # noqa: Y015
 
 @_typing.final
+class GetQueueSeriesRequest(_message.Message):
+    """Input of GetQueueSeries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model."""
+    minutes: _builtins.int
+    """How many minutes up to now, 1 to 60; 60 when absent."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        minutes: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_minutes", b"_minutes", "minutes", b"minutes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_minutes", b"_minutes", "minutes", b"minutes", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__minutes: _TypeAlias = _typing.Literal["minutes"]  # noqa: Y015
+    _WhichOneofArgType__minutes: _TypeAlias = _typing.Literal["_minutes", b"_minutes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minutes) -> _WhichOneofReturnType__minutes | None: ...
+
+Global___GetQueueSeriesRequest: _TypeAlias = GetQueueSeriesRequest  # noqa: Y015
+
+@_typing.final
+class SeriesPercentiles(_message.Message):
+    """Latency percentiles of a minute, in milliseconds, read from a fixed log-scale histogram: each is the
+    upper bound of its bucket (buckets are 2^(1/4) apart, so at most about 19 % above the true value),
+    clamped to the smallest and largest value of the minute.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    P50_FIELD_NUMBER: _builtins.int
+    P95_FIELD_NUMBER: _builtins.int
+    P99_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    p50: _builtins.float
+    """Median."""
+    p95: _builtins.float
+    """95th percentile."""
+    p99: _builtins.float
+    """99th percentile."""
+    count: _builtins.int
+    """Jobs they are computed from."""
+    def __init__(
+        self,
+        *,
+        p50: _builtins.float = ...,
+        p95: _builtins.float = ...,
+        p99: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "p50", b"p50", "p95", b"p95", "p99", b"p99"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesPercentiles: _TypeAlias = SeriesPercentiles  # noqa: Y015
+
+@_typing.final
+class QueueMinute(_message.Message):
+    """One minute of a model's queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    DEADLINE_EXCEEDED_FIELD_NUMBER: _builtins.int
+    FINISHED_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    TOTAL_MS_FIELD_NUMBER: _builtins.int
+    QUEUE_WAIT_MS_FIELD_NUMBER: _builtins.int
+    PEAK_RUNNING_FIELD_NUMBER: _builtins.int
+    PEAK_WAITING_FIELD_NUMBER: _builtins.int
+    seconds: _builtins.float
+    """Seconds of it that have passed: 60, but for the current minute."""
+    succeeded: _builtins.int
+    """Jobs that finished SUCCEEDED in it."""
+    failed: _builtins.int
+    """Jobs that finished FAILED in it (deadline_exceeded included)."""
+    cancelled: _builtins.int
+    """Jobs that finished CANCELLED in it."""
+    deadline_exceeded: _builtins.int
+    """Of the failed jobs, those whose deadline passed (error code DEADLINE_EXCEEDED)."""
+    finished_per_minute: _builtins.float
+    """Throughput: jobs finished per minute, over the seconds of the minute that have passed."""
+    peak_running: _builtins.int
+    """Most jobs running at once during the minute."""
+    peak_waiting: _builtins.int
+    """Most jobs waiting at once during the minute."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the minute."""
+
+    @_builtins.property
+    def total_ms(self) -> Global___SeriesPercentiles:
+        """Time from submission to the final state of the jobs that finished in it."""
+
+    @_builtins.property
+    def queue_wait_ms(self) -> Global___SeriesPercentiles:
+        """Time those jobs spent queued (all attempts)."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        seconds: _builtins.float = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        deadline_exceeded: _builtins.int = ...,
+        finished_per_minute: _builtins.float = ...,
+        total_ms: Global___SeriesPercentiles | None = ...,
+        queue_wait_ms: Global___SeriesPercentiles | None = ...,
+        peak_running: _builtins.int = ...,
+        peak_waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue_wait_ms", b"queue_wait_ms", "start", b"start", "total_ms", b"total_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "deadline_exceeded", b"deadline_exceeded", "failed", b"failed", "finished_per_minute", b"finished_per_minute", "peak_running", b"peak_running", "peak_waiting", b"peak_waiting", "queue_wait_ms", b"queue_wait_ms", "seconds", b"seconds", "start", b"start", "succeeded", b"succeeded", "total_ms", b"total_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueMinute: _TypeAlias = QueueMinute  # noqa: Y015
+
+@_typing.final
+class GetQueueSeriesResponse(_message.Message):
+    """Output of GetQueueSeries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    BUCKET_SECONDS_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model."""
+    bucket_seconds: _builtins.int
+    """Width of a bucket in seconds (60)."""
+    @_builtins.property
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueMinute]:
+        """The minutes, oldest first, the current (partial) one last; minutes without jobs included."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        bucket_seconds: _builtins.int = ...,
+        minutes: _abc.Iterable[Global___QueueMinute] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_seconds", b"bucket_seconds", "minutes", b"minutes", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueSeriesResponse: _TypeAlias = GetQueueSeriesResponse  # noqa: Y015
+
+@_typing.final
 class GetUsageRequest(_message.Message):
     """Input of GetUsage."""
 

@@ -90,6 +90,11 @@ class QueueServiceStub:
                 request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueStatsRequest.SerializeToString,
                 response_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueStatsResponse.FromString,
                 _registered_method=True)
+        self.GetQueueSeries = channel.unary_unary(
+                '/aigw.queue.v1.QueueService/GetQueueSeries',
+                request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueSeriesRequest.SerializeToString,
+                response_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueSeriesResponse.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/aigw.queue.v1.QueueService/GetUsage',
                 request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetUsageRequest.SerializeToString,
@@ -178,6 +183,13 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQueueSeries(self, request, context):
+        """Returns one model's last minutes (up to an hour) in one-minute buckets: finished jobs, latencies, peak depth.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsage(self, request, context):
         """Returns request counts by model and hour of week over a window.
         """
@@ -242,6 +254,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.GetQueueStats,
                     request_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueStatsRequest.FromString,
                     response_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueStatsResponse.SerializeToString,
+            ),
+            'GetQueueSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueSeries,
+                    request_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueSeriesRequest.FromString,
+                    response_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueSeriesResponse.SerializeToString,
             ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
@@ -547,6 +564,33 @@ class QueueService:
             '/aigw.queue.v1.QueueService/GetQueueStats',
             aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueStatsRequest.SerializeToString,
             aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.queue.v1.QueueService/GetQueueSeries',
+            aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueSeriesRequest.SerializeToString,
+            aigw_dot_queue_dot_v1_dot_queue__pb2.GetQueueSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,8 @@ class QueueServiceStub:
     """Lists jobs (request history) with filters and pagination."""
     GetQueueStats: _grpc.UnaryUnaryMultiCallable[_queue_pb2.GetQueueStatsRequest, _queue_pb2.GetQueueStatsResponse]
     """Returns the queue metrics of one model."""
+    GetQueueSeries: _grpc.UnaryUnaryMultiCallable[_queue_pb2.GetQueueSeriesRequest, _queue_pb2.GetQueueSeriesResponse]
+    """Returns one model's last minutes (up to an hour) in one-minute buckets: finished jobs, latencies, peak depth."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_queue_pb2.GetUsageRequest, _queue_pb2.GetUsageResponse]
     """Returns request counts by model and hour of week over a window."""
 
@@ -87,6 +89,8 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Lists jobs (request history) with filters and pagination."""
     GetQueueStats: _aio.UnaryUnaryMultiCallable[_queue_pb2.GetQueueStatsRequest, _queue_pb2.GetQueueStatsResponse]  # type: ignore[assignment]
     """Returns the queue metrics of one model."""
+    GetQueueSeries: _aio.UnaryUnaryMultiCallable[_queue_pb2.GetQueueSeriesRequest, _queue_pb2.GetQueueSeriesResponse]  # type: ignore[assignment]
+    """Returns one model's last minutes (up to an hour) in one-minute buckets: finished jobs, latencies, peak depth."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_queue_pb2.GetUsageRequest, _queue_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Returns request counts by model and hour of week over a window."""
 
@@ -180,6 +184,14 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.GetQueueStatsResponse, _abc.Awaitable[_queue_pb2.GetQueueStatsResponse]]:
         """Returns the queue metrics of one model."""
+
+    @_abc_1.abstractmethod
+    def GetQueueSeries(
+        self,
+        request: _queue_pb2.GetQueueSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.GetQueueSeriesResponse, _abc.Awaitable[_queue_pb2.GetQueueSeriesResponse]]:
+        """Returns one model's last minutes (up to an hour) in one-minute buckets: finished jobs, latencies, peak depth."""
 
     @_abc_1.abstractmethod
     def GetUsage(

@@ -6,7 +6,8 @@ const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c"];
 
 /**
  * A chart element; call `update(series, windowMs)` with series [{label, points: [[timeMs, value], …]}].
- * The x axis is the last `windowMs` up to now; the y axis starts at 0.
+ * The x axis is the last `windowMs` up to now; the y axis starts at 0. A null value leaves a gap in the line,
+ * and a lone point between gaps is drawn as a dot.
  */
 export function lineChart(title, unit) {
   const canvas = h("canvas", { width: 560, height: 200, role: "img", "aria-label": title });
@@ -14,14 +15,12 @@ export function lineChart(title, unit) {
   const figure = h("figure", { class: "chart" }, h("figcaption", {}, title), canvas, legend);
   figure.update = (series, windowMs) => {
     draw(canvas, series, windowMs, unit);
-    legend.replaceChildren(
-      ...series.map((s, i) => {
-        const last = s.points.length ? s.points[s.points.length - 1][1] : null;
-        const swatch = h("span", { class: `swatch c${i}` });
-        return h("li", {}, swatch, `${s.label}: ${last === null ? "–" : format(last, unit)}`);
-      }),
-    );
-    canvas.setAttribute("aria-label", `${title}. ${legend.textContent}`);
+    const latest = series.map((s) => {
+      const known = s.points.filter(([, v]) => v != null);
+      return `${s.label}: ${known.length ? format(known[known.length - 1][1], unit) : "–"}`;
+    });
+    legend.replaceChildren(...latest.map((text, i) => h("li", {}, h("span", { class: `swatch c${i}` }), text)));
+    canvas.setAttribute("aria-label", `${title}. Latest: ${latest.join(", ")}`);
   };
   return figure;
 }
@@ -50,7 +49,7 @@ function draw(canvas, series, windowMs, unit) {
   const now = Date.now();
   const start = now - windowMs;
   let max = 0;
-  for (const s of series) for (const [, v] of s.points) max = Math.max(max, Number(v));
+  for (const s of series) for (const [, v] of s.points) if (v != null) max = Math.max(max, Number(v));
   max = niceCeiling(max);
   ctx.font = "11px system-ui, sans-serif";
   ctx.fillStyle = "#6b7280";
@@ -66,28 +65,47 @@ function draw(canvas, series, windowMs, unit) {
     ctx.textBaseline = "middle";
     ctx.fillText(format((max * i) / 4, ""), left - 6, y);
   }
-  ctx.textAlign = "center";
   ctx.textBaseline = "top";
   for (let i = 0; i <= 4; i++) {
     const t = start + (windowMs * i) / 4;
     const minutesAgo = Math.round((now - t) / 60_000);
+    ctx.textAlign = i === 4 ? "right" : "center"; // the last label ends at the edge instead of being cut
     ctx.fillText(minutesAgo ? `−${minutesAgo} min` : "now", left + (plotW * i) / 4, top + plotH + 6);
   }
   series.forEach((s, index) => {
-    ctx.strokeStyle = COLORS[index % COLORS.length];
+    const color = COLORS[index % COLORS.length];
+    ctx.strokeStyle = color;
+    ctx.fillStyle = color;
     ctx.lineWidth = 2;
-    ctx.beginPath();
-    let started = false;
-    for (const [t, v] of s.points) {
-      if (t < start) continue;
-      const x = left + ((t - start) / windowMs) * plotW;
-      const y = top + plotH - (Number(v) / max) * plotH;
-      if (started) ctx.lineTo(x, y);
-      else ctx.moveTo(x, y);
-      started = true;
+    for (const segment of segments(s.points, start)) {
+      const xy = segment.map(([t, v]) => [left + ((t - start) / windowMs) * plotW, top + plotH - (Number(v) / max) * plotH]);
+      if (xy.length === 1) {
+        ctx.beginPath();
+        ctx.arc(xy[0][0], xy[0][1], 3, 0, 2 * Math.PI);
+        ctx.fill();
+        continue;
+      }
+      ctx.beginPath();
+      xy.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+      ctx.stroke();
     }
-    ctx.stroke();
   });
+}
+
+/** The runs of consecutive known points from `start` on (a null value ends a run). */
+function segments(points, start) {
+  const runs = [];
+  let run = [];
+  for (const [t, v] of points) {
+    if (t < start || v === null || v === undefined) {
+      if (run.length) runs.push(run);
+      run = [];
+    } else {
+      run.push([t, v]);
+    }
+  }
+  if (run.length) runs.push(run);
+  return runs;
 }
 
 function niceCeiling(value) {

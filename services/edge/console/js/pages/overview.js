@@ -1,9 +1,14 @@
-// Overview: every model and backend with its state and capacity in use; start, stop and switch for admins.
+// Overview: every model and backend with its state and capacity in use; start, stop, switch, sleep and wake for admins.
 
 import { call, get, isAdmin } from "../api.js";
 import { confirmAction, errorText, fill, h, notice, percent, select, table } from "../dom.js";
 
 const REFRESH_MS = 5000;
+// [level, option text, what it means (asked in the confirmation)]
+const SLEEP_LEVELS = [
+  ["1", "Level 1 (keep weights)", "level 1: weights kept in CPU memory"],
+  ["2", "Level 2 (discard weights)", "level 2: weights discarded"],
+];
 
 const BACKEND_STATES = {
   BACKEND_STATE_IDLE: "idle",
@@ -91,7 +96,8 @@ function render(content, data, outcome, reload) {
     try {
       const answer = await call(method, path, { json });
       const where = answer.backend || (answer.backends || []).join(", ");
-      const took = answer.elapsed_ms ? ` in ${Math.round(answer.elapsed_ms)} ms` : "";
+      const elapsed = answer.elapsed_ms ?? answer.elapsedMs;
+      const took = elapsed ? ` in ${Math.round(elapsed)} ms` : "";
       fill(outcome, notice("ok", `${label}: ${answer.outcome}${where ? ` (${where})` : ""}${took}`));
     } catch (err) {
       fill(outcome, notice("error", `${label} failed: ${errorText(err)}`));
@@ -168,16 +174,18 @@ function render(content, data, outcome, reload) {
         )
       : "—";
     const state = backendState(b);
+    const level = s.sleep_level ?? s.sleepLevel;
     return [
       h("strong", {}, s.backend || "?"),
       `${b.kind} · ${s.engine || "?"}`,
-      h("span", { class: `badge st-${state}` }, state),
+      h("span", { class: `badge st-${state}` }, state === "sleeping" && level ? `sleeping (level ${level})` : state),
       (s.loaded_models || []).join(", ") || "—",
       meter(s.in_flight || 0, s.capacity || 0),
       s.kv_cache_usage >= 0 ? percent(s.kv_cache_usage) : "—",
       String(s.restarts || 0),
       s.detail || "",
       switcher,
+      sleepControls(s.backend || "", state, act),
     ];
   });
   fill(
@@ -185,8 +193,52 @@ function render(content, data, outcome, reload) {
     table("Models", ["Model", "Kind", "State", "Enabled", "Loaded on", "Running", "Waiting", "Actions"], modelRows),
     table(
       "Backends",
-      ["Backend", "Kind", "State", "Holds", "In flight", "KV cache", "Restarts", "Detail", "Switch to"],
+      ["Backend", "Kind", "State", "Holds", "In flight", "KV cache", "Restarts", "Detail", "Switch to", "Sleep and wake"],
       backendRows,
+    ),
+  );
+}
+
+/** Sleep (at the chosen level) and Wake for one backend; each asks for confirmation and reports through `act`. */
+function sleepControls(backend, state, act) {
+  const path = (what) => `/admin/backends/${encodeURIComponent(backend)}/${what}`;
+  const level = select(
+    "level",
+    SLEEP_LEVELS.map(([value, text]) => [value, text]),
+    "1",
+  );
+  level.setAttribute("aria-label", `Sleep level for ${backend}`);
+  const asleep = state === "sleeping";
+  return h(
+    "span",
+    { class: "actions" },
+    level,
+    h(
+      "button",
+      {
+        type: "button",
+        disabled: asleep || state === "unreachable",
+        onclick: (event) => {
+          const chosen = SLEEP_LEVELS.find(([value]) => value === level.value);
+          return act(
+            `Put ${backend} to sleep at ${chosen[2]}? It stops serving until woken; its requests wait in their queues.`,
+            `Sleep ${backend}`,
+            "POST",
+            path("sleep"),
+            { level: Number(level.value) },
+          )(event);
+        },
+      },
+      "Sleep",
+    ),
+    h(
+      "button",
+      {
+        type: "button",
+        disabled: !asleep,
+        onclick: act(`Wake ${backend}? It reloads what it slept with, then serves again.`, `Wake ${backend}`, "POST", path("wake"), {}),
+      },
+      "Wake",
     ),
   );
 }

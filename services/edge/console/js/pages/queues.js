@@ -1,35 +1,14 @@
-// Queues, live: per model running and waiting by priority, utilisation, throughput and latency percentiles, charted.
+// Queues: per model the last hour from the queue's own per-minute series (throughput, latency percentiles,
+// peak depth), and running and waiting by priority now; both refresh by themselves.
 
 import { get, query } from "../api.js";
 import { errorText, fill, h, ms, notice, percent, priorityName, table } from "../dom.js";
 import { lineChart } from "../chart.js";
 
-const POLL_MS = 2000;
+const POLL_MS = 5000;
 const WINDOW_MS = 60 * 60 * 1000;
-const MIN_WINDOW_MS = 5 * 60 * 1000;
 const PRIORITIES = ["high", "normal", "low"];
-
-// Samples survive page changes while the console stays open (they are what the charts draw).
-const samples = new Map(); // model -> [{t, processing, waiting, utilization, finished, wait: {…}, service: {…}}]
-
-function remember(model, sample) {
-  const list = samples.get(model) || [];
-  list.push(sample);
-  while (list.length && list[0].t < sample.t - WINDOW_MS) list.shift();
-  samples.set(model, list);
-  return list;
-}
-
-/** Requests finished per minute between consecutive samples (counters only grow; a reset counts as 0). */
-function throughput(list) {
-  const points = [];
-  for (let i = 1; i < list.length; i++) {
-    const minutes = (list[i].t - list[i - 1].t) / 60_000;
-    const done = list[i].finished - list[i - 1].finished;
-    if (minutes > 0) points.push([list[i].t, Math.max(done, 0) / minutes]);
-  }
-  return points;
-}
+const PERCENTILES = ["p50", "p95", "p99"];
 
 async function byPriority(model, state, count) {
   const tally = { high: 0, normal: 0, low: 0 };
@@ -39,58 +18,95 @@ async function byPriority(model, state, count) {
   return tally;
 }
 
+/** The queue's minutes as chart points: each at the end of the part of its minute that has passed. */
+function minutes(series) {
+  return (series.minutes || []).map((m) => {
+    const start = Date.parse(m.start);
+    const seconds = m.seconds ?? 60;
+    return {
+      t: start + seconds * 1000,
+      finished: (m.succeeded || 0) + (m.failed || 0) + (m.cancelled || 0),
+      succeeded: m.succeeded || 0,
+      failed: m.failed || 0,
+      cancelled: m.cancelled || 0,
+      total: m.total_ms || {},
+      wait: m.queue_wait_ms || {},
+      running: m.peak_running || 0,
+      waiting: m.peak_waiting || 0,
+    };
+  });
+}
+
+/** A minute's latency percentile, or null (a gap in the line) for a minute in which nothing finished. */
+function latency(hist, p) {
+  return hist.count ? hist[p] || 0 : null;
+}
+
 function modelPanel(model) {
   const charts = {
-    depth: lineChart(`${model}: running and waiting`, ""),
-    utilization: lineChart(`${model}: utilisation`, "%"),
-    throughput: lineChart(`${model}: throughput`, "req/min"),
-    latency: lineChart(`${model}: service time percentiles`, "ms"),
+    throughput: lineChart(`${model}: throughput, requests finished per minute (this minute so far)`, "/min"),
+    latency: lineChart(`${model}: total time percentiles (submission to end)`, "ms"),
     wait: lineChart(`${model}: queue wait percentiles`, "ms"),
+    depth: lineChart(`${model}: peak running and waiting per minute`, ""),
+    utilization: lineChart(`${model}: peak utilisation per minute`, "%"),
   };
   const summary = h("div", { class: "summary" });
+  const hour = h("p", { class: "facts" });
   const section = h(
     "section",
     { class: "card queue", "aria-labelledby": `q-${model}` },
     h("h2", { id: `q-${model}` }, model),
     summary,
+    hour,
     h("div", { class: "charts" }, Object.values(charts)),
   );
-  section.update = (list, running, waiting) => {
-    const last = list[list.length - 1];
+  section.update = (q, series, running, waiting) => {
+    const limit = q.max_concurrent || 0;
     fill(
       summary,
       table(
         `${model} now`,
         ["", ...PRIORITIES, "total", "limit"],
         [
-          ["Running", ...PRIORITIES.map((p) => String(running[p])), String(last.processing), String(last.maxConcurrent)],
-          ["Waiting", ...PRIORITIES.map((p) => String(waiting[p])), String(last.waiting), String(last.maxWaiting)],
+          ["Running", ...PRIORITIES.map((p) => String(running[p])), String(q.processing || 0), String(limit)],
+          ["Waiting", ...PRIORITIES.map((p) => String(waiting[p])), String(q.waiting || 0), String(q.max_waiting || 0)],
         ],
       ),
-      h(
-        "p",
-        { class: "facts" },
-        `Utilisation ${percent(last.utilization)} · finished ${last.finished} ` +
-          `(failed ${last.failed}, cancelled ${last.cancelled}) · service p50 ${ms(last.service.p50)}, ` +
-          `p90 ${ms(last.service.p90)}, p99 ${ms(last.service.p99)} · wait p50 ${ms(last.wait.p50)}, p99 ${ms(last.wait.p99)}`,
-      ),
     );
-    // The x axis spans what has been sampled: at least 5 minutes, at most the hour kept.
-    const span = Math.min(WINDOW_MS, Math.max(MIN_WINDOW_MS, Date.now() - list[0].t));
-    const series = (key, pick) => ({ label: key, points: list.map((s) => [s.t, pick(s)]) });
-    charts.depth.update([series("running", (s) => s.processing), series("waiting", (s) => s.waiting)], span);
-    charts.utilization.update([series("utilisation", (s) => s.utilization * 100)], span);
-    charts.throughput.update([{ label: "finished", points: throughput(list) }], span);
+    const list = minutes(series);
+    const sum = (key) => list.reduce((n, m) => n + m[key], 0);
+    const latest = [...list].reverse().find((m) => m.total.count);
+    hour.textContent =
+      `Utilisation now ${percent(q.utilization || 0)} · last hour: ${sum("finished")} finished ` +
+      `(${sum("succeeded")} succeeded, ${sum("failed")} failed, ${sum("cancelled")} cancelled)` +
+      (latest ? ` · latest minute with requests: total p50 ${ms(latest.total.p50)}, p99 ${ms(latest.total.p99)}` : "");
+    const line = (label, pick) => ({ label, points: list.map((m) => [m.t, pick(m)]) });
+    // Counts per minute: the current minute shows what finished in it so far (a rate extrapolated
+    // from its first seconds would jump about).
+    charts.throughput.update([line("finished", (m) => m.finished), line("failed", (m) => m.failed)], WINDOW_MS);
     charts.latency.update(
-      ["p50", "p90", "p99"].map((p) => series(p, (s) => s.service[p])),
-      span,
+      PERCENTILES.map((p) => line(p, (m) => latency(m.total, p))),
+      WINDOW_MS,
     );
     charts.wait.update(
-      ["p50", "p90", "p99"].map((p) => series(p, (s) => s.wait[p])),
-      span,
+      PERCENTILES.map((p) => line(p, (m) => latency(m.wait, p))),
+      WINDOW_MS,
     );
+    charts.depth.update([line("running", (m) => m.running), line("waiting", (m) => m.waiting)], WINDOW_MS);
+    charts.utilization.update([line("utilisation", (m) => (limit ? (m.running / limit) * 100 : 0))], WINDOW_MS);
   };
   return section;
+}
+
+async function modelView(m) {
+  const q = m.queue || {};
+  const path = `/admin/queue/${encodeURIComponent(m.model)}/series`;
+  const [series, running, waiting] = await Promise.all([
+    get(path),
+    byPriority(m.model, "RUNNING", q.processing),
+    byPriority(m.model, "QUEUED", q.waiting),
+  ]);
+  return { model: m.model, q, series, running, waiting };
 }
 
 export async function queuesPage(main) {
@@ -103,7 +119,8 @@ export async function queuesPage(main) {
     h(
       "p",
       { class: "hint" },
-      `Updated every ${POLL_MS / 1000} s. The charts show what this page has sampled (up to the last hour, kept while the console stays open); percentiles are the queue's own over its recent jobs.`,
+      `The last hour as the queue counted it, minute by minute (it keeps the hour across restarts); ` +
+        `updated every ${POLL_MS / 1000} s. Percentiles are read from per-minute histograms (at most 19 % high).`,
     ),
     updated,
     status,
@@ -114,37 +131,19 @@ export async function queuesPage(main) {
   const poll = async () => {
     try {
       const data = await get("/admin/models");
-      const t = Date.now();
-      for (const m of data.models || []) {
-        const q = m.queue || {};
-        const list = remember(m.model, {
-          t,
-          processing: q.processing || 0,
-          waiting: q.waiting || 0,
-          utilization: q.utilization || 0,
-          finished: (q.total_processed || 0) + (q.total_failed || 0) + (q.total_cancelled || 0),
-          failed: q.total_failed || 0,
-          cancelled: q.total_cancelled || 0,
-          maxConcurrent: q.max_concurrent || 0,
-          maxWaiting: q.max_waiting || 0,
-          service: q.service_ms || {},
-          wait: q.queue_wait_ms || {},
-        });
-        const [running, waiting] = await Promise.all([
-          byPriority(m.model, "RUNNING", q.processing),
-          byPriority(m.model, "QUEUED", q.waiting),
-        ]);
-        if (stopped) return;
-        let panel = shown.get(m.model);
+      const views = await Promise.all((data.models || []).map(modelView));
+      if (stopped) return;
+      for (const v of views) {
+        let panel = shown.get(v.model);
         if (!panel) {
-          panel = modelPanel(m.model);
-          shown.set(m.model, panel);
+          panel = modelPanel(v.model);
+          shown.set(v.model, panel);
           panels.append(panel);
         }
-        panel.update(list, running, waiting);
+        panel.update(v.q, v.series, v.running, v.waiting);
       }
       fill(status);
-      updated.textContent = `Last update ${new Date(t).toLocaleTimeString()}`;
+      updated.textContent = `Last update ${new Date().toLocaleTimeString()}`;
     } catch (err) {
       fill(status, notice("error", errorText(err)));
     }
