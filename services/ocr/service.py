@@ -9,6 +9,7 @@ import os
 import grpc
 from PIL import Image
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw_common.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
 from aigw_common.errors import GatewayError
@@ -17,7 +18,7 @@ from services.ocr.backend import OcrBackend
 from services.ocr.deepseek import DeepSeekOcrEngine
 from services.ocr.engine import OcrEngine
 from services.ocr.languages import LanguageIdentification
-from services.ocr.servicer import OcrServicer
+from services.ocr.servicer import OcrLifecycleServicer, OcrServicer
 from services.ocr.tesseract import TesseractEngine
 from services.ocr.workers import WorkerPool
 
@@ -28,7 +29,10 @@ class OcrService:
     """One OCR backend's gRPC service; health is SERVING while its engine has a model loaded."""
 
     name: ServiceName = "ocr"
-    service_names = [ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name]
+    service_names = [
+        ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name,
+        backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
+    ]
 
     def __init__(self, cfg: GatewayConfig, backend: OcrBackend) -> None:
         self.cfg = cfg
@@ -41,6 +45,7 @@ class OcrService:
 
     def register(self, server: grpc.aio.Server) -> None:
         ocr_pb2_grpc.add_OcrServiceServicer_to_server(OcrServicer(self.backend), server)
+        backend_pb2_grpc.add_BackendServiceServicer_to_server(OcrLifecycleServicer(self.backend), server)
 
     async def start(self, health: Health) -> None:
         self.backend.on_health(health.set)
