@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping, Sequence
 
 import grpc
 from PIL import Image
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from aigw_common.authz import mesh_tls
 from aigw_common.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
 from aigw_common.errors import GatewayError
 from aigw_common.server import Health
+from services.engines.crashlog import QueueCrashLog
+from services.engines.supervisor import CrashSink
 from services.ocr.backend import OcrBackend
 from services.ocr.deepseek import DeepSeekOcrEngine
 from services.ocr.engine import OcrEngine
@@ -34,9 +38,10 @@ class OcrService:
         backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
     ]
 
-    def __init__(self, cfg: GatewayConfig, backend: OcrBackend) -> None:
+    def __init__(self, cfg: GatewayConfig, backend: OcrBackend, crash_log: QueueCrashLog | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
+        self.crash_log = crash_log
         self.bind_address = backend.backend.address or cfg.services.ocr.address
         first_ocr = cfg.backends_of("ocr")[0].name == backend.backend.name
         self.metrics_port = backend.backend.metrics_port or (cfg.services.ocr.metrics_port if first_ocr else 0)
@@ -71,6 +76,8 @@ class OcrService:
             if task is not None:
                 task.cancel()
         await self.backend.close()
+        if self.crash_log is not None:
+            await self.crash_log.close()
 
 
 def select_backend(cfg: GatewayConfig, name: str = "") -> BackendConfig:
@@ -87,14 +94,26 @@ def select_backend(cfg: GatewayConfig, name: str = "") -> BackendConfig:
     return backends[0]
 
 
+class _NoCrashLog:
+    """The crash sink of an engine that supervises no process (Tesseract, an attached DeepSeek-OCR server)."""
+
+    def record(
+        self, kind: str, model: str, message: str, log_tail: Sequence[str] = (), details: Mapping[str, str] | None = None
+    ) -> None:
+        """Nothing runs here that could crash on its own."""
+
+
+NO_CRASH_LOG = _NoCrashLog()
+
+
 def make_engine(
-    cfg: GatewayConfig, backend: BackendConfig, pool: WorkerPool, identification: LanguageIdentification
+    cfg: GatewayConfig, backend: BackendConfig, pool: WorkerPool, identification: LanguageIdentification, crash_log: CrashSink
 ) -> OcrEngine:
     """The engine the backend names."""
     if backend.engine == "tesseract":
         return TesseractEngine(backend, pool, identification)
     if backend.engine == "deepseek-ocr":
-        return DeepSeekOcrEngine(backend, pool, identification, cfg.data_path / "logs")
+        return DeepSeekOcrEngine(backend, pool, identification, crash_log)
     raise ConfigError(f"backends: {backend.name!r} has engine {backend.engine!r}; an ocr backend uses tesseract or deepseek-ocr")
 
 
@@ -105,5 +124,8 @@ def build(cfg: GatewayConfig, backend_name: str = "") -> OcrService:
     Image.MAX_IMAGE_PIXELS = backend.max_pixels
     pool = WorkerPool(backend.workers)
     identification = LanguageIdentification()
-    engine = make_engine(cfg, backend, pool, identification)
-    return OcrService(cfg, OcrBackend(cfg, backend, engine, pool, identification))
+    # Only a supervised engine has crashes to record (Tesseract runs in this process).
+    supervised = backend.engine == "deepseek-ocr" and backend.mode == "supervise"
+    crash_log = QueueCrashLog(cfg.services.queue.address, backend.name, mesh_tls(cfg, "ocr"), "ocr") if supervised else None
+    engine = make_engine(cfg, backend, pool, identification, crash_log or NO_CRASH_LOG)
+    return OcrService(cfg, OcrBackend(cfg, backend, engine, pool, identification), crash_log)

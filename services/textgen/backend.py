@@ -13,10 +13,10 @@ import httpx
 
 from aigw.common.v1 import common_pb2
 from aigw_common.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound, Unavailable
+from services.engines.process import Backoff
 from services.textgen.metrics import UNKNOWN
 from services.textgen.model_server import CrashSink, ModelServer, ServerState
 from services.textgen.payloads import chat_body, chat_result, chunk_parts, usage_of
-from services.textgen.process import Backoff
 from services.textgen.settings import ModelSpec, TextgenSettings
 
 log = logging.getLogger(__name__)

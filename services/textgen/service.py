@@ -13,8 +13,8 @@ from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.authz import MeshTls, mesh_tls
 from aigw_common.config import GatewayConfig, ServiceName
 from aigw_common.server import Health
+from services.engines.crashlog import QueueCrashLog
 from services.textgen.backend import TextgenBackend
-from services.textgen.crashlog import QueueCrashLog
 from services.textgen.servicer import TextgenLifecycleServicer, TextgenServicer
 from services.textgen.settings import TextgenSettings, resolve_settings
 

@@ -277,6 +277,7 @@ async def test_load_unload_status_and_health(ocr: Ocr) -> None:
 
 async def test_deepseek_backend_starts_and_stops_its_server(tmp_path: Path) -> None:
     raw = {
+        "mesh_tls": {"mode": "plaintext"},
         "models": {"deepseek-ocr": {"kind": "ocr", "default_resolution": "gundam", "path": "deepseek-ai/DeepSeek-OCR"}},
         "backends": [
             {

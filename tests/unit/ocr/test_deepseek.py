@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -142,9 +143,19 @@ def pool() -> Iterator[WorkerPool]:
     pool.close()
 
 
+class CrashLog:
+    """Keeps the events the engine records."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, str]]] = []
+
+    def record(self, kind: str, model: str, message: str, log_tail: Any = (), details: Any = None) -> None:
+        self.events.append((kind, message, dict(details or {})))
+
+
 def attached(peer: Peer, pool: WorkerPool, tmp_path: Path) -> DeepSeekOcrEngine:
     backend = BackendConfig(name="gpu-ocr", kind="ocr", engine="deepseek-ocr", mode="attach", url="http://gpu-1:8000/v1")
-    return DeepSeekOcrEngine(backend, pool, LanguageIdentification(), tmp_path, transport=httpx.MockTransport(peer))
+    return DeepSeekOcrEngine(backend, pool, LanguageIdentification(), CrashLog(), transport=httpx.MockTransport(peer))
 
 
 async def test_attached_engine_recognises_pages(pool: WorkerPool, tmp_path: Path) -> None:
@@ -186,7 +197,8 @@ async def test_supervised_server_is_started_restarted_and_stopped(pool: WorkerPo
         port=free_port(),
         startup_timeout_seconds=30,
     )
-    engine = DeepSeekOcrEngine(backend, pool, LanguageIdentification(), tmp_path)
+    crash_log = CrashLog()
+    engine = DeepSeekOcrEngine(backend, pool, LanguageIdentification(), crash_log)
     assert await engine.load("deepseek-ocr", MODEL) == "DeepSeek-OCR deepseek-ocr started"
     page = PageImage(1, samples.text_image(samples.ENGLISH))
     found = await engine.recognize(page, options())
@@ -203,5 +215,8 @@ async def test_supervised_server_is_started_restarted_and_stopped(pool: WorkerPo
     with pytest.raises(ProcessLookupError):
         os.kill(restarted, 0)
     assert engine.health().state is EngineState.IDLE
-    assert (tmp_path / "gpu-ocr-vllm.log").exists()
+    kinds = [kind for kind, _, _ in crash_log.events]
+    assert kinds == ["BACKEND_CRASH", "ENGINE_RESTART"]
+    assert crash_log.events[0][1] == "the model server exited with code -9, signal SIGKILL"
+    assert crash_log.events[0][2]["signal"] == "SIGKILL"
     await engine.close()

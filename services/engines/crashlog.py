@@ -1,4 +1,4 @@
-"""Sends the backend's abnormal events to the queue's crash log without ever making the backend wait."""
+"""Sends a backend's abnormal events (textgen or ocr) to the queue's crash log without ever making the backend wait."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ SEND_TIMEOUT_SECONDS = 3.0
 class QueueCrashLog:
     """CrashLogService.RecordCrash at the queue; when the queue is unreachable the event stays in our log only."""
 
-    def __init__(self, address: str, backend: str, tls: MeshTls | None = None) -> None:
+    def __init__(self, address: str, backend: str, tls: MeshTls | None = None, service: str = "textgen") -> None:
         self.address = address
+        self.service = service
         self.tls = tls
         self.backend = backend
         self._channel: grpc.aio.Channel | None = None
@@ -34,7 +35,7 @@ class QueueCrashLog:
     ) -> None:
         event = queue_pb2.CrashEvent(
             kind=queue_pb2.CrashKind.Value(f"CRASH_KIND_{kind}"),
-            service="textgen",
+            service=self.service,
             model=model,
             backend=self.backend,
             message=message,
