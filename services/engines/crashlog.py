@@ -16,6 +16,8 @@ from aigw_common.channels import make_channel
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_SECONDS = 3.0
+# A queue that is starting or recovering answers UNAVAILABLE for a few seconds: keep the event until it can take it.
+RETRY_DELAYS_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class QueueCrashLog:
@@ -47,21 +49,28 @@ class QueueCrashLog:
         task.add_done_callback(self._pending.discard)
 
     async def _send(self, event: queue_pb2.CrashEvent) -> None:
+        """Sends the event; a queue still starting (or restarting) answers UNAVAILABLE, so that is retried a while."""
         if self._stub is None:
             self._channel = make_channel(self.address, self.tls, "queue")
             self._stub = queue_pb2_grpc.CrashLogServiceStub(self._channel)
-        try:
-            await self._stub.RecordCrash(queue_pb2.RecordCrashRequest(event=event), timeout=SEND_TIMEOUT_SECONDS)
-        except grpc.aio.AioRpcError as exc:
-            log.warning(
-                "crash log unreachable; event recorded here only",
-                extra={
-                    "queue": self.address,
-                    "code": exc.code().name,
-                    "kind": queue_pb2.CrashKind.Name(event.kind),
-                    "event": event.message,
-                },
-            )
+        for delay in (*RETRY_DELAYS_SECONDS, None):
+            try:
+                await self._stub.RecordCrash(queue_pb2.RecordCrashRequest(event=event), timeout=SEND_TIMEOUT_SECONDS)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                log.warning(
+                    "crash log unreachable; event recorded here only",
+                    extra={
+                        "queue": self.address,
+                        "code": exc.code().name,
+                        "kind": queue_pb2.CrashKind.Name(event.kind),
+                        "event": event.message,
+                    },
+                )
+                return
 
     async def close(self) -> None:
         """Gives events in flight a moment to reach the queue, then closes the channel."""
