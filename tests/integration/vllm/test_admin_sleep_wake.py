@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -20,6 +21,7 @@ from aigw.common.v1 import common_pb2
 from aigw_common.config import parse_config
 from aigw_common.ferretdb import FerretDBProcess
 from services.admin.service import AdminService
+from services.edge.service import build as build_edge
 from services.ocr.service import build as build_ocr
 from services.queue.service import build as build_queue
 from services.textgen.service import build as build_textgen
@@ -31,9 +33,10 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(900)
 
 @dataclass
 class Admin:
-    """The admin stub and an admin's and a plain user's credentials."""
+    """The admin stub, the REST edge in front of it, and an admin's and a plain user's credentials."""
 
     stub: Any
+    rest: httpx.AsyncClient
     md: tuple[tuple[str, str], ...]
     user_md: tuple[tuple[str, str], ...]
 
@@ -83,7 +86,13 @@ async def admin(
         token = (await stub.IssueToken(admin_pb2.IssueTokenRequest(username="admin", password=password))).access_token
         await stub.CreateUser(admin_pb2.CreateUserRequest(username="alice", password="alices-password-1"), metadata=bearer(token))
         user = (await stub.IssueToken(admin_pb2.IssueTokenRequest(username="alice", password="alices-password-1"))).access_token
-        yield Admin(stub, bearer(token), bearer(user))
+        admin_port = int(running.address.rsplit(":", 1)[1])
+        edge_cfg = {"services": {"admin": {"port": admin_port, "metrics_port": 0}}, "mesh_tls": {"mode": "plaintext"}}
+        edge = build_edge(parse_config(edge_cfg, env={}))
+        port = await edge.start("127.0.0.1", 0)
+        stack.push_async_callback(edge.stop, 0)
+        rest = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60))
+        yield Admin(stub, rest, bearer(token), bearer(user))
 
 
 async def refused(call: Any) -> grpc.aio.AioRpcError:
@@ -155,3 +164,27 @@ async def test_bad_requests_and_callers_are_refused_and_change_nothing(admin: Ad
     assert user.code() == grpc.StatusCode.PERMISSION_DENIED
     assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
     assert len(standin(vllm_routes)["calls"]) == calls
+
+
+async def test_the_rest_paths_the_console_calls(admin: Admin, vllm_routes: str) -> None:  # noqa: F811
+    headers = {"authorization": admin.md[0][1]}
+
+    asleep = await admin.rest.post("/admin/backends/gpu-0/sleep", json={"level": 2}, headers=headers)
+    woken = await admin.rest.post("/admin/backends/gpu-0/wake", json={}, headers=headers)
+    no_sleep = await admin.rest.post("/admin/backends/ocr-0/sleep", json={}, headers=headers)
+    unknown = await admin.rest.post("/admin/backends/gpu-9/wake", json={}, headers=headers)
+    bad_level = await admin.rest.post("/admin/backends/gpu-0/sleep", json={"level": 7}, headers=headers)
+    anonymous = await admin.rest.post("/admin/backends/gpu-0/sleep", json={})
+
+    assert asleep.status_code == 200, asleep.text
+    assert set(asleep.json()) == {"outcome", "elapsed_ms", "status"}
+    assert (asleep.json()["outcome"], asleep.json()["status"]["state"]) == ("asleep at level 2: tiny", "BACKEND_STATE_SLEEPING")
+    assert woken.status_code == 200, woken.text
+    assert (woken.json()["outcome"], woken.json()["status"]["state"]) == ("woken: tiny", "BACKEND_STATE_READY")
+    assert standin(vllm_routes)["weights"] == "loaded"
+    assert no_sleep.status_code == 400
+    assert no_sleep.json()["message"].startswith("backend ocr-0 has no sleep mode (")
+    assert unknown.status_code == 404
+    assert bad_level.status_code == 400
+    assert bad_level.json()["details"][0]["field_violations"][0]["field"] == "level"
+    assert anonymous.status_code == 401
