@@ -317,3 +317,24 @@ async def test_deepseek_backend_starts_and_stops_its_server(tmp_path: Path) -> N
         loaded = await ocr.lifecycle.LoadModel(backend_pb2.LoadModelRequest(model="deepseek-ocr"), timeout=60)
         assert loaded.outcome == "DeepSeek-OCR deepseek-ocr started"
         assert await ocr.serving() == "SERVING"
+
+
+async def test_the_lifecycle_contract_is_served_with_health_and_refusals(ocr: Ocr) -> None:
+    for service in ("", "aigw.ocr.v1.OcrService", "aigw.backend.v1.BackendService"):
+        reply = await ocr.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+    assert "aigw.backend.v1.BackendService" in ocr.service.service_names
+
+    for call in (
+        ocr.lifecycle.SleepModel(backend_pb2.SleepModelRequest(level=1), timeout=5),
+        ocr.lifecycle.WakeModel(backend_pb2.WakeModelRequest(), timeout=5),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert str(refused.value.details()).startswith("backend tesseract-0 has no sleep mode (OCR engine tesseract")
+    switched = await ocr.lifecycle.SwitchModel(backend_pb2.SwitchModelRequest(model="tesseract"), timeout=30)
+    assert (switched.outcome, list(switched.status.loaded_models)) == ("switched: tesseract is already loaded", ["tesseract"])
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await ocr.lifecycle.SwitchModel(backend_pb2.SwitchModelRequest(model="nope"), timeout=5)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
