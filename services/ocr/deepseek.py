@@ -7,7 +7,9 @@ and the per-request arguments of its n-gram no-repeat logits processor.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
 import os
 import re
@@ -44,6 +46,7 @@ _BOX = re.compile(r"\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]")
 # DeepSeek's end-of-sentence token is written with fullwidth bars and lower-one-eighth blocks.
 _SPECIAL = re.compile("<\uff5cend\u2581of\u2581sentence\uff5c>|" + r"<\|/?(?:ref|det|grounding)\|>")
 GRID = 999
+PROBE_SECONDS = 2.0
 
 
 def served_name(name: str, model: ModelConfig) -> str:
@@ -155,6 +158,7 @@ class DeepSeekOcrEngine:
         self._detail = ""
         self._crashed = ""
         self._changed: Callable[[], None] = lambda: None
+        self._probing: asyncio.Task[None] | None = None
 
     @property
     def concurrency(self) -> int:
@@ -204,6 +208,7 @@ class DeepSeekOcrEngine:
             if self.backend.mode == "supervise":
                 self.server = self._supervisor(name, model)
                 await self.server.start()
+                self._probing = asyncio.create_task(self._probe(self.server), name=f"{self.backend.name}-probe")
             await self._check_served(served)
         except Unavailable as exc:
             await self._stop_server()
@@ -223,7 +228,19 @@ class DeepSeekOcrEngine:
         if served not in ids:
             raise Unavailable(f"the DeepSeek-OCR server serves {', '.join(map(str, ids)) or 'nothing'}, not {served}")
 
+    async def _probe(self, server: EngineSupervisor) -> None:
+        """Health probes of a running server: one that stops answering is hung, and the supervisor kills it."""
+        while True:
+            await asyncio.sleep(PROBE_SECONDS)
+            if not self._crashed:
+                server.check_health(await self.client.healthy("/health"))
+
     async def _stop_server(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probing
+            self._probing = None
         if self.server is not None:
             await self.server.stop()
             self.server = None

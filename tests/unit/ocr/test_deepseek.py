@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -219,4 +220,31 @@ async def test_supervised_server_is_started_restarted_and_stopped(pool: WorkerPo
     assert kinds == ["BACKEND_CRASH", "ENGINE_RESTART"]
     assert crash_log.events[0][1] == "the model server exited with code -9, signal SIGKILL"
     assert crash_log.events[0][2]["signal"] == "SIGKILL"
+    await engine.close()
+
+
+@pytest.mark.slow  # three missed probes of 2 s + 5 s each before the kill
+async def test_a_hung_supervised_server_is_killed_and_restarted(pool: WorkerPool) -> None:
+    backend = BackendConfig(
+        name="gpu-ocr",
+        kind="ocr",
+        engine="deepseek-ocr",
+        command=(sys.executable, str(FAKE_VLLM)),
+        port=free_port(),
+        startup_timeout_seconds=30,
+    )
+    crash_log = CrashLog()
+    engine = DeepSeekOcrEngine(backend, pool, LanguageIdentification(), crash_log)
+    await engine.load("deepseek-ocr", MODEL)
+    assert engine.server is not None
+    hung = engine.server.pid
+    os.kill(hung, signal.SIGSTOP)  # alive, answering nothing
+    try:
+        await until(lambda: engine.health().restarts == 1 and engine.health().state is EngineState.READY, timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+    assert engine.server.pid != hung
+    kind, message, _ = crash_log.events[0]
+    assert (kind, message) == ("BACKEND_CRASH", "the model server stopped answering health checks (3 in a row) and was killed")
     await engine.close()
