@@ -40,7 +40,7 @@ _QS, _CRASH, _CONF, _ID, _SW = (
     f"{_Q}IdentityService/",
     f"{_Q}AutoSwitchStoreService/",
 )
-_TG, _OCR = "/aigw.textgen.v1.TextgenService/", "/aigw.ocr.v1.OcrService/"
+_TG, _OCR, _BE = "/aigw.textgen.v1.TextgenService/", "/aigw.ocr.v1.OcrService/", "/aigw.backend.v1.BackendService/"
 _ROUTER_RPCS = (
     "GetHealth",
     "Chat",
@@ -76,6 +76,8 @@ _ADMIN_RPCS = (
     "UpdateModelConfig",
     "GetAutoSwitch",
     "SetAutoSwitch",
+    "SleepBackend",
+    "WakeBackend",
 )
 
 
@@ -128,19 +130,17 @@ POLICY: dict[str, frozenset[str]] = {
     f"{_SW}RecordSwitchDecision": frozenset({ADMIN}),
     f"{_SW}ListSwitchDecisions": frozenset({ADMIN}),
     # Backends: the router runs inference and reads status; the admin service manages models.
+    # Every backend kind implements BackendService, so one entry per RPC covers textgen and ocr.
     f"{_TG}Generate": frozenset({ROUTER}),
     f"{_TG}StreamGenerate": frozenset({ROUTER}),
-    f"{_TG}GetStatus": frozenset({ROUTER, ADMIN}),
-    f"{_TG}LoadModel": frozenset({ADMIN}),
-    f"{_TG}UnloadModel": frozenset({ADMIN}),
-    f"{_TG}SwitchModel": frozenset({ADMIN}),
-    f"{_TG}SleepModel": frozenset({ADMIN}),
-    f"{_TG}WakeModel": frozenset({ADMIN}),
     f"{_OCR}Recognize": frozenset({ROUTER}),
     f"{_OCR}StreamRecognize": frozenset({ROUTER}),
-    f"{_OCR}GetStatus": frozenset({ROUTER, ADMIN}),
-    f"{_OCR}LoadModel": frozenset({ADMIN}),
-    f"{_OCR}UnloadModel": frozenset({ADMIN}),
+    f"{_BE}GetStatus": frozenset({ROUTER, ADMIN}),
+    f"{_BE}LoadModel": frozenset({ADMIN}),
+    f"{_BE}UnloadModel": frozenset({ADMIN}),
+    f"{_BE}SwitchModel": frozenset({ADMIN}),
+    f"{_BE}SleepModel": frozenset({ADMIN}),
+    f"{_BE}WakeModel": frozenset({ADMIN}),
     # Public entry points: users authenticate by JWT or API key on every call, whoever connects.
     **_all("/aigw.router.v1.RouterService/", _ROUTER_RPCS, frozenset({PUBLIC, EDGE})),
     **_all("/aigw.admin.v1.AdminService/", _ADMIN_RPCS, frozenset({PUBLIC, EDGE})),

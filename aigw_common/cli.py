@@ -319,6 +319,18 @@ def cmd_admin_switch(cli: Cli) -> int:
     return EXIT_OK
 
 
+def cmd_admin_sleep(cli: Cli) -> int:
+    reply = cli.client.sleep_backend(cli.args.backend, level=cli.args.level)
+    cli.emit(reply, lambda: f"{reply.outcome} ({reply.elapsed_ms:.0f} ms)")
+    return EXIT_OK
+
+
+def cmd_admin_wake(cli: Cli) -> int:
+    reply = cli.client.wake_backend(cli.args.backend)
+    cli.emit(reply, lambda: f"{reply.outcome} ({reply.elapsed_ms:.0f} ms)")
+    return EXIT_OK
+
+
 def cmd_admin_queue(cli: Cli) -> int:
     reply = cli.client.queue_stats(cli.args.model)
     cli.emit(reply, lambda: text.queue_stats(reply))
@@ -520,6 +532,10 @@ def _add_admin_models(admin: _Parsers) -> None:
     switch.add_argument("backend")
     switch.add_argument("model")
     switch.add_argument("--force", action="store_true")
+    sleep = admin.add("sleep", "put a backend's models to sleep (vLLM sleep mode)", cmd_admin_sleep)
+    sleep.add_argument("backend")
+    sleep.add_argument("--level", type=int, choices=(1, 2), default=1, help="1 offloads weights to CPU, 2 discards them")
+    admin.add("wake", "wake a sleeping backend's models", cmd_admin_wake).add_argument("backend")
     admin.add("queue", "queue numbers of a model", cmd_admin_queue).add_argument("model")
     series = admin.add("series", "a model's queue minute by minute over the last hour", cmd_admin_series)
     series.add_argument("model")

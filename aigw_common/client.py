@@ -408,6 +408,14 @@ class AigwClient:
         """Switches a backend to another model."""
         return self._unary(req.switch_backend(backend, model, force))
 
+    def sleep_backend(self, backend: str, *, level: int = 1) -> admin_pb2.SleepBackendResponse:
+        """Puts a backend's models to sleep (vLLM sleep mode; level 1 offloads weights, 2 discards them)."""
+        return self._unary(req.sleep_backend(backend, level))
+
+    def wake_backend(self, backend: str) -> admin_pb2.WakeBackendResponse:
+        """Wakes a sleeping backend's models."""
+        return self._unary(req.wake_backend(backend))
+
     def queue_stats(self, model: str) -> admin_pb2.GetQueueStatsResponse:
         """Queue numbers of a model: processing, waiting, utilization, totals, latency percentiles."""
         return self._unary(req.queue_stats(model))
@@ -709,6 +717,14 @@ class AsyncAigwClient:
     async def switch_backend(self, backend: str, model: str, *, force: bool = False) -> admin_pb2.SwitchBackendResponse:
         """Switches a backend to another model."""
         return await self._unary(req.switch_backend(backend, model, force))
+
+    async def sleep_backend(self, backend: str, *, level: int = 1) -> admin_pb2.SleepBackendResponse:
+        """Puts a backend's models to sleep (vLLM sleep mode; level 1 offloads weights, 2 discards them)."""
+        return await self._unary(req.sleep_backend(backend, level))
+
+    async def wake_backend(self, backend: str) -> admin_pb2.WakeBackendResponse:
+        """Wakes a sleeping backend's models."""
+        return await self._unary(req.wake_backend(backend))
 
     async def queue_stats(self, model: str) -> admin_pb2.GetQueueStatsResponse:
         """Queue numbers of a model: processing, waiting, utilization, totals, latency percentiles."""

@@ -389,6 +389,15 @@ def switch_backend(backend: str, model: str, force: bool) -> Rpc[admin_pb2.Switc
     return admin("SwitchBackend", request, admin_pb2.SwitchBackendResponse)
 
 
+def sleep_backend(backend: str, level: int) -> Rpc[admin_pb2.SleepBackendResponse]:
+    request = admin_pb2.SleepBackendRequest(backend=backend, level=level)
+    return admin("SleepBackend", request, admin_pb2.SleepBackendResponse)
+
+
+def wake_backend(backend: str) -> Rpc[admin_pb2.WakeBackendResponse]:
+    return admin("WakeBackend", admin_pb2.WakeBackendRequest(backend=backend), admin_pb2.WakeBackendResponse)
+
+
 def queue_stats(model: str) -> Rpc[admin_pb2.GetQueueStatsResponse]:
     return admin("GetQueueStats", admin_pb2.GetQueueStatsRequest(model=model), admin_pb2.GetQueueStatsResponse)
 

@@ -38,11 +38,13 @@ TEXTGEN_PID=$!
 import json, statistics, subprocess, sys, time
 import grpc, psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 address, pid, runs, out_json, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 channel = grpc.insecure_channel(address)
 health, textgen = health_pb2_grpc.HealthStub(channel), textgen_pb2_grpc.TextgenServiceStub(channel)
+lifecycle = backend_pb2_grpc.BackendServiceStub(channel)
 start = time.monotonic()
 while True:
     try:
@@ -66,7 +68,7 @@ for _ in range(runs):
         ttft = ttft or (chunk.delta and time.perf_counter() - t)
     res["stream_tok_s"].append(chunk.usage.completion_tokens / (time.perf_counter() - t))
     res["ttft_s"].append(ttft)
-status = textgen.GetStatus(textgen_pb2.GetStatusRequest(), timeout=5).status
+status = lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=5).status
 servers = {p.pid for p in psutil.Process(pid).children(recursive=True)}
 try:
     apps = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
@@ -82,9 +84,9 @@ if status.engine == "vllm":
     before, res["sleep"] = answer(), {}
     for level in (1, 2):
         t = time.perf_counter()
-        textgen.SleepModel(textgen_pb2.SleepModelRequest(level=level), timeout=300)
+        lifecycle.SleepModel(backend_pb2.SleepModelRequest(level=level), timeout=300)
         slept = time.perf_counter() - t
-        textgen.WakeModel(textgen_pb2.WakeModelRequest(), timeout=300)
+        lifecycle.WakeModel(backend_pb2.WakeModelRequest(), timeout=300)
         res["sleep"][f"level_{level}"] = {"sleep_s": round(slept, 2), "wake_s": round(time.perf_counter() - t - slept, 2),
                                           "same_answer_after_wake": answer() == before}
 for key in ("unary_tok_s", "stream_tok_s", "ttft_s"):

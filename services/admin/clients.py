@@ -1,4 +1,4 @@
-"""gRPC adapters: the queue service's stores and the backends' lifecycle RPCs, with downstream errors as domain errors."""
+"""gRPC adapters: the queue service's stores and the backends' BackendService, with downstream errors as domain errors."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
-from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.config import BackendConfig
 from aigw_common.errors import GatewayError
 from aigw_common.rpc_errors import from_rpc_error
@@ -157,12 +156,13 @@ class QueueClient:
         return list(reply.decisions)
 
 
-class _BackendClient:
-    """Status and health of one backend service."""
+class BackendClient:
+    """One backend's BackendService (the lifecycle contract every kind implements) and health check."""
 
     def __init__(self, channel: grpc.aio.Channel, config: BackendConfig) -> None:
         self.config = config
         self.health_stub = health_pb2_grpc.HealthStub(channel)
+        self.stub = backend_pb2_grpc.BackendServiceStub(channel)
         self.load_timeout = config.startup_timeout_seconds + STORE_TIMEOUT_S
         self.unload_timeout = DRAIN_TIMEOUT_S + STORE_TIMEOUT_S
 
@@ -174,53 +174,28 @@ class _BackendClient:
         name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         return name
 
-
-class TextgenControl(_BackendClient):
-    """A textgen backend's lifecycle RPCs."""
-
-    def __init__(self, channel: grpc.aio.Channel, config: BackendConfig) -> None:
-        super().__init__(channel, config)
-        self.stub = textgen_pb2_grpc.TextgenServiceStub(channel)
-
     async def status(self) -> common_pb2.BackendStatus:
-        reply = await call(self.stub.GetStatus, textgen_pb2.GetStatusRequest(), STATUS_TIMEOUT_S)
+        reply = await call(self.stub.GetStatus, backend_pb2.GetStatusRequest(), STATUS_TIMEOUT_S)
         return reply.status
 
     async def load(self, model: str) -> LifecycleResult:
-        reply = await call(self.stub.LoadModel, textgen_pb2.LoadModelRequest(model=model), self.load_timeout)
+        reply = await call(self.stub.LoadModel, backend_pb2.LoadModelRequest(model=model), self.load_timeout)
         return LifecycleResult(reply.status, reply.outcome, reply.elapsed_ms)
 
     async def unload(self, model: str, force: bool) -> LifecycleResult:
-        request = textgen_pb2.UnloadModelRequest(model=model, drain_timeout_seconds=DRAIN_TIMEOUT_S, force=force)
+        request = backend_pb2.UnloadModelRequest(model=model, drain_timeout_seconds=DRAIN_TIMEOUT_S, force=force)
         reply = await call(self.stub.UnloadModel, request, self.unload_timeout)
         return LifecycleResult(reply.status, reply.outcome, reply.elapsed_ms)
 
     async def switch(self, model: str, force: bool) -> LifecycleResult:
-        request = textgen_pb2.SwitchModelRequest(model=model, drain_timeout_seconds=DRAIN_TIMEOUT_S, force=force)
+        request = backend_pb2.SwitchModelRequest(model=model, drain_timeout_seconds=DRAIN_TIMEOUT_S, force=force)
         reply = await call(self.stub.SwitchModel, request, self.load_timeout + self.unload_timeout)
         return LifecycleResult(reply.status, reply.outcome, reply.elapsed_ms)
 
-
-class OcrControl(_BackendClient):
-    """An OCR backend's lifecycle RPCs; a switch is an unload followed by a load."""
-
-    def __init__(self, channel: grpc.aio.Channel, config: BackendConfig) -> None:
-        super().__init__(channel, config)
-        self.stub = ocr_pb2_grpc.OcrServiceStub(channel)
-
-    async def status(self) -> common_pb2.BackendStatus:
-        reply = await call(self.stub.GetStatus, ocr_pb2.GetStatusRequest(), STATUS_TIMEOUT_S)
-        return reply.status
-
-    async def load(self, model: str) -> LifecycleResult:
-        reply = await call(self.stub.LoadModel, ocr_pb2.LoadModelRequest(model=model), self.load_timeout)
+    async def sleep(self, level: int) -> LifecycleResult:
+        reply = await call(self.stub.SleepModel, backend_pb2.SleepModelRequest(level=level), self.unload_timeout)
         return LifecycleResult(reply.status, reply.outcome, reply.elapsed_ms)
 
-    async def unload(self, model: str, force: bool) -> LifecycleResult:
-        reply = await call(self.stub.UnloadModel, ocr_pb2.UnloadModelRequest(model=model), self.unload_timeout)
+    async def wake(self) -> LifecycleResult:
+        reply = await call(self.stub.WakeModel, backend_pb2.WakeModelRequest(), self.load_timeout)
         return LifecycleResult(reply.status, reply.outcome, reply.elapsed_ms)
-
-    async def switch(self, model: str, force: bool) -> LifecycleResult:
-        unloaded = await self.unload("", force)
-        loaded = await self.load(model)
-        return LifecycleResult(loaded.status, f"{unloaded.outcome}; {loaded.outcome}", unloaded.elapsed_ms + loaded.elapsed_ms)

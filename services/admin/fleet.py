@@ -46,6 +46,12 @@ class BackendControl(Protocol):
     async def switch(self, model: str, force: bool) -> LifecycleResult:
         """Replaces the loaded model."""
 
+    async def sleep(self, level: int) -> LifecycleResult:
+        """Puts the loaded models to sleep (FailedPrecondition where the backend has no sleep mode)."""
+
+    async def wake(self) -> LifecycleResult:
+        """Wakes the sleeping models (FailedPrecondition where the backend has no sleep mode)."""
+
 
 class QueueNumbers(Protocol):
     """The queue service's numbers about models."""
@@ -197,16 +203,38 @@ class Fleet:
         result = await self.controls[backend].switch(model, force)
         return LifecycleResult(result.status, result.outcome or "switched", (time.perf_counter() - start) * 1000)
 
+    async def sleep_backend(self, backend: str, level: int) -> LifecycleResult:
+        """Puts `backend`'s models to sleep at `level` (1 offloads weights, 2 discards them; 0 means 1)."""
+        self._backend(backend)
+        if level not in (0, 1, 2):
+            raise InvalidArgument(f"level: must be 1 or 2 (0 means 1), got {level}", field="level")
+        start = time.perf_counter()
+        result = await self.controls[backend].sleep(level or 1)
+        return LifecycleResult(result.status, result.outcome or "asleep", (time.perf_counter() - start) * 1000)
+
+    async def wake_backend(self, backend: str) -> LifecycleResult:
+        """Wakes `backend`'s sleeping models."""
+        self._backend(backend)
+        start = time.perf_counter()
+        result = await self.controls[backend].wake()
+        return LifecycleResult(result.status, result.outcome or "woken", (time.perf_counter() - start) * 1000)
+
     def _check_model(self, model: str) -> None:
         if not model:
             raise InvalidArgument("model: required", field="model")
         if model not in self.cfg.models:
             raise NotFound(f"no model named {model!r}")
 
-    def _backend_for(self, backend: str, model: str) -> BackendConfig:
+    def _backend(self, backend: str) -> BackendConfig:
+        if not backend:
+            raise InvalidArgument("backend: required", field="backend")
         found = next((b for b in self.cfg.backends if b.name == backend), None)
         if found is None:
             raise NotFound(f"no backend named {backend!r}")
+        return found
+
+    def _backend_for(self, backend: str, model: str) -> BackendConfig:
+        found = self._backend(backend)
         if model not in found.models:
             raise InvalidArgument(
                 f"backend: {backend!r} cannot hold {model!r} (it holds {', '.join(found.models)})", field="backend"

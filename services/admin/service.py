@@ -20,7 +20,7 @@ from aigw_common.errors import GatewayError
 from aigw_common.server import Health
 from services.admin.access import Access
 from services.admin.bootstrap import AdminBootstrap
-from services.admin.clients import OcrControl, QueueClient, TextgenControl
+from services.admin.clients import BackendClient, QueueClient
 from services.admin.fleet import BackendControl, Fleet
 from services.admin.identity import Accounts
 from services.admin.login_limiter import LoginLimiter
@@ -73,9 +73,7 @@ class AdminService:
         for backend in self.cfg.backends:
             channel = make_channel(backend.address, self.tls, backend.kind)
             self.channels.append(channel)
-            controls[backend.name] = (
-                TextgenControl(channel, backend) if backend.kind == "textgen" else OcrControl(channel, backend)
-            )
+            controls[backend.name] = BackendClient(channel, backend)
         return controls
 
     def register(self, server: grpc.aio.Server) -> None:

@@ -258,6 +258,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         actor = await self._admin(context)
         return admin_pb2.SetAutoSwitchResponse(enabled=await self.d.switcher.set_enabled(request.enabled, actor.subject))
 
+    async def SleepBackend(self, request: admin_pb2.SleepBackendRequest, context: Ctx) -> admin_pb2.SleepBackendResponse:
+        await self._admin(context)
+        result = await self.d.fleet.sleep_backend(request.backend, request.level)
+        return admin_pb2.SleepBackendResponse(outcome=result.outcome, elapsed_ms=result.elapsed_ms, status=result.status)
+
+    async def WakeBackend(self, request: admin_pb2.WakeBackendRequest, context: Ctx) -> admin_pb2.WakeBackendResponse:
+        await self._admin(context)
+        result = await self.d.fleet.wake_backend(request.backend)
+        return admin_pb2.WakeBackendResponse(outcome=result.outcome, elapsed_ms=result.elapsed_ms, status=result.status)
+
 
 def _time(request: Message, name: str) -> Any:
     return getattr(request, name) if request.HasField(name) else None

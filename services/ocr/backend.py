@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Histogram
 
 from aigw_common.config import BackendConfig, GatewayConfig
-from aigw_common.errors import InvalidArgument, NotFound, Unavailable
+from aigw_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.ocr.documents import Document, DocumentLimits, open_document, page_range
 from services.ocr.engine import EngineState, OcrEngine, unknown_languages
 from services.ocr.languages import LanguageIdentification, script_of_text
@@ -231,6 +231,27 @@ class OcrBackend:
                 outcome = await self.engine.unload()
                 await self._notify()
         return LifecycleOutcome(self.status(), outcome, (time.perf_counter() - started) * 1000)
+
+    async def switch(self, model: str) -> LifecycleOutcome:
+        """Replaces whatever is loaded with `model` (an OCR engine holds one model)."""
+        if not model:
+            raise InvalidArgument("model: required", field="model")
+        done = await self.load(model)
+        return dataclasses.replace(done, outcome=f"switched: {done.outcome}")
+
+    async def sleep(self, level: int) -> LifecycleOutcome:
+        """OCR engines have no sleep mode: always FAILED_PRECONDITION."""
+        raise FailedPrecondition(self._no_sleep())
+
+    async def wake(self) -> LifecycleOutcome:
+        """OCR engines have no sleep mode: always FAILED_PRECONDITION."""
+        raise FailedPrecondition(self._no_sleep())
+
+    def _no_sleep(self) -> str:
+        return (
+            f"backend {self.backend.name} has no sleep mode (OCR engine {self.engine.name} does not sleep; "
+            "sleep mode needs a textgen backend with engine vllm and sleep_mode: true)"
+        )
 
     def _serving_model(self, requested: str) -> str:
         health = self.engine.health()

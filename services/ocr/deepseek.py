@@ -7,22 +7,25 @@ and the per-request arguments of its n-gram no-repeat logits processor.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
+import os
 import re
 from collections.abc import Callable
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import httpx
 from PIL import Image
 
 from aigw_common.config import BackendConfig, ModelConfig
-from aigw_common.errors import InvalidArgument, Unavailable
+from aigw_common.errors import GatewayError, InvalidArgument, Unavailable
+from services.engines.openai_http import EngineClient
+from services.engines.supervisor import CrashSink, EngineSupervisor, ServerState
 from services.ocr.engine import EngineHealth, EngineState
 from services.ocr.languages import BY_TESSERACT, LanguageIdentification, script_of_text
-from services.ocr.model_server import ModelServer
 from services.ocr.resolution import Mode, RenderSpec, deepseek_render
 from services.ocr.results import Box, Line, OutputFormat, PageImage, Recognition, RecognizeOptions
 from services.ocr.workers import WorkerPool
@@ -43,6 +46,7 @@ _BOX = re.compile(r"\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]")
 # DeepSeek's end-of-sentence token is written with fullwidth bars and lower-one-eighth blocks.
 _SPECIAL = re.compile("<\uff5cend\u2581of\u2581sentence\uff5c>|" + r"<\|/?(?:ref|det|grounding)\|>")
 GRID = 999
+PROBE_SECONDS = 2.0
 
 
 def served_name(name: str, model: ModelConfig) -> str:
@@ -122,7 +126,12 @@ def base_url(url: str) -> str:
 
 
 class DeepSeekOcrEngine:
-    """DeepSeek-OCR on a vLLM server this backend supervises (`mode: supervise`) or attaches to (`mode: attach`)."""
+    """DeepSeek-OCR on a vLLM server this backend supervises (`mode: supervise`) or attaches to (`mode: attach`).
+
+    A supervised server runs under the shared engine supervisor (dies with this service, crashes and
+    failed starts go to the crash log, restarts with backoff); requests go through the shared
+    OpenAI-compatible client.
+    """
 
     name = "deepseek-ocr"
 
@@ -131,21 +140,25 @@ class DeepSeekOcrEngine:
         backend: BackendConfig,
         pool: WorkerPool,
         identification: LanguageIdentification,
-        log_dir: Path,
+        crash_log: CrashSink,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.backend = backend
         self.pool = pool
         self.identification = identification
-        self.log_dir = log_dir
-        url = backend.url if backend.mode == "attach" else f"http://127.0.0.1:{backend.port}"
-        self.client = httpx.AsyncClient(base_url=base_url(url), timeout=backend.request_timeout_seconds, transport=transport)
-        self.server: ModelServer | None = None
+        self.crash_log = crash_log
+        self.url = base_url(backend.url if backend.mode == "attach" else f"http://127.0.0.1:{backend.port}")
+        self.client = EngineClient(
+            self.url, capacity=backend.capacity, timeout=backend.request_timeout_seconds, transport=transport
+        )
+        self.server: EngineSupervisor | None = None
         self._model = ""
         self._served = ""
         self._state = EngineState.IDLE
         self._detail = ""
+        self._crashed = ""
         self._changed: Callable[[], None] = lambda: None
+        self._probing: asyncio.Task[None] | None = None
 
     @property
     def concurrency(self) -> int:
@@ -159,45 +172,79 @@ class DeepSeekOcrEngine:
 
     def health(self) -> EngineHealth:
         state, detail = self._state, self._detail
-        if self.server is not None and self.server.crashed:
-            state, detail = EngineState.CRASHED, self.server.crashed
+        if self._crashed:
+            state, detail = EngineState.CRASHED, self._crashed
         restarts = self.server.restarts if self.server is not None else 0
         return EngineHealth(state, self._model, detail, restarts)
 
     def on_change(self, callback: Callable[[], None]) -> None:
         self._changed = callback
 
+    def _server_state(self, state: ServerState, detail: str) -> None:
+        """The supervisor's view: a crash (until a restart answers) shows as CRASHED."""
+        crashed = (detail or "the model server crashed") if state is ServerState.CRASHED else ""
+        if crashed != self._crashed:
+            self._crashed = crashed
+            self._changed()
+
+    def _supervisor(self, name: str, model: ModelConfig) -> EngineSupervisor:
+        port = self.backend.port
+        return EngineSupervisor(
+            server_command(self.backend, name, model),
+            os.environ,
+            label=f"{self.backend.name}/{name}",
+            model=name,
+            healthy=lambda: self.client.healthy("/health"),
+            startup_timeout=self.backend.startup_timeout_seconds,
+            crash_log=self.crash_log,
+            on_state=self._server_state,
+            taken=f"port {port} is already taken by another server; stop it or change backends.{self.backend.name}.port",
+        )
+
     async def load(self, name: str, model: ModelConfig) -> str:
         self._state, self._detail = EngineState.LOADING, ""
         served = served_name(name, model)
         try:
             if self.backend.mode == "supervise":
-                log_file = self.log_dir / f"{self.backend.name}-vllm.log"
-                command = server_command(self.backend, name, model)
-                self.server = ModelServer(command, self.client, self.backend.startup_timeout_seconds, log_file, self._changed)
+                self.server = self._supervisor(name, model)
                 await self.server.start()
+                self._probing = asyncio.create_task(self._probe(self.server), name=f"{self.backend.name}-probe")
             await self._check_served(served)
         except Unavailable as exc:
             await self._stop_server()
             self._state, self._detail = EngineState.IDLE, exc.message
             raise
         self._model, self._served, self._state = name, served, EngineState.READY
-        how = "started" if self.backend.mode == "supervise" else f"attached to {self.client.base_url}"
+        how = "started" if self.backend.mode == "supervise" else f"attached to {self.url}"
         return f"DeepSeek-OCR {served} {how}"
 
     async def _check_served(self, served: str) -> None:
         try:
-            reply = await self.client.get("/v1/models")
-            ids = [m.get("id") for m in reply.json().get("data", [])] if reply.status_code == 200 else []
-        except (httpx.HTTPError, ValueError):
-            raise Unavailable(f"the DeepSeek-OCR server at {self.client.base_url} is unreachable") from None
+            answer = await self.client.control("GET", "/v1/models")
+        except GatewayError:
+            raise Unavailable(f"the DeepSeek-OCR server at {self.url} is unreachable") from None
+        data = answer.get("data", []) if isinstance(answer, dict) else []
+        ids = [m.get("id") for m in data if isinstance(m, dict)]
         if served not in ids:
             raise Unavailable(f"the DeepSeek-OCR server serves {', '.join(map(str, ids)) or 'nothing'}, not {served}")
 
+    async def _probe(self, server: EngineSupervisor) -> None:
+        """Health probes of a running server: one that stops answering is hung, and the supervisor kills it."""
+        while True:
+            await asyncio.sleep(PROBE_SECONDS)
+            if not self._crashed:
+                server.check_health(await self.client.healthy("/health"))
+
     async def _stop_server(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probing
+            self._probing = None
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        self._crashed = ""
 
     async def unload(self) -> str:
         was = self._model
@@ -222,19 +269,14 @@ class DeepSeekOcrEngine:
 
     async def _complete(self, body: dict[str, Any], number: int) -> str:
         try:
-            reply = await self.client.post("/v1/chat/completions", json=body)
-        except httpx.TimeoutException:
-            limit = self.backend.request_timeout_seconds
-            raise Unavailable(f"DeepSeek-OCR did not answer page {number} within {limit:g}s") from None
-        except httpx.HTTPError:
-            raise Unavailable("the DeepSeek-OCR server is unreachable") from None
-        if reply.status_code == 400:
-            log.warning("model server rejected a page", extra={"page": number, "reply": reply.text[:500]})
-            raise InvalidArgument(f"DeepSeek-OCR rejected page {number} (too large for the model's context?)")
-        if reply.status_code != 200:
-            log.warning("model server failed", extra={"page": number, "status": reply.status_code, "reply": reply.text[:500]})
-            raise Unavailable(f"DeepSeek-OCR failed on page {number}")
+            answer = await self.client.chat(body, {})
+        except InvalidArgument as exc:
+            log.warning("model server rejected a page", extra={"page": number, "reason": exc.message})
+            raise InvalidArgument(f"DeepSeek-OCR rejected page {number} (too large for the model's context?)") from None
+        except Unavailable as exc:
+            log.warning("model server failed", extra={"page": number, "reason": exc.message})
+            raise Unavailable(f"DeepSeek-OCR failed on page {number}: {exc.message}") from None
         try:
-            return str(reply.json()["choices"][0]["message"]["content"] or "")
-        except (ValueError, KeyError, IndexError, TypeError):
+            return str(answer["choices"][0]["message"]["content"] or "")
+        except (KeyError, IndexError, TypeError):
             raise Unavailable(f"DeepSeek-OCR sent an unreadable answer for page {number}") from None

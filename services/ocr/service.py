@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping, Sequence
 
 import grpc
 from PIL import Image
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from aigw_common.authz import mesh_tls
 from aigw_common.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
 from aigw_common.errors import GatewayError
 from aigw_common.server import Health
+from services.engines.crashlog import QueueCrashLog
+from services.engines.supervisor import CrashSink
 from services.ocr.backend import OcrBackend
 from services.ocr.deepseek import DeepSeekOcrEngine
 from services.ocr.engine import OcrEngine
 from services.ocr.languages import LanguageIdentification
-from services.ocr.servicer import OcrServicer
+from services.ocr.servicer import OcrLifecycleServicer, OcrServicer
 from services.ocr.tesseract import TesseractEngine
 from services.ocr.workers import WorkerPool
 
@@ -28,11 +33,15 @@ class OcrService:
     """One OCR backend's gRPC service; health is SERVING while its engine has a model loaded."""
 
     name: ServiceName = "ocr"
-    service_names = [ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name]
+    service_names = [
+        ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name,
+        backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
+    ]
 
-    def __init__(self, cfg: GatewayConfig, backend: OcrBackend) -> None:
+    def __init__(self, cfg: GatewayConfig, backend: OcrBackend, crash_log: QueueCrashLog | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
+        self.crash_log = crash_log
         self.bind_address = backend.backend.address or cfg.services.ocr.address
         first_ocr = cfg.backends_of("ocr")[0].name == backend.backend.name
         self.metrics_port = backend.backend.metrics_port or (cfg.services.ocr.metrics_port if first_ocr else 0)
@@ -41,6 +50,7 @@ class OcrService:
 
     def register(self, server: grpc.aio.Server) -> None:
         ocr_pb2_grpc.add_OcrServiceServicer_to_server(OcrServicer(self.backend), server)
+        backend_pb2_grpc.add_BackendServiceServicer_to_server(OcrLifecycleServicer(self.backend), server)
 
     async def start(self, health: Health) -> None:
         self.backend.on_health(health.set)
@@ -66,6 +76,8 @@ class OcrService:
             if task is not None:
                 task.cancel()
         await self.backend.close()
+        if self.crash_log is not None:
+            await self.crash_log.close()
 
 
 def select_backend(cfg: GatewayConfig, name: str = "") -> BackendConfig:
@@ -82,14 +94,26 @@ def select_backend(cfg: GatewayConfig, name: str = "") -> BackendConfig:
     return backends[0]
 
 
+class _NoCrashLog:
+    """The crash sink of an engine that supervises no process (Tesseract, an attached DeepSeek-OCR server)."""
+
+    def record(
+        self, kind: str, model: str, message: str, log_tail: Sequence[str] = (), details: Mapping[str, str] | None = None
+    ) -> None:
+        """Nothing runs here that could crash on its own."""
+
+
+NO_CRASH_LOG = _NoCrashLog()
+
+
 def make_engine(
-    cfg: GatewayConfig, backend: BackendConfig, pool: WorkerPool, identification: LanguageIdentification
+    cfg: GatewayConfig, backend: BackendConfig, pool: WorkerPool, identification: LanguageIdentification, crash_log: CrashSink
 ) -> OcrEngine:
     """The engine the backend names."""
     if backend.engine == "tesseract":
         return TesseractEngine(backend, pool, identification)
     if backend.engine == "deepseek-ocr":
-        return DeepSeekOcrEngine(backend, pool, identification, cfg.data_path / "logs")
+        return DeepSeekOcrEngine(backend, pool, identification, crash_log)
     raise ConfigError(f"backends: {backend.name!r} has engine {backend.engine!r}; an ocr backend uses tesseract or deepseek-ocr")
 
 
@@ -100,5 +124,8 @@ def build(cfg: GatewayConfig, backend_name: str = "") -> OcrService:
     Image.MAX_IMAGE_PIXELS = backend.max_pixels
     pool = WorkerPool(backend.workers)
     identification = LanguageIdentification()
-    engine = make_engine(cfg, backend, pool, identification)
-    return OcrService(cfg, OcrBackend(cfg, backend, engine, pool, identification))
+    # Only a supervised engine has crashes to record (Tesseract runs in this process).
+    supervised = backend.engine == "deepseek-ocr" and backend.mode == "supervise"
+    crash_log = QueueCrashLog(cfg.services.queue.address, backend.name, mesh_tls(cfg, "ocr"), "ocr") if supervised else None
+    engine = make_engine(cfg, backend, pool, identification, crash_log or NO_CRASH_LOG)
+    return OcrService(cfg, OcrBackend(cfg, backend, engine, pool, identification), crash_log)

@@ -1,4 +1,4 @@
-"""OcrService RPCs: proto messages to domain requests and back; no logic of its own."""
+"""OcrService and BackendService RPCs of an OCR backend: proto messages to domain requests and back; no logic of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from services.ocr.backend import BackendView, LifecycleOutcome, OcrBackend
@@ -128,16 +129,30 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                     engine=self.backend.engine.name,
                 )
 
-    async def GetStatus(self, request: ocr_pb2.GetStatusRequest, context: Context) -> ocr_pb2.GetStatusResponse:
-        return ocr_pb2.GetStatusResponse(status=to_status(self.backend.status()))
 
-    async def LoadModel(self, request: ocr_pb2.LoadModelRequest, context: Context) -> ocr_pb2.LoadModelResponse:
-        done = await self.backend.load(request.model)
-        return ocr_pb2.LoadModelResponse(**_lifecycle(done))
+class OcrLifecycleServicer(backend_pb2_grpc.BackendServiceServicer):
+    """Adapts the BackendService lifecycle contract to the OCR backend."""
 
-    async def UnloadModel(self, request: ocr_pb2.UnloadModelRequest, context: Context) -> ocr_pb2.UnloadModelResponse:
-        done = await self.backend.unload(request.model)
-        return ocr_pb2.UnloadModelResponse(**_lifecycle(done))
+    def __init__(self, backend: OcrBackend) -> None:
+        self.backend = backend
+
+    async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: Context) -> backend_pb2.GetStatusResponse:
+        return backend_pb2.GetStatusResponse(status=to_status(self.backend.status()))
+
+    async def LoadModel(self, request: backend_pb2.LoadModelRequest, context: Context) -> backend_pb2.LoadModelResponse:
+        return backend_pb2.LoadModelResponse(**_lifecycle(await self.backend.load(request.model)))
+
+    async def UnloadModel(self, request: backend_pb2.UnloadModelRequest, context: Context) -> backend_pb2.UnloadModelResponse:
+        return backend_pb2.UnloadModelResponse(**_lifecycle(await self.backend.unload(request.model)))
+
+    async def SwitchModel(self, request: backend_pb2.SwitchModelRequest, context: Context) -> backend_pb2.SwitchModelResponse:
+        return backend_pb2.SwitchModelResponse(**_lifecycle(await self.backend.switch(request.model)))
+
+    async def SleepModel(self, request: backend_pb2.SleepModelRequest, context: Context) -> backend_pb2.SleepModelResponse:
+        return backend_pb2.SleepModelResponse(**_lifecycle(await self.backend.sleep(request.level)))
+
+    async def WakeModel(self, request: backend_pb2.WakeModelRequest, context: Context) -> backend_pb2.WakeModelResponse:
+        return backend_pb2.WakeModelResponse(**_lifecycle(await self.backend.wake()))
 
 
 def _lifecycle(done: LifecycleOutcome) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
@@ -138,13 +139,14 @@ class HealthClient:
 
 
 class BackendClient:
-    """One textgen or OCR backend service."""
+    """One backend: its status through the BackendService contract (the same for every kind), its data plane by kind."""
 
     def __init__(self, cfg: BackendConfig, tls: MeshTls | None = None) -> None:
         self.name = cfg.name
         self.kind = cfg.kind
         self.channel = make_channel(cfg.address, tls, cfg.kind)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.lifecycle = backend_pb2_grpc.BackendServiceStub(self.channel)
         self.textgen = textgen_pb2_grpc.TextgenServiceStub(self.channel)
         self.ocr = ocr_pb2_grpc.OcrServiceStub(self.channel)
 
@@ -153,12 +155,9 @@ class BackendClient:
 
     async def status(self) -> tuple[common_pb2.BackendStatus, bool]:
         """The backend's status and whether its health check says SERVING."""
-        if self.kind == "textgen":
-            status = (await _call(self.textgen.GetStatus(textgen_pb2.GetStatusRequest(), timeout=STATUS_CALL_SECONDS))).status
-        else:
-            status = (await _call(self.ocr.GetStatus(ocr_pb2.GetStatusRequest(), timeout=STATUS_CALL_SECONDS))).status
+        reply = await _call(self.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=STATUS_CALL_SECONDS))
         check = await _call(self.health.Check(health_pb2.HealthCheckRequest(), timeout=STATUS_CALL_SECONDS))
-        return status, check.status == health_pb2.HealthCheckResponse.SERVING
+        return reply.status, check.status == health_pb2.HealthCheckResponse.SERVING
 
     async def generate(self, request: textgen_pb2.GenerateRequest, timeout: float) -> common_pb2.ChatResult:
         return (await _call(self.textgen.Generate(request, timeout=timeout))).result

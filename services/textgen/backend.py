@@ -13,10 +13,10 @@ import httpx
 
 from aigw.common.v1 import common_pb2
 from aigw_common.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound, Unavailable
+from services.engines.process import Backoff
 from services.textgen.metrics import UNKNOWN
 from services.textgen.model_server import CrashSink, ModelServer, ServerState
 from services.textgen.payloads import chat_body, chat_result, chunk_parts, usage_of
-from services.textgen.process import Backoff
 from services.textgen.settings import ModelSpec, TextgenSettings
 
 log = logging.getLogger(__name__)
@@ -276,8 +276,8 @@ class TextgenBackend:
                 log.warning("sleep failed; stopping the server instead", extra={"server": server.label, "reason": exc.message})
         await self._stop_server(server)
 
-    async def sleep(self, level: int) -> None:
-        """Drains, then puts every awake model to sleep (vLLM sleep mode)."""
+    async def sleep(self, level: int) -> str:
+        """Drains, then puts every awake model to sleep (vLLM sleep mode); returns what happened."""
         self._require_sleep()
         level = level or 1
         if level not in (1, 2):
@@ -293,14 +293,20 @@ class TextgenBackend:
                 except GatewayError:
                     server.end_drain()
                     raise
+            if not awake:
+                return "already asleep"
+            return f"asleep at level {level}: {', '.join(s.model for s in awake)}"
 
-    async def wake(self) -> None:
-        """Wakes every sleeping model; nothing to do when none sleeps."""
+    async def wake(self) -> str:
+        """Wakes every sleeping model; nothing to do when none sleeps. Returns what happened."""
         self._require_sleep()
         async with self._lock:
+            woken = []
             for server in self._unique():
                 if server.state is ServerState.SLEEPING:
                     await server.wake()
+                    woken.append(server.model)
+            return f"woken: {', '.join(woken)}" if woken else "nothing was asleep"
 
     async def _drain(self, servers: list[ModelServer], timeout: float, force: bool) -> None:
         """Stops new work on `servers` and waits for theirs; refuses (FAILED_PRECONDITION) when it does not end in time."""

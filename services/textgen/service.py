@@ -8,13 +8,14 @@ from collections.abc import Mapping
 import grpc
 import httpx
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.authz import MeshTls, mesh_tls
 from aigw_common.config import GatewayConfig, ServiceName
 from aigw_common.server import Health
+from services.engines.crashlog import QueueCrashLog
 from services.textgen.backend import TextgenBackend
-from services.textgen.crashlog import QueueCrashLog
-from services.textgen.servicer import TextgenServicer
+from services.textgen.servicer import TextgenLifecycleServicer, TextgenServicer
 from services.textgen.settings import TextgenSettings, resolve_settings
 
 
@@ -22,7 +23,10 @@ class TextgenService:
     """One backend's textgen service; it binds the backend's own address (`bind_address`)."""
 
     name: ServiceName = "textgen"
-    service_names = [textgen_pb2.DESCRIPTOR.services_by_name["TextgenService"].full_name]
+    service_names = [
+        textgen_pb2.DESCRIPTOR.services_by_name["TextgenService"].full_name,
+        backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
+    ]
 
     def __init__(
         self, settings: TextgenSettings, transport: httpx.AsyncBaseTransport | None = None, tls: MeshTls | None = None
@@ -35,6 +39,7 @@ class TextgenService:
 
     def register(self, server: grpc.aio.Server) -> None:
         textgen_pb2_grpc.add_TextgenServiceServicer_to_server(TextgenServicer(self.backend), server)
+        backend_pb2_grpc.add_BackendServiceServicer_to_server(TextgenLifecycleServicer(self.backend), server)
 
     async def start(self, health: Health) -> None:
         await self.backend.start(health.set)

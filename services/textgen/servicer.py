@@ -1,4 +1,4 @@
-"""TextgenService RPCs: proto in, backend call, proto out."""
+"""TextgenService and BackendService RPCs of a textgen backend: proto in, backend call, proto out."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.logs import request_id_var
@@ -60,34 +61,40 @@ class TextgenServicer(textgen_pb2_grpc.TextgenServiceServicer):
         async for delta, finish_reason, usage in self.backend.stream(model, request.chat, request.priority, rid):
             yield textgen_pb2.StreamGenerateResponse(delta=delta, finish_reason=finish_reason, usage=usage, model=model)
 
-    async def GetStatus(self, request: textgen_pb2.GetStatusRequest, context: Ctx) -> textgen_pb2.GetStatusResponse:
-        return textgen_pb2.GetStatusResponse(status=status_proto(self.backend.snapshot()))
 
-    async def LoadModel(self, request: textgen_pb2.LoadModelRequest, context: Ctx) -> textgen_pb2.LoadModelResponse:
+class TextgenLifecycleServicer(backend_pb2_grpc.BackendServiceServicer):
+    """Adapts the BackendService lifecycle contract to one TextgenBackend."""
+
+    def __init__(self, backend: TextgenBackend) -> None:
+        self.backend = backend
+
+    def _status(self) -> common_pb2.BackendStatus:
+        return status_proto(self.backend.snapshot())
+
+    async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: Ctx) -> backend_pb2.GetStatusResponse:
+        return backend_pb2.GetStatusResponse(status=self._status())
+
+    async def LoadModel(self, request: backend_pb2.LoadModelRequest, context: Ctx) -> backend_pb2.LoadModelResponse:
         start = time.perf_counter()
         outcome = await self.backend.load(request.model)
-        return textgen_pb2.LoadModelResponse(status=status_proto(self.backend.snapshot()), outcome=outcome, elapsed_ms=_ms(start))
+        return backend_pb2.LoadModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
 
-    async def UnloadModel(self, request: textgen_pb2.UnloadModelRequest, context: Ctx) -> textgen_pb2.UnloadModelResponse:
+    async def UnloadModel(self, request: backend_pb2.UnloadModelRequest, context: Ctx) -> backend_pb2.UnloadModelResponse:
         start = time.perf_counter()
         outcome = await self.backend.unload(request.model, request.drain_timeout_seconds, request.force)
-        return textgen_pb2.UnloadModelResponse(
-            status=status_proto(self.backend.snapshot()), outcome=outcome, elapsed_ms=_ms(start)
-        )
+        return backend_pb2.UnloadModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
 
-    async def SwitchModel(self, request: textgen_pb2.SwitchModelRequest, context: Ctx) -> textgen_pb2.SwitchModelResponse:
+    async def SwitchModel(self, request: backend_pb2.SwitchModelRequest, context: Ctx) -> backend_pb2.SwitchModelResponse:
         start = time.perf_counter()
         outcome = await self.backend.switch(request.model, request.drain_timeout_seconds, request.force)
-        return textgen_pb2.SwitchModelResponse(
-            status=status_proto(self.backend.snapshot()), outcome=outcome, elapsed_ms=_ms(start)
-        )
+        return backend_pb2.SwitchModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
 
-    async def SleepModel(self, request: textgen_pb2.SleepModelRequest, context: Ctx) -> textgen_pb2.SleepModelResponse:
+    async def SleepModel(self, request: backend_pb2.SleepModelRequest, context: Ctx) -> backend_pb2.SleepModelResponse:
         start = time.perf_counter()
-        await self.backend.sleep(request.level)
-        return textgen_pb2.SleepModelResponse(status=status_proto(self.backend.snapshot()), elapsed_ms=_ms(start))
+        outcome = await self.backend.sleep(request.level)
+        return backend_pb2.SleepModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
 
-    async def WakeModel(self, request: textgen_pb2.WakeModelRequest, context: Ctx) -> textgen_pb2.WakeModelResponse:
+    async def WakeModel(self, request: backend_pb2.WakeModelRequest, context: Ctx) -> backend_pb2.WakeModelResponse:
         start = time.perf_counter()
-        await self.backend.wake()
-        return textgen_pb2.WakeModelResponse(status=status_proto(self.backend.snapshot()), elapsed_ms=_ms(start))
+        outcome = await self.backend.wake()
+        return backend_pb2.WakeModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))

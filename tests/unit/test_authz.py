@@ -28,7 +28,7 @@ def test_every_rpc_of_the_mesh_has_an_entry_and_every_entry_an_rpc() -> None:
 
 def test_internal_services_are_closed_to_callers_without_a_certificate() -> None:
     for method, callers in authz.POLICY.items():
-        if method.startswith(("/aigw.queue.", "/aigw.textgen.", "/aigw.ocr.")):
+        if method.startswith(("/aigw.queue.", "/aigw.textgen.", "/aigw.ocr.", "/aigw.backend.")):
             assert authz.PUBLIC not in callers, method
             assert authz.PROBE not in callers, method
 
@@ -41,8 +41,12 @@ def test_the_rules_the_trust_model_promises() -> None:
         assert authz.POLICY[f"{queue}IdentityService/{rpc}"] == {authz.ADMIN}
     assert authz.POLICY[f"{queue}ModelConfigService/UpdateModelConfig"] == {authz.ADMIN}
     for method, callers in authz.POLICY.items():
-        if method.startswith(("/aigw.textgen.", "/aigw.ocr.")):
+        if method.startswith(("/aigw.textgen.", "/aigw.ocr.", "/aigw.backend.")):
             assert callers <= {authz.ROUTER, authz.ADMIN}, method
+    lifecycle = "/aigw.backend.v1.BackendService/"
+    assert authz.POLICY[f"{lifecycle}GetStatus"] == {authz.ROUTER, authz.ADMIN}
+    for rpc in ("LoadModel", "UnloadModel", "SwitchModel", "SleepModel", "WakeModel"):
+        assert authz.POLICY[f"{lifecycle}{rpc}"] == {authz.ADMIN}
 
 
 def test_unknown_methods_and_identities_are_refused() -> None:

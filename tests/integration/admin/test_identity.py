@@ -175,7 +175,7 @@ async def test_every_admin_rpc_refuses_users_and_anonymous_callers(gw: Mesh) -> 
             assert "admin role" in str(err.details()), method.name
         await expect(grpc.StatusCode.UNAUTHENTICATED, rpc(empty, timeout=10))
         await expect(grpc.StatusCode.UNAUTHENTICATED, rpc(empty, metadata=bearer("forged.jwt.value"), timeout=10))
-    assert len(ADMIN_ONLY) == 19
+    assert len(ADMIN_ONLY) == 21
 
 
 async def test_user_lifecycle(gw: Mesh) -> None:

@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw_common.config import parse_config
@@ -44,6 +45,7 @@ class Ocr:
     service: OcrService
     stub: ocr_pb2_grpc.OcrServiceAsyncStub
     health: health_pb2_grpc.HealthStub
+    lifecycle: backend_pb2_grpc.BackendServiceAsyncStub
 
     async def recognize(self, document: bytes, **job: Any) -> common_pb2.OcrResult:
         request = ocr_pb2.RecognizeRequest(job=common_pb2.OcrJob(document=document, **job))
@@ -67,7 +69,12 @@ async def running(raw: dict[str, Any], tmp_path: Path) -> AsyncIterator[Ocr]:
     await service.start(health)
     await service.wait_loaded()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield Ocr(service, ocr_pb2_grpc.OcrServiceStub(channel), health_pb2_grpc.HealthStub(channel))  # type: ignore[arg-type]
+        yield Ocr(
+            service,
+            ocr_pb2_grpc.OcrServiceStub(channel),  # type: ignore[arg-type]
+            health_pb2_grpc.HealthStub(channel),
+            backend_pb2_grpc.BackendServiceStub(channel),  # type: ignore[arg-type]
+        )
     await server.stop(None)
     await service.stop()
 
@@ -143,13 +150,13 @@ async def test_stream_sends_pages_in_order_and_the_loop_stays_free(ocr: Ocr) -> 
     pages: list[common_pb2.OcrPage] = []
     async for message in ocr.stub.StreamRecognize(request, timeout=TIMEOUT):
         if not pages:
-            status = (await ocr.stub.GetStatus(ocr_pb2.GetStatusRequest(), timeout=1)).status
+            status = (await ocr.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=1)).status
             assert status.in_flight == 1
         assert (message.page_count, message.document_type, message.engine) == (4, "pdf", "tesseract")
         pages.append(message.page)
     assert [p.page for p in pages] == [1, 2, 3, 4]
     assert samples.cer(f"Page 2: {samples.ENGLISH[1]}", pages[1].text) <= MAX_CER
-    assert (await ocr.stub.GetStatus(ocr_pb2.GetStatusRequest(), timeout=1)).status.in_flight == 0
+    assert (await ocr.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=1)).status.in_flight == 0
 
 
 async def test_a_cancelled_stream_frees_its_slot_and_workers(ocr: Ocr) -> None:
@@ -226,7 +233,7 @@ async def test_bad_input_is_refused_with_its_reason(ocr: Ocr, make: Callable[[],
     error = await ocr.refused(make())
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert problem in (error.details() or "")
-    assert (await ocr.stub.GetStatus(ocr_pb2.GetStatusRequest(), timeout=5)).status.in_flight == 0
+    assert (await ocr.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=5)).status.in_flight == 0
 
 
 async def test_decompression_bomb_names_the_field(ocr: Ocr) -> None:
@@ -247,22 +254,22 @@ async def test_bad_page_range(ocr: Ocr) -> None:
 
 
 async def test_load_unload_status_and_health(ocr: Ocr) -> None:
-    status = (await ocr.stub.GetStatus(ocr_pb2.GetStatusRequest(), timeout=5)).status
+    status = (await ocr.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=5)).status
     assert (status.backend, status.engine, status.state) == ("tesseract-0", "tesseract", common_pb2.BACKEND_STATE_READY)
     assert (list(status.loaded_models), status.in_flight, status.capacity) == (["tesseract"], 0, 2)
     assert await ocr.serving() == "SERVING"
 
-    unloaded = await ocr.stub.UnloadModel(ocr_pb2.UnloadModelRequest(), timeout=5)
+    unloaded = await ocr.lifecycle.UnloadModel(backend_pb2.UnloadModelRequest(), timeout=5)
     assert (unloaded.outcome, unloaded.status.state) == ("unloaded tesseract", common_pb2.BACKEND_STATE_IDLE)
     assert await ocr.serving() == "NOT_SERVING"
     error = await ocr.refused(samples.encode(samples.text_image(samples.ENGLISH)))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await ocr.stub.LoadModel(ocr_pb2.LoadModelRequest(model="deepseek-ocr"), timeout=5)
+        await ocr.lifecycle.LoadModel(backend_pb2.LoadModelRequest(model="deepseek-ocr"), timeout=5)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
-    loaded = await ocr.stub.LoadModel(ocr_pb2.LoadModelRequest(model="tesseract"), timeout=30)
+    loaded = await ocr.lifecycle.LoadModel(backend_pb2.LoadModelRequest(model="tesseract"), timeout=30)
     assert loaded.status.state == common_pb2.BACKEND_STATE_READY
     assert "ready with deu, ell, eng, fra, rus" in loaded.outcome
     assert await ocr.serving() == "SERVING"
@@ -270,6 +277,7 @@ async def test_load_unload_status_and_health(ocr: Ocr) -> None:
 
 async def test_deepseek_backend_starts_and_stops_its_server(tmp_path: Path) -> None:
     raw = {
+        "mesh_tls": {"mode": "plaintext"},
         "models": {"deepseek-ocr": {"kind": "ocr", "default_resolution": "gundam", "path": "deepseek-ai/DeepSeek-OCR"}},
         "backends": [
             {
@@ -301,11 +309,32 @@ async def test_deepseek_backend_starts_and_stops_its_server(tmp_path: Path) -> N
         os.kill(engine.server.pid, signal.SIGKILL)
         await until(ocr, "NOT_SERVING")
         await until(ocr, "SERVING")
-        status = (await ocr.stub.GetStatus(ocr_pb2.GetStatusRequest(), timeout=5)).status
+        status = (await ocr.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=5)).status
         assert (status.state, status.restarts) == (common_pb2.BACKEND_STATE_READY, 1)
-        unloaded = await ocr.stub.UnloadModel(ocr_pb2.UnloadModelRequest(model="deepseek-ocr"), timeout=30)
+        unloaded = await ocr.lifecycle.UnloadModel(backend_pb2.UnloadModelRequest(model="deepseek-ocr"), timeout=30)
         assert unloaded.status.state == common_pb2.BACKEND_STATE_IDLE
         assert await ocr.serving() == "NOT_SERVING"
-        loaded = await ocr.stub.LoadModel(ocr_pb2.LoadModelRequest(model="deepseek-ocr"), timeout=60)
+        loaded = await ocr.lifecycle.LoadModel(backend_pb2.LoadModelRequest(model="deepseek-ocr"), timeout=60)
         assert loaded.outcome == "DeepSeek-OCR deepseek-ocr started"
         assert await ocr.serving() == "SERVING"
+
+
+async def test_the_lifecycle_contract_is_served_with_health_and_refusals(ocr: Ocr) -> None:
+    for service in ("", "aigw.ocr.v1.OcrService", "aigw.backend.v1.BackendService"):
+        reply = await ocr.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+    assert "aigw.backend.v1.BackendService" in ocr.service.service_names
+
+    for call in (
+        ocr.lifecycle.SleepModel(backend_pb2.SleepModelRequest(level=1), timeout=5),
+        ocr.lifecycle.WakeModel(backend_pb2.WakeModelRequest(), timeout=5),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert str(refused.value.details()).startswith("backend tesseract-0 has no sleep mode (OCR engine tesseract")
+    switched = await ocr.lifecycle.SwitchModel(backend_pb2.SwitchModelRequest(model="tesseract"), timeout=30)
+    assert (switched.outcome, list(switched.status.loaded_models)) == ("switched: tesseract is already loaded", ["tesseract"])
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await ocr.lifecycle.SwitchModel(backend_pb2.SwitchModelRequest(model="nope"), timeout=5)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

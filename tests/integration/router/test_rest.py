@@ -15,7 +15,7 @@ import openai
 import pytest
 import pytest_asyncio
 
-from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.queue.v1 import queue_pb2
 from aigw_common.config import Endpoint, json_upload_bytes
 from aigw_common.ferretdb import FerretDBProcess
@@ -284,8 +284,8 @@ async def test_a_stopped_model_is_503_at_once_with_retry_after_and_how_to_start_
     backend = next(b for b in mesh.cfg.backends if b.kind == "ocr")
     document, png_type = page_png(2), {"content-type": "image/png"}
     async with grpc.aio.insecure_channel(backend.address) as channel:
-        ocr: Any = ocr_pb2_grpc.OcrServiceStub(channel)
-        await ocr.UnloadModel(ocr_pb2.UnloadModelRequest(model=OCR_MODEL))
+        ocr: Any = backend_pb2_grpc.BackendServiceStub(channel)
+        await ocr.UnloadModel(backend_pb2.UnloadModelRequest(model=OCR_MODEL))
         try:
             await wait_until(lambda: mesh.router_service.pool.stopped(OCR_MODEL), what="the router to see the model stopped")
             started = time.monotonic()
@@ -305,5 +305,5 @@ async def test_a_stopped_model_is_503_at_once_with_retry_after_and_how_to_start_
             queued = await rest.post("/api/ocr", params={"async": "true"}, content=document, headers=png_type)
             assert queued.status_code == 200, "an async request may wait in the queue for the model"
         finally:
-            await ocr.LoadModel(ocr_pb2.LoadModelRequest(model=OCR_MODEL))
+            await ocr.LoadModel(backend_pb2.LoadModelRequest(model=OCR_MODEL))
             await wait_until(lambda: OCR_MODEL in mesh.router_service.pool.servable_models(), what="the model back")

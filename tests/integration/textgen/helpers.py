@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.config import GatewayConfig, parse_config
@@ -68,11 +69,12 @@ def chat(text: str = "Hello! What is a token?", **params: Any) -> common_pb2.Cha
 
 
 class Client:
-    """The textgen and health stubs on one channel."""
+    """The textgen, lifecycle (BackendService) and health stubs on one channel."""
 
     def __init__(self, address: str) -> None:
         self.channel = grpc.aio.insecure_channel(address)
         self.textgen: Any = textgen_pb2_grpc.TextgenServiceStub(self.channel)
+        self.lifecycle: Any = backend_pb2_grpc.BackendServiceStub(self.channel)
         self.health: Any = health_pb2_grpc.HealthStub(self.channel)
 
     async def health_status(self) -> str:
@@ -81,7 +83,7 @@ class Client:
         return name
 
     async def status(self) -> common_pb2.BackendStatus:
-        reply = await self.textgen.GetStatus(textgen_pb2.GetStatusRequest(), timeout=5)
+        reply = await self.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=5)
         status: common_pb2.BackendStatus = reply.status
         return status
 

@@ -21,6 +21,7 @@ import psutil
 import pytest
 import pytest_asyncio
 
+from aigw.backend.v1 import backend_pb2
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2
@@ -174,8 +175,8 @@ async def test_switch_is_refused_while_a_request_is_in_flight(mesh: Mesh) -> Non
     await call.read()
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await mesh.client.textgen.SwitchModel(
-            textgen_pb2.SwitchModelRequest(model="tiny-chat-b", drain_timeout_seconds=0.3), timeout=30
+        await mesh.client.lifecycle.SwitchModel(
+            backend_pb2.SwitchModelRequest(model="tiny-chat-b", drain_timeout_seconds=0.3), timeout=30
         )
 
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -188,7 +189,7 @@ async def test_switch_is_refused_while_a_request_is_in_flight(mesh: Mesh) -> Non
 async def test_unload_then_load_again(mesh: Mesh) -> None:
     pid = mesh.server_pid()
 
-    unloaded = await mesh.client.textgen.UnloadModel(textgen_pb2.UnloadModelRequest(), timeout=60)
+    unloaded = await mesh.client.lifecycle.UnloadModel(backend_pb2.UnloadModelRequest(), timeout=60)
 
     assert unloaded.outcome == "unloaded"
     assert list(unloaded.status.loaded_models) == []
@@ -199,27 +200,27 @@ async def test_unload_then_load_again(mesh: Mesh) -> None:
         await mesh.client.generate()
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
-    loaded = await mesh.client.textgen.LoadModel(textgen_pb2.LoadModelRequest(model="tiny-chat"), timeout=STARTUP_SECONDS)
+    loaded = await mesh.client.lifecycle.LoadModel(backend_pb2.LoadModelRequest(model="tiny-chat"), timeout=STARTUP_SECONDS)
 
     assert loaded.outcome == "loaded"
     assert list(loaded.status.loaded_models) == ["tiny-chat"]
     assert await mesh.client.health_status() == "SERVING"
     assert (await mesh.client.generate(max_tokens=4)).result.usage.completion_tokens == 4
-    again = await mesh.client.textgen.LoadModel(textgen_pb2.LoadModelRequest(model="tiny-chat"), timeout=10)
+    again = await mesh.client.lifecycle.LoadModel(backend_pb2.LoadModelRequest(model="tiny-chat"), timeout=10)
     assert again.outcome == "already loaded"
 
 
 async def test_a_second_model_needs_a_switch_which_can_be_forced(mesh: Mesh) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await mesh.client.textgen.LoadModel(textgen_pb2.LoadModelRequest(model="tiny-chat-b"), timeout=10)
+        await mesh.client.lifecycle.LoadModel(backend_pb2.LoadModelRequest(model="tiny-chat-b"), timeout=10)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "max_models 1" in str(err.value.details())
 
     busy = stream_call(mesh)
     await busy.read()
 
-    switched = await mesh.client.textgen.SwitchModel(
-        textgen_pb2.SwitchModelRequest(model="tiny-chat-b", drain_timeout_seconds=0.2, force=True), timeout=STARTUP_SECONDS
+    switched = await mesh.client.lifecycle.SwitchModel(
+        backend_pb2.SwitchModelRequest(model="tiny-chat-b", drain_timeout_seconds=0.2, force=True), timeout=STARTUP_SECONDS
     )
 
     with pytest.raises(grpc.aio.AioRpcError) as cut:
@@ -244,9 +245,9 @@ async def test_attach_mode_serves_through_an_already_running_server(mesh: Mesh, 
         await client.wait_health("SERVING", 5)
         reply = await client.generate(max_tokens=5)
         status = await client.status()
-        loaded = await client.textgen.LoadModel(textgen_pb2.LoadModelRequest(model="tiny-chat"), timeout=10)
+        loaded = await client.lifecycle.LoadModel(backend_pb2.LoadModelRequest(model="tiny-chat"), timeout=10)
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await client.textgen.UnloadModel(textgen_pb2.UnloadModelRequest(), timeout=10)
+            await client.lifecycle.UnloadModel(backend_pb2.UnloadModelRequest(), timeout=10)
 
     assert (reply.result.model, reply.result.usage.completion_tokens) == ("tiny-chat", 5)
     assert common_state(status) == "BACKEND_STATE_READY"

@@ -282,6 +282,14 @@ class AdminStandIn(admin_pb2_grpc.AdminServiceServicer):
         self._admin("SwitchBackend", request, context)
         return admin_pb2.SwitchBackendResponse(outcome=f"switched to {request.model}", elapsed_ms=10.0)
 
+    async def SleepBackend(self, request: admin_pb2.SleepBackendRequest, context: Ctx) -> admin_pb2.SleepBackendResponse:
+        self._admin("SleepBackend", request, context)
+        return admin_pb2.SleepBackendResponse(outcome=f"asleep at level {request.level}", elapsed_ms=20.0)
+
+    async def WakeBackend(self, request: admin_pb2.WakeBackendRequest, context: Ctx) -> admin_pb2.WakeBackendResponse:
+        self._admin("WakeBackend", request, context)
+        return admin_pb2.WakeBackendResponse(outcome=f"woken: {request.backend}", elapsed_ms=30.0)
+
     async def GetQueueStats(self, request: admin_pb2.GetQueueStatsRequest, context: Ctx) -> admin_pb2.GetQueueStatsResponse:
         self._admin("GetQueueStats", request, context)
         return admin_pb2.GetQueueStatsResponse(

@@ -265,6 +265,10 @@ def test_admin_model_commands(capsys: Captured, env: dict[str, str], gateway: Ga
     code, out, _ = run(capsys, env, "admin", "queue", "tiny-chat", "--json")
     assert json.loads(out)["total_processed"] == 120  # a JSON number, as the original API gave it
     assert run(capsys, env, "admin", "switch", "gpu-0", "big")[1].startswith("switched to big")
+    assert run(capsys, env, "admin", "sleep", "gpu-0", "--level", "2")[1] == "asleep at level 2 (20 ms)\n"
+    assert gateway.last("SleepBackend").request.backend == "gpu-0"
+    assert run(capsys, env, "admin", "wake", "gpu-0")[1] == "woken: gpu-0 (30 ms)\n"
+    assert run(capsys, env, "admin", "sleep", "gpu-0", "--level", "3")[0] == 2
 
 
 def test_admin_series_prints_a_row_per_minute(capsys: Captured, env: dict[str, str], gateway: GatewayState) -> None:

@@ -377,6 +377,9 @@ def test_admin_operations_send_their_arguments(address: str, gateway: GatewaySta
         assert gw.start_model("tiny-chat", backend="cpu-1").backend == "cpu-1"
         assert gw.stop_model("tiny-chat", force=True).backends == ["cpu-0"]
         assert gw.switch_backend("gpu-0", "big").outcome == "switched to big"
+        assert gw.sleep_backend("gpu-0", level=2).outcome == "asleep at level 2"
+        assert gateway.last("SleepBackend").request.backend == "gpu-0"
+        assert gw.wake_backend("gpu-0").outcome == "woken: gpu-0"
         crashes = gw.crashes(kind="lease_lost", since=1_700_000_000.0, page_size=5)
         history = gw.requests_history(state="failed", kind="chat", page_size=2)
         user = gw.create_user("bob", "a long password!", role="user", allowed_client_ids=["team-b"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -142,9 +144,19 @@ def pool() -> Iterator[WorkerPool]:
     pool.close()
 
 
+class CrashLog:
+    """Keeps the events the engine records."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, str]]] = []
+
+    def record(self, kind: str, model: str, message: str, log_tail: Any = (), details: Any = None) -> None:
+        self.events.append((kind, message, dict(details or {})))
+
+
 def attached(peer: Peer, pool: WorkerPool, tmp_path: Path) -> DeepSeekOcrEngine:
     backend = BackendConfig(name="gpu-ocr", kind="ocr", engine="deepseek-ocr", mode="attach", url="http://gpu-1:8000/v1")
-    return DeepSeekOcrEngine(backend, pool, LanguageIdentification(), tmp_path, transport=httpx.MockTransport(peer))
+    return DeepSeekOcrEngine(backend, pool, LanguageIdentification(), CrashLog(), transport=httpx.MockTransport(peer))
 
 
 async def test_attached_engine_recognises_pages(pool: WorkerPool, tmp_path: Path) -> None:
@@ -186,7 +198,8 @@ async def test_supervised_server_is_started_restarted_and_stopped(pool: WorkerPo
         port=free_port(),
         startup_timeout_seconds=30,
     )
-    engine = DeepSeekOcrEngine(backend, pool, LanguageIdentification(), tmp_path)
+    crash_log = CrashLog()
+    engine = DeepSeekOcrEngine(backend, pool, LanguageIdentification(), crash_log)
     assert await engine.load("deepseek-ocr", MODEL) == "DeepSeek-OCR deepseek-ocr started"
     page = PageImage(1, samples.text_image(samples.ENGLISH))
     found = await engine.recognize(page, options())
@@ -203,5 +216,35 @@ async def test_supervised_server_is_started_restarted_and_stopped(pool: WorkerPo
     with pytest.raises(ProcessLookupError):
         os.kill(restarted, 0)
     assert engine.health().state is EngineState.IDLE
-    assert (tmp_path / "gpu-ocr-vllm.log").exists()
+    kinds = [kind for kind, _, _ in crash_log.events]
+    assert kinds == ["BACKEND_CRASH", "ENGINE_RESTART"]
+    assert crash_log.events[0][1] == "the model server exited with code -9, signal SIGKILL"
+    assert crash_log.events[0][2]["signal"] == "SIGKILL"
+    await engine.close()
+
+
+@pytest.mark.slow  # three missed probes of 2 s + 5 s each before the kill
+async def test_a_hung_supervised_server_is_killed_and_restarted(pool: WorkerPool) -> None:
+    backend = BackendConfig(
+        name="gpu-ocr",
+        kind="ocr",
+        engine="deepseek-ocr",
+        command=(sys.executable, str(FAKE_VLLM)),
+        port=free_port(),
+        startup_timeout_seconds=30,
+    )
+    crash_log = CrashLog()
+    engine = DeepSeekOcrEngine(backend, pool, LanguageIdentification(), crash_log)
+    await engine.load("deepseek-ocr", MODEL)
+    assert engine.server is not None
+    hung = engine.server.pid
+    os.kill(hung, signal.SIGSTOP)  # alive, answering nothing
+    try:
+        await until(lambda: engine.health().restarts == 1 and engine.health().state is EngineState.READY, timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+    assert engine.server.pid != hung
+    kind, message, _ = crash_log.events[0]
+    assert (kind, message) == ("BACKEND_CRASH", "the model server stopped answering health checks (3 in a row) and was killed")
     await engine.close()

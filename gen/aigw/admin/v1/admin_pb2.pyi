@@ -1570,3 +1570,115 @@ class SetAutoSwitchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetAutoSwitchResponse: _TypeAlias = SetAutoSwitchResponse  # noqa: Y015
+
+@_typing.final
+class SleepBackendRequest(_message.Message):
+    """Input of SleepBackend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKEND_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    backend: _builtins.str
+    """Backend to put to sleep."""
+    level: _builtins.int
+    """Sleep level: 1 offloads weights to CPU memory, 2 discards them (0 means 1)."""
+    def __init__(
+        self,
+        *,
+        backend: _builtins.str = ...,
+        level: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "level", b"level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SleepBackendRequest: _TypeAlias = SleepBackendRequest  # noqa: Y015
+
+@_typing.final
+class SleepBackendResponse(_message.Message):
+    """Output of SleepBackend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    outcome: _builtins.str
+    """What happened, in words."""
+    elapsed_ms: _builtins.float
+    """How long it took in milliseconds."""
+    @_builtins.property
+    def status(self) -> _common_pb2.BackendStatus:
+        """Backend status afterwards."""
+
+    def __init__(
+        self,
+        *,
+        outcome: _builtins.str = ...,
+        elapsed_ms: _builtins.float = ...,
+        status: _common_pb2.BackendStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "outcome", b"outcome", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SleepBackendResponse: _TypeAlias = SleepBackendResponse  # noqa: Y015
+
+@_typing.final
+class WakeBackendRequest(_message.Message):
+    """Input of WakeBackend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKEND_FIELD_NUMBER: _builtins.int
+    backend: _builtins.str
+    """Backend to wake."""
+    def __init__(
+        self,
+        *,
+        backend: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WakeBackendRequest: _TypeAlias = WakeBackendRequest  # noqa: Y015
+
+@_typing.final
+class WakeBackendResponse(_message.Message):
+    """Output of WakeBackend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    outcome: _builtins.str
+    """What happened, in words."""
+    elapsed_ms: _builtins.float
+    """How long it took in milliseconds."""
+    @_builtins.property
+    def status(self) -> _common_pb2.BackendStatus:
+        """Backend status afterwards."""
+
+    def __init__(
+        self,
+        *,
+        outcome: _builtins.str = ...,
+        elapsed_ms: _builtins.float = ...,
+        status: _common_pb2.BackendStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "outcome", b"outcome", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WakeBackendResponse: _TypeAlias = WakeBackendResponse  # noqa: Y015

@@ -140,6 +140,16 @@ class AdminServiceStub:
                 request_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.SetAutoSwitchRequest.SerializeToString,
                 response_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.SetAutoSwitchResponse.FromString,
                 _registered_method=True)
+        self.SleepBackend = channel.unary_unary(
+                '/aigw.admin.v1.AdminService/SleepBackend',
+                request_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.SleepBackendRequest.SerializeToString,
+                response_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.SleepBackendResponse.FromString,
+                _registered_method=True)
+        self.WakeBackend = channel.unary_unary(
+                '/aigw.admin.v1.AdminService/WakeBackend',
+                request_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.WakeBackendRequest.SerializeToString,
+                response_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.WakeBackendResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -295,6 +305,20 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SleepBackend(self, request, context):
+        """Puts a backend's models to sleep (vLLM sleep mode), freeing accelerator memory; admin role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WakeBackend(self, request, context):
+        """Wakes a sleeping backend's models; admin role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -402,6 +426,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetAutoSwitch,
                     request_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.SetAutoSwitchRequest.FromString,
                     response_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.SetAutoSwitchResponse.SerializeToString,
+            ),
+            'SleepBackend': grpc.unary_unary_rpc_method_handler(
+                    servicer.SleepBackend,
+                    request_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.SleepBackendRequest.FromString,
+                    response_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.SleepBackendResponse.SerializeToString,
+            ),
+            'WakeBackend': grpc.unary_unary_rpc_method_handler(
+                    servicer.WakeBackend,
+                    request_deserializer=aigw_dot_admin_dot_v1_dot_admin__pb2.WakeBackendRequest.FromString,
+                    response_serializer=aigw_dot_admin_dot_v1_dot_admin__pb2.WakeBackendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -972,6 +1006,60 @@ class AdminService:
             '/aigw.admin.v1.AdminService/SetAutoSwitch',
             aigw_dot_admin_dot_v1_dot_admin__pb2.SetAutoSwitchRequest.SerializeToString,
             aigw_dot_admin_dot_v1_dot_admin__pb2.SetAutoSwitchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SleepBackend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.admin.v1.AdminService/SleepBackend',
+            aigw_dot_admin_dot_v1_dot_admin__pb2.SleepBackendRequest.SerializeToString,
+            aigw_dot_admin_dot_v1_dot_admin__pb2.SleepBackendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WakeBackend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.admin.v1.AdminService/WakeBackend',
+            aigw_dot_admin_dot_v1_dot_admin__pb2.WakeBackendRequest.SerializeToString,
+            aigw_dot_admin_dot_v1_dot_admin__pb2.WakeBackendResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,6 +82,10 @@ class AdminServiceStub:
     """The auto-switcher's plan, inputs and recent decisions."""
     SetAutoSwitch: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetAutoSwitchRequest, _admin_pb2.SetAutoSwitchResponse]
     """Turns the auto-switcher on or off at runtime."""
+    SleepBackend: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SleepBackendRequest, _admin_pb2.SleepBackendResponse]
+    """Puts a backend's models to sleep (vLLM sleep mode), freeing accelerator memory; admin role."""
+    WakeBackend: _grpc.UnaryUnaryMultiCallable[_admin_pb2.WakeBackendRequest, _admin_pb2.WakeBackendResponse]
+    """Wakes a sleeping backend's models; admin role."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -134,6 +138,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """The auto-switcher's plan, inputs and recent decisions."""
     SetAutoSwitch: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetAutoSwitchRequest, _admin_pb2.SetAutoSwitchResponse]  # type: ignore[assignment]
     """Turns the auto-switcher on or off at runtime."""
+    SleepBackend: _aio.UnaryUnaryMultiCallable[_admin_pb2.SleepBackendRequest, _admin_pb2.SleepBackendResponse]  # type: ignore[assignment]
+    """Puts a backend's models to sleep (vLLM sleep mode), freeing accelerator memory; admin role."""
+    WakeBackend: _aio.UnaryUnaryMultiCallable[_admin_pb2.WakeBackendRequest, _admin_pb2.WakeBackendResponse]  # type: ignore[assignment]
+    """Wakes a sleeping backend's models; admin role."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operator API of the gateway."""
@@ -309,5 +317,21 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.SetAutoSwitchResponse, _abc.Awaitable[_admin_pb2.SetAutoSwitchResponse]]:
         """Turns the auto-switcher on or off at runtime."""
+
+    @_abc_1.abstractmethod
+    def SleepBackend(
+        self,
+        request: _admin_pb2.SleepBackendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SleepBackendResponse, _abc.Awaitable[_admin_pb2.SleepBackendResponse]]:
+        """Puts a backend's models to sleep (vLLM sleep mode), freeing accelerator memory; admin role."""
+
+    @_abc_1.abstractmethod
+    def WakeBackend(
+        self,
+        request: _admin_pb2.WakeBackendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.WakeBackendResponse, _abc.Awaitable[_admin_pb2.WakeBackendResponse]]:
+        """Wakes a sleeping backend's models; admin role."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

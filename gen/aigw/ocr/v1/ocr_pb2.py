@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aigw.common.v1 import common_pb2 as aigw_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61igw/ocr/v1/ocr.proto\x12\x0b\x61igw.ocr.v1\x1a\x1b\x61igw/common/v1/common.proto\"Z\n\x10RecognizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x03job\x18\x02 \x01(\x0b\x32\x16.aigw.common.v1.OcrJob\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x11RecognizeResponse\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x19.aigw.common.v1.OcrResult\"`\n\x16StreamRecognizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x03job\x18\x02 \x01(\x0b\x32\x16.aigw.common.v1.OcrJob\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"{\n\x17StreamRecognizeResponse\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.aigw.common.v1.OcrPage\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\x15\n\rdocument_type\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\"\x12\n\x10GetStatusRequest\"B\n\x11GetStatusResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"g\n\x11LoadModelResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"i\n\x13UnloadModelResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x32\xa2\x03\n\nOcrService\x12J\n\tRecognize\x12\x1d.aigw.ocr.v1.RecognizeRequest\x1a\x1e.aigw.ocr.v1.RecognizeResponse\x12^\n\x0fStreamRecognize\x12#.aigw.ocr.v1.StreamRecognizeRequest\x1a$.aigw.ocr.v1.StreamRecognizeResponse0\x01\x12J\n\tGetStatus\x12\x1d.aigw.ocr.v1.GetStatusRequest\x1a\x1e.aigw.ocr.v1.GetStatusResponse\x12J\n\tLoadModel\x12\x1d.aigw.ocr.v1.LoadModelRequest\x1a\x1e.aigw.ocr.v1.LoadModelResponse\x12P\n\x0bUnloadModel\x12\x1f.aigw.ocr.v1.UnloadModelRequest\x1a .aigw.ocr.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61igw/ocr/v1/ocr.proto\x12\x0b\x61igw.ocr.v1\x1a\x1b\x61igw/common/v1/common.proto\"Z\n\x10RecognizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x03job\x18\x02 \x01(\x0b\x32\x16.aigw.common.v1.OcrJob\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x11RecognizeResponse\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x19.aigw.common.v1.OcrResult\"`\n\x16StreamRecognizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x03job\x18\x02 \x01(\x0b\x32\x16.aigw.common.v1.OcrJob\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"{\n\x17StreamRecognizeResponse\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.aigw.common.v1.OcrPage\x12\x12\n\npage_count\x18\x02 \x01(\x05\x12\x15\n\rdocument_type\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t2\xb8\x01\n\nOcrService\x12J\n\tRecognize\x12\x1d.aigw.ocr.v1.RecognizeRequest\x1a\x1e.aigw.ocr.v1.RecognizeResponse\x12^\n\x0fStreamRecognize\x12#.aigw.ocr.v1.StreamRecognizeRequest\x1a$.aigw.ocr.v1.StreamRecognizeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,18 +40,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMRECOGNIZEREQUEST']._serialized_end=319
   _globals['_STREAMRECOGNIZERESPONSE']._serialized_start=321
   _globals['_STREAMRECOGNIZERESPONSE']._serialized_end=444
-  _globals['_GETSTATUSREQUEST']._serialized_start=446
-  _globals['_GETSTATUSREQUEST']._serialized_end=464
-  _globals['_GETSTATUSRESPONSE']._serialized_start=466
-  _globals['_GETSTATUSRESPONSE']._serialized_end=532
-  _globals['_LOADMODELREQUEST']._serialized_start=534
-  _globals['_LOADMODELREQUEST']._serialized_end=567
-  _globals['_LOADMODELRESPONSE']._serialized_start=569
-  _globals['_LOADMODELRESPONSE']._serialized_end=672
-  _globals['_UNLOADMODELREQUEST']._serialized_start=674
-  _globals['_UNLOADMODELREQUEST']._serialized_end=709
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=711
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=816
-  _globals['_OCRSERVICE']._serialized_start=819
-  _globals['_OCRSERVICE']._serialized_end=1237
+  _globals['_OCRSERVICE']._serialized_start=447
+  _globals['_OCRSERVICE']._serialized_end=631
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class OcrServiceStub:
-    """Recognition of images and PDFs, and the engine's lifecycle.
+    """Recognition of images and PDFs (the engine's lifecycle: aigw.backend.v1.BackendService).
     """
 
     def __init__(self, channel):
@@ -45,25 +45,10 @@ class OcrServiceStub:
                 request_serializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.SerializeToString,
                 response_deserializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.FromString,
                 _registered_method=True)
-        self.GetStatus = channel.unary_unary(
-                '/aigw.ocr.v1.OcrService/GetStatus',
-                request_serializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.GetStatusRequest.SerializeToString,
-                response_deserializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.GetStatusResponse.FromString,
-                _registered_method=True)
-        self.LoadModel = channel.unary_unary(
-                '/aigw.ocr.v1.OcrService/LoadModel',
-                request_serializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.LoadModelRequest.SerializeToString,
-                response_deserializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.LoadModelResponse.FromString,
-                _registered_method=True)
-        self.UnloadModel = channel.unary_unary(
-                '/aigw.ocr.v1.OcrService/UnloadModel',
-                request_serializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.UnloadModelRequest.SerializeToString,
-                response_deserializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.UnloadModelResponse.FromString,
-                _registered_method=True)
 
 
 class OcrServiceServicer:
-    """Recognition of images and PDFs, and the engine's lifecycle.
+    """Recognition of images and PDFs (the engine's lifecycle: aigw.backend.v1.BackendService).
     """
 
     def Recognize(self, request, context):
@@ -75,27 +60,6 @@ class OcrServiceServicer:
 
     def StreamRecognize(self, request, context):
         """Recognises a document page by page, streaming each page as it is done.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetStatus(self, request, context):
-        """Returns the backend's live status for routing.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def LoadModel(self, request, context):
-        """Loads (starts) an OCR model/engine.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def UnloadModel(self, request, context):
-        """Unloads (stops) the OCR model/engine.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,21 +78,6 @@ def add_OcrServiceServicer_to_server(servicer, server):
                     request_deserializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.FromString,
                     response_serializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.SerializeToString,
             ),
-            'GetStatus': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetStatus,
-                    request_deserializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.GetStatusRequest.FromString,
-                    response_serializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.GetStatusResponse.SerializeToString,
-            ),
-            'LoadModel': grpc.unary_unary_rpc_method_handler(
-                    servicer.LoadModel,
-                    request_deserializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.LoadModelRequest.FromString,
-                    response_serializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.LoadModelResponse.SerializeToString,
-            ),
-            'UnloadModel': grpc.unary_unary_rpc_method_handler(
-                    servicer.UnloadModel,
-                    request_deserializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.UnloadModelRequest.FromString,
-                    response_serializer=aigw_dot_ocr_dot_v1_dot_ocr__pb2.UnloadModelResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'aigw.ocr.v1.OcrService', rpc_method_handlers)
@@ -138,7 +87,7 @@ def add_OcrServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OcrService:
-    """Recognition of images and PDFs, and the engine's lifecycle.
+    """Recognition of images and PDFs (the engine's lifecycle: aigw.backend.v1.BackendService).
     """
 
     @staticmethod
@@ -185,87 +134,6 @@ class OcrService:
             '/aigw.ocr.v1.OcrService/StreamRecognize',
             aigw_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.SerializeToString,
             aigw_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetStatus(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.ocr.v1.OcrService/GetStatus',
-            aigw_dot_ocr_dot_v1_dot_ocr__pb2.GetStatusRequest.SerializeToString,
-            aigw_dot_ocr_dot_v1_dot_ocr__pb2.GetStatusResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def LoadModel(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.ocr.v1.OcrService/LoadModel',
-            aigw_dot_ocr_dot_v1_dot_ocr__pb2.LoadModelRequest.SerializeToString,
-            aigw_dot_ocr_dot_v1_dot_ocr__pb2.LoadModelResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def UnloadModel(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.ocr.v1.OcrService/UnloadModel',
-            aigw_dot_ocr_dot_v1_dot_ocr__pb2.UnloadModelRequest.SerializeToString,
-            aigw_dot_ocr_dot_v1_dot_ocr__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OcrServiceStub:
-    """Recognition of images and PDFs, and the engine's lifecycle."""
+    """Recognition of images and PDFs (the engine's lifecycle: aigw.backend.v1.BackendService)."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -37,31 +37,19 @@ class OcrServiceStub:
     """Recognises a whole document."""
     StreamRecognize: _grpc.UnaryStreamMultiCallable[_ocr_pb2.StreamRecognizeRequest, _ocr_pb2.StreamRecognizeResponse]
     """Recognises a document page by page, streaming each page as it is done."""
-    GetStatus: _grpc.UnaryUnaryMultiCallable[_ocr_pb2.GetStatusRequest, _ocr_pb2.GetStatusResponse]
-    """Returns the backend's live status for routing."""
-    LoadModel: _grpc.UnaryUnaryMultiCallable[_ocr_pb2.LoadModelRequest, _ocr_pb2.LoadModelResponse]
-    """Loads (starts) an OCR model/engine."""
-    UnloadModel: _grpc.UnaryUnaryMultiCallable[_ocr_pb2.UnloadModelRequest, _ocr_pb2.UnloadModelResponse]
-    """Unloads (stops) the OCR model/engine."""
 
 @_typing.type_check_only
 class OcrServiceAsyncStub(OcrServiceStub):
-    """Recognition of images and PDFs, and the engine's lifecycle."""
+    """Recognition of images and PDFs (the engine's lifecycle: aigw.backend.v1.BackendService)."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Recognize: _aio.UnaryUnaryMultiCallable[_ocr_pb2.RecognizeRequest, _ocr_pb2.RecognizeResponse]  # type: ignore[assignment]
     """Recognises a whole document."""
     StreamRecognize: _aio.UnaryStreamMultiCallable[_ocr_pb2.StreamRecognizeRequest, _ocr_pb2.StreamRecognizeResponse]  # type: ignore[assignment]
     """Recognises a document page by page, streaming each page as it is done."""
-    GetStatus: _aio.UnaryUnaryMultiCallable[_ocr_pb2.GetStatusRequest, _ocr_pb2.GetStatusResponse]  # type: ignore[assignment]
-    """Returns the backend's live status for routing."""
-    LoadModel: _aio.UnaryUnaryMultiCallable[_ocr_pb2.LoadModelRequest, _ocr_pb2.LoadModelResponse]  # type: ignore[assignment]
-    """Loads (starts) an OCR model/engine."""
-    UnloadModel: _aio.UnaryUnaryMultiCallable[_ocr_pb2.UnloadModelRequest, _ocr_pb2.UnloadModelResponse]  # type: ignore[assignment]
-    """Unloads (stops) the OCR model/engine."""
 
 class OcrServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Recognition of images and PDFs, and the engine's lifecycle."""
+    """Recognition of images and PDFs (the engine's lifecycle: aigw.backend.v1.BackendService)."""
 
     @_abc_1.abstractmethod
     def Recognize(
@@ -78,29 +66,5 @@ class OcrServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ocr_pb2.StreamRecognizeResponse], _abc.AsyncIterator[_ocr_pb2.StreamRecognizeResponse]]:
         """Recognises a document page by page, streaming each page as it is done."""
-
-    @_abc_1.abstractmethod
-    def GetStatus(
-        self,
-        request: _ocr_pb2.GetStatusRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_ocr_pb2.GetStatusResponse, _abc.Awaitable[_ocr_pb2.GetStatusResponse]]:
-        """Returns the backend's live status for routing."""
-
-    @_abc_1.abstractmethod
-    def LoadModel(
-        self,
-        request: _ocr_pb2.LoadModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_ocr_pb2.LoadModelResponse, _abc.Awaitable[_ocr_pb2.LoadModelResponse]]:
-        """Loads (starts) an OCR model/engine."""
-
-    @_abc_1.abstractmethod
-    def UnloadModel(
-        self,
-        request: _ocr_pb2.UnloadModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_ocr_pb2.UnloadModelResponse, _abc.Awaitable[_ocr_pb2.UnloadModelResponse]]:
-        """Unloads (stops) the OCR model/engine."""
 
 def add_OcrServiceServicer_to_server(servicer: OcrServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from aigw.common.v1 import common_pb2 as aigw_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61igw/textgen/v1/textgen.proto\x12\x0f\x61igw.textgen.v1\x1a\x1b\x61igw/common/v1/common.proto\"\x87\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x17.aigw.common.v1.ChatJob\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12*\n\x08priority\x18\x04 \x01(\x0e\x32\x18.aigw.common.v1.Priority\">\n\x10GenerateResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.aigw.common.v1.ChatResult\"\x8d\x01\n\x15StreamGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x17.aigw.common.v1.ChatJob\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12*\n\x08priority\x18\x04 \x01(\x0e\x32\x18.aigw.common.v1.Priority\"s\n\x16StreamGenerateResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.aigw.common.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t\"\x12\n\x10GetStatusRequest\"B\n\x11GetStatusResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"g\n\x11LoadModelResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"Q\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1d\n\x15\x64rain_timeout_seconds\x18\x02 \x01(\x01\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"i\n\x13UnloadModelResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"Q\n\x12SwitchModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1d\n\x15\x64rain_timeout_seconds\x18\x02 \x01(\x01\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"i\n\x13SwitchModelResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"\"\n\x11SleepModelRequest\x12\r\n\x05level\x18\x01 \x01(\x05\"W\n\x12SleepModelResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\x12\x12\n\nelapsed_ms\x18\x02 \x01(\x01\"\x12\n\x10WakeModelRequest\"V\n\x11WakeModelResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.aigw.common.v1.BackendStatus\x12\x12\n\nelapsed_ms\x18\x02 \x01(\x01\x32\xcd\x05\n\x0eTextgenService\x12O\n\x08Generate\x12 .aigw.textgen.v1.GenerateRequest\x1a!.aigw.textgen.v1.GenerateResponse\x12\x63\n\x0eStreamGenerate\x12&.aigw.textgen.v1.StreamGenerateRequest\x1a\'.aigw.textgen.v1.StreamGenerateResponse0\x01\x12R\n\tGetStatus\x12!.aigw.textgen.v1.GetStatusRequest\x1a\".aigw.textgen.v1.GetStatusResponse\x12R\n\tLoadModel\x12!.aigw.textgen.v1.LoadModelRequest\x1a\".aigw.textgen.v1.LoadModelResponse\x12X\n\x0bUnloadModel\x12#.aigw.textgen.v1.UnloadModelRequest\x1a$.aigw.textgen.v1.UnloadModelResponse\x12X\n\x0bSwitchModel\x12#.aigw.textgen.v1.SwitchModelRequest\x1a$.aigw.textgen.v1.SwitchModelResponse\x12U\n\nSleepModel\x12\".aigw.textgen.v1.SleepModelRequest\x1a#.aigw.textgen.v1.SleepModelResponse\x12R\n\tWakeModel\x12!.aigw.textgen.v1.WakeModelRequest\x1a\".aigw.textgen.v1.WakeModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61igw/textgen/v1/textgen.proto\x12\x0f\x61igw.textgen.v1\x1a\x1b\x61igw/common/v1/common.proto\"\x87\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x17.aigw.common.v1.ChatJob\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12*\n\x08priority\x18\x04 \x01(\x0e\x32\x18.aigw.common.v1.Priority\">\n\x10GenerateResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.aigw.common.v1.ChatResult\"\x8d\x01\n\x15StreamGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x17.aigw.common.v1.ChatJob\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12*\n\x08priority\x18\x04 \x01(\x0e\x32\x18.aigw.common.v1.Priority\"s\n\x16StreamGenerateResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.aigw.common.v1.Usage\x12\r\n\x05model\x18\x04 \x01(\t2\xc6\x01\n\x0eTextgenService\x12O\n\x08Generate\x12 .aigw.textgen.v1.GenerateRequest\x1a!.aigw.textgen.v1.GenerateResponse\x12\x63\n\x0eStreamGenerate\x12&.aigw.textgen.v1.StreamGenerateRequest\x1a\'.aigw.textgen.v1.StreamGenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,30 +40,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMGENERATEREQUEST']._serialized_end=423
   _globals['_STREAMGENERATERESPONSE']._serialized_start=425
   _globals['_STREAMGENERATERESPONSE']._serialized_end=540
-  _globals['_GETSTATUSREQUEST']._serialized_start=542
-  _globals['_GETSTATUSREQUEST']._serialized_end=560
-  _globals['_GETSTATUSRESPONSE']._serialized_start=562
-  _globals['_GETSTATUSRESPONSE']._serialized_end=628
-  _globals['_LOADMODELREQUEST']._serialized_start=630
-  _globals['_LOADMODELREQUEST']._serialized_end=663
-  _globals['_LOADMODELRESPONSE']._serialized_start=665
-  _globals['_LOADMODELRESPONSE']._serialized_end=768
-  _globals['_UNLOADMODELREQUEST']._serialized_start=770
-  _globals['_UNLOADMODELREQUEST']._serialized_end=851
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=853
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=958
-  _globals['_SWITCHMODELREQUEST']._serialized_start=960
-  _globals['_SWITCHMODELREQUEST']._serialized_end=1041
-  _globals['_SWITCHMODELRESPONSE']._serialized_start=1043
-  _globals['_SWITCHMODELRESPONSE']._serialized_end=1148
-  _globals['_SLEEPMODELREQUEST']._serialized_start=1150
-  _globals['_SLEEPMODELREQUEST']._serialized_end=1184
-  _globals['_SLEEPMODELRESPONSE']._serialized_start=1186
-  _globals['_SLEEPMODELRESPONSE']._serialized_end=1273
-  _globals['_WAKEMODELREQUEST']._serialized_start=1275
-  _globals['_WAKEMODELREQUEST']._serialized_end=1293
-  _globals['_WAKEMODELRESPONSE']._serialized_start=1295
-  _globals['_WAKEMODELRESPONSE']._serialized_end=1381
-  _globals['_TEXTGENSERVICE']._serialized_start=1384
-  _globals['_TEXTGENSERVICE']._serialized_end=2101
+  _globals['_TEXTGENSERVICE']._serialized_start=543
+  _globals['_TEXTGENSERVICE']._serialized_end=741
 # @@protoc_insertion_point(module_scope)

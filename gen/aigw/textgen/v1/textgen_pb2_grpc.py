@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class TextgenServiceStub:
-    """Chat generation and model lifecycle on one OpenAI-compatible model server.
+    """Chat generation on one OpenAI-compatible model server (its lifecycle: aigw.backend.v1.BackendService).
     """
 
     def __init__(self, channel):
@@ -45,40 +45,10 @@ class TextgenServiceStub:
                 request_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.StreamGenerateRequest.SerializeToString,
                 response_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.StreamGenerateResponse.FromString,
                 _registered_method=True)
-        self.GetStatus = channel.unary_unary(
-                '/aigw.textgen.v1.TextgenService/GetStatus',
-                request_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.GetStatusRequest.SerializeToString,
-                response_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.GetStatusResponse.FromString,
-                _registered_method=True)
-        self.LoadModel = channel.unary_unary(
-                '/aigw.textgen.v1.TextgenService/LoadModel',
-                request_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.LoadModelRequest.SerializeToString,
-                response_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.LoadModelResponse.FromString,
-                _registered_method=True)
-        self.UnloadModel = channel.unary_unary(
-                '/aigw.textgen.v1.TextgenService/UnloadModel',
-                request_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.UnloadModelRequest.SerializeToString,
-                response_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.UnloadModelResponse.FromString,
-                _registered_method=True)
-        self.SwitchModel = channel.unary_unary(
-                '/aigw.textgen.v1.TextgenService/SwitchModel',
-                request_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.SwitchModelRequest.SerializeToString,
-                response_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.SwitchModelResponse.FromString,
-                _registered_method=True)
-        self.SleepModel = channel.unary_unary(
-                '/aigw.textgen.v1.TextgenService/SleepModel',
-                request_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.SleepModelRequest.SerializeToString,
-                response_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.SleepModelResponse.FromString,
-                _registered_method=True)
-        self.WakeModel = channel.unary_unary(
-                '/aigw.textgen.v1.TextgenService/WakeModel',
-                request_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.WakeModelRequest.SerializeToString,
-                response_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.WakeModelResponse.FromString,
-                _registered_method=True)
 
 
 class TextgenServiceServicer:
-    """Chat generation and model lifecycle on one OpenAI-compatible model server.
+    """Chat generation on one OpenAI-compatible model server (its lifecycle: aigw.backend.v1.BackendService).
     """
 
     def Generate(self, request, context):
@@ -90,48 +60,6 @@ class TextgenServiceServicer:
 
     def StreamGenerate(self, request, context):
         """Generates a chat answer as a stream of token deltas; cancelling the call aborts the upstream request.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetStatus(self, request, context):
-        """Returns the backend's live status for routing.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def LoadModel(self, request, context):
-        """Loads a model (starts the server process, or wakes a sleeping model).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def UnloadModel(self, request, context):
-        """Unloads the model (drains in-flight work, then stops the server process).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SwitchModel(self, request, context):
-        """Switches to another model: drains, unloads, loads.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SleepModel(self, request, context):
-        """Puts the model to sleep (vLLM sleep mode) to free accelerator memory quickly.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WakeModel(self, request, context):
-        """Wakes a sleeping model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,36 +78,6 @@ def add_TextgenServiceServicer_to_server(servicer, server):
                     request_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.StreamGenerateRequest.FromString,
                     response_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.StreamGenerateResponse.SerializeToString,
             ),
-            'GetStatus': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetStatus,
-                    request_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.GetStatusRequest.FromString,
-                    response_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.GetStatusResponse.SerializeToString,
-            ),
-            'LoadModel': grpc.unary_unary_rpc_method_handler(
-                    servicer.LoadModel,
-                    request_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.LoadModelRequest.FromString,
-                    response_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.LoadModelResponse.SerializeToString,
-            ),
-            'UnloadModel': grpc.unary_unary_rpc_method_handler(
-                    servicer.UnloadModel,
-                    request_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.UnloadModelRequest.FromString,
-                    response_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.UnloadModelResponse.SerializeToString,
-            ),
-            'SwitchModel': grpc.unary_unary_rpc_method_handler(
-                    servicer.SwitchModel,
-                    request_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.SwitchModelRequest.FromString,
-                    response_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.SwitchModelResponse.SerializeToString,
-            ),
-            'SleepModel': grpc.unary_unary_rpc_method_handler(
-                    servicer.SleepModel,
-                    request_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.SleepModelRequest.FromString,
-                    response_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.SleepModelResponse.SerializeToString,
-            ),
-            'WakeModel': grpc.unary_unary_rpc_method_handler(
-                    servicer.WakeModel,
-                    request_deserializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.WakeModelRequest.FromString,
-                    response_serializer=aigw_dot_textgen_dot_v1_dot_textgen__pb2.WakeModelResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'aigw.textgen.v1.TextgenService', rpc_method_handlers)
@@ -189,7 +87,7 @@ def add_TextgenServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TextgenService:
-    """Chat generation and model lifecycle on one OpenAI-compatible model server.
+    """Chat generation on one OpenAI-compatible model server (its lifecycle: aigw.backend.v1.BackendService).
     """
 
     @staticmethod
@@ -236,168 +134,6 @@ class TextgenService:
             '/aigw.textgen.v1.TextgenService/StreamGenerate',
             aigw_dot_textgen_dot_v1_dot_textgen__pb2.StreamGenerateRequest.SerializeToString,
             aigw_dot_textgen_dot_v1_dot_textgen__pb2.StreamGenerateResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetStatus(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.textgen.v1.TextgenService/GetStatus',
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.GetStatusRequest.SerializeToString,
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.GetStatusResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def LoadModel(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.textgen.v1.TextgenService/LoadModel',
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.LoadModelRequest.SerializeToString,
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.LoadModelResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def UnloadModel(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.textgen.v1.TextgenService/UnloadModel',
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.UnloadModelRequest.SerializeToString,
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.UnloadModelResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SwitchModel(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.textgen.v1.TextgenService/SwitchModel',
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.SwitchModelRequest.SerializeToString,
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.SwitchModelResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SleepModel(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.textgen.v1.TextgenService/SleepModel',
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.SleepModelRequest.SerializeToString,
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.SleepModelResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WakeModel(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/aigw.textgen.v1.TextgenService/WakeModel',
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.WakeModelRequest.SerializeToString,
-            aigw_dot_textgen_dot_v1_dot_textgen__pb2.WakeModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

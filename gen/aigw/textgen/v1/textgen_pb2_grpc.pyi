@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TextgenServiceStub:
-    """Chat generation and model lifecycle on one OpenAI-compatible model server."""
+    """Chat generation on one OpenAI-compatible model server (its lifecycle: aigw.backend.v1.BackendService)."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -37,43 +37,19 @@ class TextgenServiceStub:
     """Generates a whole chat answer."""
     StreamGenerate: _grpc.UnaryStreamMultiCallable[_textgen_pb2.StreamGenerateRequest, _textgen_pb2.StreamGenerateResponse]
     """Generates a chat answer as a stream of token deltas; cancelling the call aborts the upstream request."""
-    GetStatus: _grpc.UnaryUnaryMultiCallable[_textgen_pb2.GetStatusRequest, _textgen_pb2.GetStatusResponse]
-    """Returns the backend's live status for routing."""
-    LoadModel: _grpc.UnaryUnaryMultiCallable[_textgen_pb2.LoadModelRequest, _textgen_pb2.LoadModelResponse]
-    """Loads a model (starts the server process, or wakes a sleeping model)."""
-    UnloadModel: _grpc.UnaryUnaryMultiCallable[_textgen_pb2.UnloadModelRequest, _textgen_pb2.UnloadModelResponse]
-    """Unloads the model (drains in-flight work, then stops the server process)."""
-    SwitchModel: _grpc.UnaryUnaryMultiCallable[_textgen_pb2.SwitchModelRequest, _textgen_pb2.SwitchModelResponse]
-    """Switches to another model: drains, unloads, loads."""
-    SleepModel: _grpc.UnaryUnaryMultiCallable[_textgen_pb2.SleepModelRequest, _textgen_pb2.SleepModelResponse]
-    """Puts the model to sleep (vLLM sleep mode) to free accelerator memory quickly."""
-    WakeModel: _grpc.UnaryUnaryMultiCallable[_textgen_pb2.WakeModelRequest, _textgen_pb2.WakeModelResponse]
-    """Wakes a sleeping model."""
 
 @_typing.type_check_only
 class TextgenServiceAsyncStub(TextgenServiceStub):
-    """Chat generation and model lifecycle on one OpenAI-compatible model server."""
+    """Chat generation on one OpenAI-compatible model server (its lifecycle: aigw.backend.v1.BackendService)."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Generate: _aio.UnaryUnaryMultiCallable[_textgen_pb2.GenerateRequest, _textgen_pb2.GenerateResponse]  # type: ignore[assignment]
     """Generates a whole chat answer."""
     StreamGenerate: _aio.UnaryStreamMultiCallable[_textgen_pb2.StreamGenerateRequest, _textgen_pb2.StreamGenerateResponse]  # type: ignore[assignment]
     """Generates a chat answer as a stream of token deltas; cancelling the call aborts the upstream request."""
-    GetStatus: _aio.UnaryUnaryMultiCallable[_textgen_pb2.GetStatusRequest, _textgen_pb2.GetStatusResponse]  # type: ignore[assignment]
-    """Returns the backend's live status for routing."""
-    LoadModel: _aio.UnaryUnaryMultiCallable[_textgen_pb2.LoadModelRequest, _textgen_pb2.LoadModelResponse]  # type: ignore[assignment]
-    """Loads a model (starts the server process, or wakes a sleeping model)."""
-    UnloadModel: _aio.UnaryUnaryMultiCallable[_textgen_pb2.UnloadModelRequest, _textgen_pb2.UnloadModelResponse]  # type: ignore[assignment]
-    """Unloads the model (drains in-flight work, then stops the server process)."""
-    SwitchModel: _aio.UnaryUnaryMultiCallable[_textgen_pb2.SwitchModelRequest, _textgen_pb2.SwitchModelResponse]  # type: ignore[assignment]
-    """Switches to another model: drains, unloads, loads."""
-    SleepModel: _aio.UnaryUnaryMultiCallable[_textgen_pb2.SleepModelRequest, _textgen_pb2.SleepModelResponse]  # type: ignore[assignment]
-    """Puts the model to sleep (vLLM sleep mode) to free accelerator memory quickly."""
-    WakeModel: _aio.UnaryUnaryMultiCallable[_textgen_pb2.WakeModelRequest, _textgen_pb2.WakeModelResponse]  # type: ignore[assignment]
-    """Wakes a sleeping model."""
 
 class TextgenServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Chat generation and model lifecycle on one OpenAI-compatible model server."""
+    """Chat generation on one OpenAI-compatible model server (its lifecycle: aigw.backend.v1.BackendService)."""
 
     @_abc_1.abstractmethod
     def Generate(
@@ -90,53 +66,5 @@ class TextgenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_textgen_pb2.StreamGenerateResponse], _abc.AsyncIterator[_textgen_pb2.StreamGenerateResponse]]:
         """Generates a chat answer as a stream of token deltas; cancelling the call aborts the upstream request."""
-
-    @_abc_1.abstractmethod
-    def GetStatus(
-        self,
-        request: _textgen_pb2.GetStatusRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_textgen_pb2.GetStatusResponse, _abc.Awaitable[_textgen_pb2.GetStatusResponse]]:
-        """Returns the backend's live status for routing."""
-
-    @_abc_1.abstractmethod
-    def LoadModel(
-        self,
-        request: _textgen_pb2.LoadModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_textgen_pb2.LoadModelResponse, _abc.Awaitable[_textgen_pb2.LoadModelResponse]]:
-        """Loads a model (starts the server process, or wakes a sleeping model)."""
-
-    @_abc_1.abstractmethod
-    def UnloadModel(
-        self,
-        request: _textgen_pb2.UnloadModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_textgen_pb2.UnloadModelResponse, _abc.Awaitable[_textgen_pb2.UnloadModelResponse]]:
-        """Unloads the model (drains in-flight work, then stops the server process)."""
-
-    @_abc_1.abstractmethod
-    def SwitchModel(
-        self,
-        request: _textgen_pb2.SwitchModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_textgen_pb2.SwitchModelResponse, _abc.Awaitable[_textgen_pb2.SwitchModelResponse]]:
-        """Switches to another model: drains, unloads, loads."""
-
-    @_abc_1.abstractmethod
-    def SleepModel(
-        self,
-        request: _textgen_pb2.SleepModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_textgen_pb2.SleepModelResponse, _abc.Awaitable[_textgen_pb2.SleepModelResponse]]:
-        """Puts the model to sleep (vLLM sleep mode) to free accelerator memory quickly."""
-
-    @_abc_1.abstractmethod
-    def WakeModel(
-        self,
-        request: _textgen_pb2.WakeModelRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_textgen_pb2.WakeModelResponse, _abc.Awaitable[_textgen_pb2.WakeModelResponse]]:
-        """Wakes a sleeping model."""
 
 def add_TextgenServiceServicer_to_server(servicer: TextgenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from aigw_common.errors import GatewayError, InvalidArgument, Unavailable
-from services.textgen.sse import SseDecoder
+from services.engines.sse import SseDecoder
 
 CHAT_PATH = "/v1/chat/completions"
 PROBE_TIMEOUT = httpx.Timeout(5.0)
@@ -86,7 +86,7 @@ def _error_code(err: Any) -> int:
     return code if isinstance(code, int) and 400 <= code < 600 else 500
 
 
-class UpstreamClient:
+class EngineClient:
     """One pooled HTTP/1.1 keep-alive transport per model server, created once and reused by every request.
 
     Chat requests go straight to the client's transport: the AsyncClient layer above it (URL merging,

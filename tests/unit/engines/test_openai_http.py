@@ -10,14 +10,14 @@ import orjson
 import pytest
 
 from aigw_common.errors import GatewayError, InvalidArgument, Unavailable
-from services.textgen.upstream import UpstreamClient
+from services.engines.openai_http import EngineClient
 
 BODY = {"model": "/models/llama", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 ANSWER = {"choices": [{"message": {"role": "assistant", "content": "Hey"}, "finish_reason": "stop"}]}
 
 
-def client(handler: Callable[[httpx.Request], httpx.Response]) -> UpstreamClient:
-    return UpstreamClient("http://upstream.test", capacity=4, timeout=5.0, transport=httpx.MockTransport(handler))
+def client(handler: Callable[[httpx.Request], httpx.Response]) -> EngineClient:
+    return EngineClient("http://upstream.test", capacity=4, timeout=5.0, transport=httpx.MockTransport(handler))
 
 
 async def failure(response: httpx.Response, stream: bool = False) -> GatewayError:
@@ -176,7 +176,7 @@ async def counting() -> AsyncIterator[tuple[CountingServer, str]]:
 
 async def test_sequential_requests_reuse_one_keep_alive_connection(counting: tuple[CountingServer, str]) -> None:
     peer, url = counting
-    upstream = UpstreamClient(url, capacity=4, timeout=5.0)
+    upstream = EngineClient(url, capacity=4, timeout=5.0)
 
     for _ in range(20):
         assert await upstream.chat(BODY, {}) == ANSWER

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aigw_common.lifeline import dying_with
 
-log = logging.getLogger("aigw.textgen.server")
+log = logging.getLogger("aigw.engines.server")
 
 TAIL_LINES = 50
 MAX_LINE = 1000
