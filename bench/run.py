@@ -1,4 +1,8 @@
-"""`make bench`: the gateway against the same fast upstream, side by side — latency, throughput, memory, OCR."""
+"""`make bench`: the gateway against the same fast upstream, side by side.
+
+Latency, time to first token, throughput, CPU per request, cost by concurrency and queue depth,
+per-hop costs, memory, OCR (see docs/performance.md).
+"""
 
 from __future__ import annotations
 
