@@ -221,6 +221,20 @@ def mesh_tls(cfg: GatewayConfig, identity: str) -> MeshTls | None:
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
+async def authorize(method: str, context: Ctx) -> None:
+    """Returns when the caller of `method` may call it; otherwise aborts the call (UNAUTHENTICATED without a
+    certificate, PERMISSION_DENIED for a service identity the table does not name)."""
+    identity = caller_identity(context)
+    if allowed(method, identity):
+        return
+    name = method.lstrip("/")
+    log.warning("call refused", extra={"method": method, "caller": identity})
+    if identity == PUBLIC:
+        reason = f"{name} is internal to the mesh: it needs a service certificate"
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"service {identity!r} may not call {name}")
+
+
 class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Refuses every call whose caller identity `POLICY` does not allow, before the servicer runs.
 
@@ -231,17 +245,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
     def __init__(self, service: str) -> None:
         self.service = service
 
-    @staticmethod
-    async def _check(method: str, context: Ctx) -> None:
-        identity = caller_identity(context)
-        if allowed(method, identity):
-            return
-        name = method.lstrip("/")
-        log.warning("call refused", extra={"method": method, "caller": identity})
-        if identity == PUBLIC:
-            reason = f"{name} is internal to the mesh: it needs a service certificate"
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"service {identity!r} may not call {name}")
+    _check = staticmethod(authorize)
 
     async def intercept_service(
         self,

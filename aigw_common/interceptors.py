@@ -1,12 +1,17 @@
-"""Server interceptors, one concern each. Order (outermost first), as installed by `server.create_server`:
+"""The server interceptor of every aigw server: the concerns below, outermost first, fused into one.
 
-1. RequestIdInterceptor   — takes `x-request-id` metadata or makes one; sets the log context.
-2. AccessLogInterceptor   — one log line per call with method, code and duration.
-3. MetricsInterceptor     — Prometheus counters and latency histograms per method and code.
-4. ErrorMappingInterceptor — domain errors -> gRPC statuses; unparsable requests -> INVALID_ARGUMENT;
+1. request id    — takes `x-request-id` metadata or makes one; sets the log context.
+2. access log    — one log line per call with method, code and duration.
+3. metrics       — Prometheus counters and latency histograms per method and code.
+4. authorization — with service identity on, `aigw_common.authz.POLICY` decides who may call what.
+5. error mapping — domain errors -> gRPC statuses; unparsable requests -> INVALID_ARGUMENT;
    unexpected errors -> logged INTERNAL.
 
-All of them cover unary and server-streaming RPCs (the only kinds the protos use).
+All of them cover unary and server-streaming RPCs (the only kinds the public protos use); a
+client-streaming method gets the authorization check only. They are one interceptor, not five,
+and each method's wrapped handler is built once and kept: grpc.aio runs every interceptor's
+`intercept_service` (a coroutine) on every call, and rebuilding the chain of handlers per call
+cost more CPU than the concerns themselves (docs/performance.md, "profile-driven cuts").
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
+from aigw_common import authz
 from aigw_common.errors import GatewayError, InvalidArgument
 from aigw_common.logs import request_id_var
 from aigw_common.rpc_errors import internal_status, to_status
@@ -48,42 +54,6 @@ def _code_name(context: Ctx) -> str:
     return str(code)
 
 
-class _WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps the behaviour of unary-response and server-streaming handlers."""
-
-    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
-        return behavior
-
-    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
-        return behavior
-
-    def wrap_deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-        return deserializer
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self.wrap_unary(method, handler.unary_unary),
-                request_deserializer=self.wrap_deserializer(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self.wrap_stream(method, handler.unary_stream),
-                request_deserializer=self.wrap_deserializer(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        return handler
-
-
 def _metadata(context: Ctx, key: str) -> str:
     for item_key, value in context.invocation_metadata() or ():
         if item_key == key:
@@ -91,119 +61,98 @@ def _metadata(context: Ctx, key: str) -> str:
     return ""
 
 
-class RequestIdInterceptor(_WrappingInterceptor):
-    """Propagates `x-request-id` (or makes one) into the log context and the response metadata."""
-
-    @staticmethod
-    def _begin(context: Ctx) -> None:
-        rid = _metadata(context, "x-request-id")[:128] or uuid.uuid4().hex
-        request_id_var.set(rid)
-
-    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
-        async def run(request: Any, context: Ctx) -> Any:
-            self._begin(context)
-            return await behavior(request, context)
-
-        return run
-
-    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
-        async def run(request: Any, context: Ctx) -> AsyncIterator[Any]:
-            self._begin(context)
-            async for item in behavior(request, context):
-                yield item
-
-        return run
-
-
-class AccessLogInterceptor(_WrappingInterceptor):
-    """Logs each call's method, status code and duration (DEBUG for OK, INFO otherwise)."""
-
-    @staticmethod
-    def _log(method: str, context: Ctx, start: float) -> None:
-        code = _code_name(context)
-        level = logging.DEBUG if code == "OK" else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(level, "rpc", extra={"method": method, "code": code, "ms": round((time.perf_counter() - start) * 1000, 3)})
-
-    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
-        async def run(request: Any, context: Ctx) -> Any:
-            start = time.perf_counter()
-            try:
-                return await behavior(request, context)
-            finally:
-                self._log(method, context, start)
-
-        return run
-
-    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
-        async def run(request: Any, context: Ctx) -> AsyncIterator[Any]:
-            start = time.perf_counter()
-            try:
-                async for item in behavior(request, context):
-                    yield item
-            finally:
-                self._log(method, context, start)
-
-        return run
-
-
-class MetricsInterceptor(_WrappingInterceptor):
-    """Counts calls by code and observes their duration."""
-
-    def __init__(self, service: str) -> None:
-        self.service = service
-
-    def _observe(self, method: str, context: Ctx, start: float) -> None:
-        name = method.rsplit("/", 1)[-1]
-        RPC_TOTAL.labels(self.service, name, _code_name(context)).inc()
-        RPC_SECONDS.labels(self.service, name).observe(time.perf_counter() - start)
-
-    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
-        async def run(request: Any, context: Ctx) -> Any:
-            start = time.perf_counter()
-            try:
-                return await behavior(request, context)
-            finally:
-                self._observe(method, context, start)
-
-        return run
-
-    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
-        async def run(request: Any, context: Ctx) -> AsyncIterator[Any]:
-            start = time.perf_counter()
-            try:
-                async for item in behavior(request, context):
-                    yield item
-            finally:
-                self._observe(method, context, start)
-
-        return run
+def _begin(context: Ctx) -> float:
+    """Sets the call's request id (the caller's `x-request-id`, else a new one); returns the start time."""
+    request_id_var.set(_metadata(context, "x-request-id")[:128] or uuid.uuid4().hex)
+    return time.perf_counter()
 
 
 MALFORMED = object()
 """Stands for a request message that could not be parsed (gRPC would otherwise answer UNKNOWN naming the exception)."""
+MALFORMED_MESSAGE = "the request message is not valid protobuf for this method"
 
 
-class ErrorMappingInterceptor(_WrappingInterceptor):
-    """Domain errors become their gRPC status; unparsable requests INVALID_ARGUMENT; anything unexpected a logged INTERNAL."""
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, answering MALFORMED instead of raising for bytes that do not parse."""
+    if deserializer is None:
+        return None
+    parse = deserializer
 
-    def wrap_deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-        if deserializer is None:
-            return None
-        parse = deserializer
+    def tolerant(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # noqa: BLE001 - any parse failure is the caller's malformed message
+            return MALFORMED
 
-        def tolerant(data: bytes) -> Any:
-            try:
-                return parse(data)
-            except Exception:  # noqa: BLE001 - any parse failure is the caller's malformed message
-                return MALFORMED
+    return tolerant
 
-        return tolerant
 
-    @staticmethod
-    def _check(request: Any) -> None:
-        if request is MALFORMED:
-            raise InvalidArgument("the request message is not valid protobuf for this method")
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Request id, access log, metrics, authorization (when `authorize`) and error mapping, in that order."""
+
+    def __init__(self, service: str, authorize: bool = False) -> None:
+        self.service = service
+        self.authorize = authorize
+        self._handlers: dict[str, Any] = {}
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None  # an unknown method: not kept, so arbitrary names cannot grow the table
+            handler = self._handlers[method] = self._wrap(method, handler)
+        return handler
+
+    def _wrap(self, method: str, handler: Any) -> Any:
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if not self.authorize:
+            return handler
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._authorized_stream_unary(method, handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._authorized_stream_stream(method, handler.stream_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _done(self, method: str, name: str, context: Ctx, start: float) -> None:
+        """Access log line and metrics of a finished call."""
+        seconds = time.perf_counter() - start
+        code = _code_name(context)
+        level = logging.DEBUG if code == "OK" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "rpc", extra={"method": method, "code": code, "ms": round(seconds * 1000, 3)})
+        counter = self._counters.get((name, code))
+        if counter is None:
+            counter = self._counters[(name, code)] = RPC_TOTAL.labels(self.service, name, code)
+        counter.inc()
+        timer = self._timers.get(name)
+        if timer is None:
+            timer = self._timers[name] = RPC_SECONDS.labels(self.service, name)
+        timer.observe(seconds)
 
     @staticmethod
     async def _fail(method: str, context: Ctx, exc: Exception) -> None:
@@ -212,32 +161,71 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
         log.error("unhandled error in %s", method, exc_info=exc)
         await context.abort_with_status(internal_status())  # type: ignore[attr-defined]
 
-    def wrap_unary(self, method: str, behavior: Unary) -> Unary:
+    def _unary(self, method: str, behavior: Unary) -> Unary:
+        name = method.rsplit("/", 1)[-1]
+        check = authz.authorize if self.authorize else None
+        done, fail = self._done, self._fail
+
         async def run(request: Any, context: Ctx) -> Any:
+            start = _begin(context)
             try:
-                self._check(request)
-                return await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - this is the one boundary
-                await self._fail(method, context, exc)
+                if check is not None:
+                    await check(method, context)
+                try:
+                    if request is MALFORMED:
+                        raise InvalidArgument(MALFORMED_MESSAGE)
+                    return await behavior(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this is the one boundary
+                    await fail(method, context, exc)
+            finally:
+                done(method, name, context, start)
 
         return run
 
-    def wrap_stream(self, method: str, behavior: Streaming) -> Streaming:
+    def _stream(self, method: str, behavior: Streaming) -> Streaming:
+        name = method.rsplit("/", 1)[-1]
+        check = authz.authorize if self.authorize else None
+        done, fail = self._done, self._fail
+
         async def run(request: Any, context: Ctx) -> AsyncIterator[Any]:
+            start = _begin(context)
             try:
-                self._check(request)
-                async for item in behavior(request, context):
-                    yield item
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - this is the one boundary
-                await self._fail(method, context, exc)
+                if check is not None:
+                    await check(method, context)
+                try:
+                    if request is MALFORMED:
+                        raise InvalidArgument(MALFORMED_MESSAGE)
+                    async for item in behavior(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this is the one boundary
+                    await fail(method, context, exc)
+            finally:
+                done(method, name, context, start)
+
+        return run
+
+    @staticmethod
+    def _authorized_stream_unary(method: str, behavior: Unary) -> Unary:
+        async def run(requests: Any, context: Ctx) -> Any:
+            await authz.authorize(method, context)
+            return await behavior(requests, context)
+
+        return run
+
+    @staticmethod
+    def _authorized_stream_stream(method: str, behavior: Streaming) -> Streaming:
+        async def run(requests: Any, context: Ctx) -> AsyncIterator[Any]:
+            await authz.authorize(method, context)
+            async for item in behavior(requests, context):
+                yield item
 
         return run
 
 
-def server_interceptors(service: str) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
-    """The interceptor chain of every aigw server, outermost first."""
-    return [RequestIdInterceptor(), AccessLogInterceptor(), MetricsInterceptor(service), ErrorMappingInterceptor()]
+def server_interceptors(service: str, authorize: bool = False) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    """The interceptors of every aigw server (one: see the module's docstring); `authorize` with service identity on."""
+    return [ServerInterceptor(service, authorize)]

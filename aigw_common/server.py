@@ -7,14 +7,14 @@ import cProfile
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
-from aigw_common.authz import AuthorizationInterceptor, MeshTls, mesh_tls
+from aigw_common.authz import MeshTls, mesh_tls
 from aigw_common.channels import CHANNEL_OPTIONS
 from aigw_common.config import ConfigError, GatewayConfig, ServiceName, load_config
 from aigw_common.interceptors import server_interceptors
@@ -83,10 +83,7 @@ async def create_server(
     certificate, unless `mesh_address` is given, in which case `address` is the public port (no
     certificate asked) and `mesh_address` the mTLS one.
     """
-    interceptors = server_interceptors(service.name)
-    if tls is not None:
-        interceptors.insert(3, AuthorizationInterceptor(service.name))
-    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=server_interceptors(service.name, tls is not None), options=SERVER_OPTIONS)
     service.register(server)
     status = Health(service.service_names)
     health_pb2_grpc.add_HealthServicer_to_server(status.servicer, server)
@@ -157,11 +154,16 @@ def serve(name: ServiceName, build: Callable[[GatewayConfig], Service]) -> None:
         # A service may bind an address of its own (a textgen backend's `address`) instead of its section's.
         await run_until_signalled(service, cfg, getattr(service, "bind_address", None))
 
+    run_profiled(name, main)
+
+
+def run_profiled(name: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """`asyncio.run(main())`; with AIGW_PROFILE_DIR set, under cProfile, written there as `<name>-<pid>.prof`
+    when the process stops gracefully (a developer aid, see docs/performance.md)."""
     profile_dir = os.environ.get("AIGW_PROFILE_DIR", "")
     if not profile_dir:
         asyncio.run(main())
         return
-    # Developer aid: a cProfile of the whole process, written at a graceful stop (see docs/performance.md).
     profiler = cProfile.Profile()
     profiler.enable()
     try:

@@ -15,7 +15,7 @@ from aigw_common.authz import mesh_tls
 from aigw_common.channels import CHANNEL_OPTIONS
 from aigw_common.config import SERVICE_NAMES, ConfigError, GatewayConfig, load_config
 from aigw_common.logs import setup_logging
-from aigw_common.server import install_event_loop
+from aigw_common.server import install_event_loop, run_profiled
 from services.edge.console_files import ConsoleFiles
 from services.edge.gateway import Dialer, Gateway, Resolver
 from services.edge.protocol import HttpServer, Limits, Request, Responder
@@ -124,4 +124,4 @@ def main() -> None:
         raise SystemExit(f"aigw edge: invalid configuration: {exc}") from None
     setup_logging("edge", cfg.logging.level, cfg.logging.json)
     install_event_loop()
-    asyncio.run(run(cfg))
+    run_profiled("edge", lambda: run(cfg))

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from services.edge.bindings import BindingError, HttpBinding, resolve_field_path
 from services.edge.jsonmap import FieldError, conform
+from services.edge.render import JsonRenderer
 from services.edge.templates import PathError
 
 # Well-known types whose JSON form is a string, so a query parameter can set them.
@@ -171,15 +172,14 @@ class ResponseRenderer:
 
     def __init__(self, binding: HttpBinding, pool: DescriptorPool) -> None:
         self.pool = pool
+        self.renderer = JsonRenderer(pool)  # MessageToDict(preserving_proto_field_name, always_print_...) planned per type
         self.field = binding.response_body
         self.raw = binding.raw_response
         descriptor = binding.rpc.response_cls.DESCRIPTOR
         self.field_is_message = bool(self.field) and descriptor.fields_by_name[self.field].message_type is not None
 
     def json(self, msg: Message) -> bytes:
-        obj: Any = json_format.MessageToDict(
-            msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, descriptor_pool=self.pool
-        )
+        obj: Any = self.renderer.render(msg)
         if self.field:
             obj = obj.get(self.field, {} if self.field_is_message else None)
         return orjson.dumps(obj)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from aigw_common.channels import make_channel
 from aigw_common.config import ServiceName
@@ -171,3 +173,29 @@ async def test_unparsable_request_is_invalid_argument(running: Any) -> None:
 async def test_large_metadata_reaches_the_service(running: Any) -> None:
     _, _, channel, _ = running
     assert await unary(channel)(b"ok", metadata=(("authorization", "Bearer " + "a" * 40_000),)) == b"ok"
+
+
+def _rpc_count(method: str, code: str) -> float:
+    return REGISTRY.get_sample_value("aigw_rpc_requests_total", {"service": "router", "method": method, "code": code}) or 0.0
+
+
+async def test_every_call_is_counted_by_method_and_code_and_logged_when_not_ok(
+    running: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The interceptor keeps one wrapped handler per method: repeated calls still count, log and map each on its own."""
+    _, _, channel, _ = running
+    ok, full, streams = _rpc_count("Echo", "OK"), _rpc_count("Echo", "RESOURCE_EXHAUSTED"), _rpc_count("Stream", "OK")
+    caplog.set_level(logging.INFO, logger="aigw.rpc")
+    for _ in range(3):
+        assert await unary(channel)(b"hello") == b"hello"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await unary(channel)(b"full")
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    stream = channel.unary_stream(f"/{SERVICE}/Stream", request_serializer=_identity, response_deserializer=_identity)
+    assert [item async for item in stream(b"x")] == [b"0", b"1", b"2"]
+    assert _rpc_count("Echo", "OK") == ok + 3
+    assert _rpc_count("Echo", "RESOURCE_EXHAUSTED") == full + 3
+    assert _rpc_count("Stream", "OK") == streams + 1
+    refused = [r for r in caplog.records if r.name == "aigw.rpc" and getattr(r, "code", "") == "RESOURCE_EXHAUSTED"]
+    assert len(refused) == 3
+    assert all(getattr(r, "method", "") == f"/{SERVICE}/Echo" for r in refused)
