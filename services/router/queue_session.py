@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 256
 """Calls one router may have in flight on its stream; more wait for a slot (within their deadline)."""
 
-OpenStream = Callable[[AsyncIterator[queue_pb2.SessionRequest]], "grpc.aio.StreamStreamCall[Any, Any]"]
+OpenStream = Callable[[None], "grpc.aio.StreamStreamCall[Any, Any]"]
+ABANDON = queue_pb2.SessionAbandon()
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks it
 
 CLOSE_WAIT_SECONDS = 1.0
 """How long closing waits for the queue to answer the calls still in flight before it cancels the stream."""
@@ -73,40 +75,50 @@ class QueueSession:
 
 
 class _Stream:
-    """One opened Session call: its outgoing messages, the futures of its calls in flight, its reader."""
+    """One opened Session call: the futures of its calls in flight, its reader; callers write their own messages."""
 
     def __init__(self, open_stream: OpenStream) -> None:
-        self.outgoing: asyncio.Queue[queue_pb2.SessionRequest | None] = asyncio.Queue()
         self.pending: dict[int, asyncio.Future[queue_pb2.SessionResponse]] = {}
         self.broken: GatewayError | None = None
         self.closing = False
-        self.call = open_stream(self._requests())
+        # One write at a time on a gRPC stream; the lock is free (no suspension) unless another write is under way.
+        self.writing = asyncio.Lock()
+        self.abandons: set[asyncio.Task[None]] = set()
+        self.call = open_stream(None)  # no request iterator: callers write their messages
         self.reader = asyncio.create_task(self._read())
 
-    async def _requests(self) -> AsyncIterator[queue_pb2.SessionRequest]:
-        while (request := await self.outgoing.get()) is not None:
-            yield request
+    async def _write(self, message: queue_pb2.SessionRequest) -> None:
+        try:
+            async with self.writing:
+                await self.call.write(message)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            # The stream ended under the write; the reader fails the calls in flight with the reason it sees.
+            if self.broken is None:
+                self._break(Unavailable(f"queue session broke: {exc}"))
 
     async def send(self, call_id: int, field: str, request: Any, timeout: float) -> queue_pb2.SessionResponse:
         if self.broken is not None:
-            raise self.broken
+            raise type(self.broken)(self.broken.message, retry_after=self.broken.retry_after)
         future: asyncio.Future[queue_pb2.SessionResponse] = asyncio.get_running_loop().create_future()
         self.pending[call_id] = future
         message = queue_pb2.SessionRequest(call_id=call_id, timeout_ms=max(1, int(timeout * 1000)))
         getattr(message, field).CopyFrom(request)
-        self.outgoing.put_nowait(message)
         try:
+            await self._write(message)
             return await future
         except asyncio.CancelledError:
             if self.broken is None:
-                self.outgoing.put_nowait(queue_pb2.SessionRequest(call_id=call_id, abandon=queue_pb2.SessionAbandon()))
+                abandon = asyncio.create_task(self._write(queue_pb2.SessionRequest(call_id=call_id, abandon=ABANDON)))
+                self.abandons.add(abandon)
+                abandon.add_done_callback(self.abandons.discard)
             raise
         finally:
             self.pending.pop(call_id, None)
 
     async def _read(self) -> None:
         try:
-            async for reply in self.call:
+            while (reply := await self.call.read()) is not EOF:
+                assert isinstance(reply, queue_pb2.SessionResponse)
                 future = self.pending.get(reply.call_id)
                 if future is not None and not future.done():
                     future.set_result(reply)
@@ -122,16 +134,17 @@ class _Stream:
         if self.broken is None and not self.closing:
             log.warning("queue session ended", extra={"error": error.message, "in_flight": len(self.pending)})
         self.broken = error
-        self.outgoing.put_nowait(None)
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(type(error)(error.message, retry_after=error.retry_after))
 
     async def close(self) -> None:
         self.closing = True
-        self.outgoing.put_nowait(None)
         try:
+            async with self.writing:
+                if self.broken is None:
+                    await self.call.done_writing()
             await asyncio.wait_for(asyncio.shield(self.reader), timeout=CLOSE_WAIT_SECONDS)
-        except TimeoutError:
+        except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
             self.call.cancel()
             self.reader.cancel()
