@@ -12,6 +12,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
+from aigw_common.config import ConfigError, parse_config
 from aigw_common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -215,3 +216,10 @@ async def test_without_the_session_each_call_is_unary(session: bool) -> None:
     finally:
         await queue.close()
         await server.stop(0)
+
+
+def test_the_session_is_on_by_default_and_switched_off_in_the_routing_section() -> None:
+    assert parse_config({}, env={}).routing.queue_session is True
+    assert parse_config({"routing": {"queue_session": False}}, env={}).routing.queue_session is False
+    with pytest.raises(ConfigError, match="queue_session"):
+        parse_config({"routing": {"queue_session": "sometimes"}}, env={})
