@@ -91,10 +91,10 @@ class _Stream:
         try:
             async with self.writing:
                 await self.call.write(message)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-            # The stream ended under the write; the reader fails the calls in flight with the reason it sees.
-            if self.broken is None:
-                self._break(Unavailable(f"queue session broke: {exc}"))
+        except grpc.aio.AioRpcError as exc:  # the stream ended before or under the write
+            self._break(_stream_error(exc))
+        except asyncio.InvalidStateError:  # closed meanwhile
+            self._break(Unavailable("the queue session was closed"))
 
     async def send(self, call_id: int, field: str, request: Any, timeout: float) -> queue_pb2.SessionResponse:
         if self.broken is not None:
@@ -124,14 +124,15 @@ class _Stream:
                     future.set_result(reply)
             self._break(Unavailable("the queue ended the session; try again", retry_after=0.1))
         except grpc.aio.AioRpcError as exc:
-            error = from_rpc_error(exc) if exc.code() in REFUSALS else Unavailable(f"queue session broke: {exc.details()}")
-            self._break(error)
+            self._break(_stream_error(exc))
         except asyncio.CancelledError:
             self._break(Unavailable("the queue session was closed"))
             raise
 
     def _break(self, error: GatewayError) -> None:
-        if self.broken is None and not self.closing:
+        if self.broken is not None:
+            return
+        if not self.closing:
             log.warning("queue session ended", extra={"error": error.message, "in_flight": len(self.pending)})
         self.broken = error
         for future in self.pending.values():
@@ -148,3 +149,10 @@ class _Stream:
         except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
             self.call.cancel()
             self.reader.cancel()
+
+
+def _stream_error(exc: grpc.aio.AioRpcError) -> GatewayError:
+    """What the calls in flight fail with when the stream ends: the queue's refusal as such, any other end UNAVAILABLE."""
+    if exc.code() in REFUSALS:
+        return from_rpc_error(exc)
+    return Unavailable(f"queue session broke: {exc.details()}")
