@@ -97,6 +97,9 @@ POLICY: dict[str, frozenset[str]] = {
     f"{_QS}CompleteJob": frozenset({ROUTER}),
     f"{_QS}FailJob": frozenset({ROUTER}),
     f"{_QS}ReleaseJob": frozenset({ROUTER}),
+    # The router's job calls over one stream: admitted once at open (router only); each call in it is
+    # then one of the router-only calls above, under the same lease checks (services/queue/session.py).
+    f"{_QS}Session": frozenset({ROUTER}),
     f"{_QS}ListJobs": frozenset({ROUTER, ADMIN}),
     f"{_QS}GetQueueStats": frozenset({ROUTER, ADMIN}),
     f"{_QS}GetQueueSeries": frozenset({ADMIN}),

@@ -166,6 +166,8 @@ class RoutingConfig:
     kv_cache_threshold: float = 0.95
     down_retry_seconds: float = 5.0
     workers: int = 4
+    # Job calls to the queue share one long-lived Session stream per router; false: one unary call each.
+    queue_session: bool = True
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SP=$("$PY" -c 'import google.api, os; print(os.path.dirname(os.path.dirname(os.path.dirname(google.api.__file__))))')
-mkdir -p build/proto-deps/google/api
+mkdir -p build/proto-deps/google/api build/proto-deps/google/rpc
 cp "$SP"/google/api/{annotations,http,httpbody}.proto build/proto-deps/google/api/
+cp "$SP"/google/rpc/status.proto build/proto-deps/google/rpc/
 rm -rf gen/aigw
 mkdir -p gen
 mapfile -t PROTOS < <(cd protos && find aigw -name '*.proto' | sort)

@@ -15,6 +15,7 @@ from services.queue.engine import QueueEngine
 from services.queue.history import JobFilter, list_jobs
 from services.queue.jobs import JobRecord, Lease
 from services.queue.series import WINDOW_MINUTES
+from services.queue.session import SessionServicer
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_USAGE_DAYS = 7
@@ -37,47 +38,42 @@ def _required(value: str, name: str) -> str:
     return value
 
 
-class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
-    """Admission, grants, leases, results and history of jobs."""
+class JobCalls:
+    """The job operations a router calls, proto in and proto out: the unary RPCs and the Session stream both run these."""
 
     def __init__(self, engine: QueueEngine, readiness: Readiness) -> None:
         self.engine = engine
         self.readiness = readiness
 
-    def _job(self, rec: JobRecord, include_payload: bool = False) -> Any:
+    def job(self, rec: JobRecord, include_payload: bool = False) -> Any:
         return convert.job_proto(rec, self.engine.position(rec), self.engine.clock(), include_payload)
 
     def _granted(self, granted: tuple[JobRecord, Lease] | None) -> queue_pb2.AcquireJobResponse:
         if granted is None:
             return queue_pb2.AcquireJobResponse()
         rec, lease = granted
-        return queue_pb2.AcquireJobResponse(job=self._job(rec, True), lease=convert.lease_proto(rec, lease, self.engine.ttl))
+        return queue_pb2.AcquireJobResponse(job=self.job(rec, True), lease=convert.lease_proto(rec, lease, self.engine.ttl))
 
-    async def Submit(self, request: queue_pb2.SubmitRequest, context: Ctx) -> queue_pb2.SubmitResponse:
+    async def submit(self, request: queue_pb2.SubmitRequest) -> queue_pb2.SubmitResponse:
         self.readiness.check()
         rec, existing = await self.engine.submit(convert.submit_spec(request))
         lease = self.engine.lease_at_submit(rec) if request.accept_lease and request.owner_id and not existing else None
-        reply = queue_pb2.SubmitResponse(job=self._job(rec), existing=existing)
+        reply = queue_pb2.SubmitResponse(job=self.job(rec), existing=existing)
         if lease is not None:
             reply.lease.CopyFrom(convert.lease_proto(rec, lease, self.engine.ttl))
         return reply
 
-    async def GetJob(self, request: queue_pb2.GetJobRequest, context: Ctx) -> queue_pb2.GetJobResponse:
+    async def get_job(self, request: queue_pb2.GetJobRequest) -> queue_pb2.GetJobResponse:
         self.readiness.check()
         rec = await self.engine.find(_required(request.request_id, "request_id"), request.include_payload)
-        return queue_pb2.GetJobResponse(job=self._job(rec, request.include_payload))
+        return queue_pb2.GetJobResponse(job=self.job(rec, request.include_payload))
 
-    async def WatchJob(self, request: queue_pb2.WatchJobRequest, context: Ctx) -> AsyncIterator[queue_pb2.WatchJobResponse]:
-        self.readiness.check()
-        async for event, rec in self.engine.watch(_required(request.request_id, "request_id")):
-            yield queue_pb2.WatchJobResponse(event=int(event), job=self._job(rec))  # type: ignore[arg-type]
-
-    async def CancelJob(self, request: queue_pb2.CancelJobRequest, context: Ctx) -> queue_pb2.CancelJobResponse:
+    async def cancel_job(self, request: queue_pb2.CancelJobRequest) -> queue_pb2.CancelJobResponse:
         self.readiness.check()
         rec = await self.engine.cancel(_required(request.request_id, "request_id"), request.requested_by)
-        return queue_pb2.CancelJobResponse(job=self._job(rec))
+        return queue_pb2.CancelJobResponse(job=self.job(rec))
 
-    async def AcquireJob(self, request: queue_pb2.AcquireJobRequest, context: Ctx) -> queue_pb2.AcquireJobResponse:
+    async def acquire_job(self, request: queue_pb2.AcquireJobRequest) -> queue_pb2.AcquireJobResponse:
         self.readiness.check()
         if request.wait_ms < 0:
             raise InvalidArgument("wait_ms: must be >= 0", field="wait_ms")
@@ -88,7 +84,7 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
             granted = await self.engine.acquire_orphan(request.worker_id, list(request.models), wait_s)
         return self._granted(granted)
 
-    async def Heartbeat(self, request: queue_pb2.HeartbeatRequest, context: Ctx) -> queue_pb2.HeartbeatResponse:
+    async def heartbeat(self, request: queue_pb2.HeartbeatRequest) -> queue_pb2.HeartbeatResponse:
         self.readiness.check()
         reply = self.engine.heartbeat(
             _required(request.lease_id, "lease_id"),
@@ -100,27 +96,72 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
             expires_at=convert.timestamp(reply.expires_at), cancel=reply.cancel, cancel_reason=reply.reason
         )
 
-    async def CompleteJob(self, request: queue_pb2.CompleteJobRequest, context: Ctx) -> queue_pb2.CompleteJobResponse:
+    async def complete_job(self, request: queue_pb2.CompleteJobRequest) -> queue_pb2.CompleteJobResponse:
         self.readiness.check()
         rid = _required(request.request_id, "request_id")
         lease_id = _required(request.lease_id, "lease_id")
         current = self.engine.active.get(rid)
         kind = current.kind if current is not None else (await self.engine.find(rid)).kind
         rec = await self.engine.complete(lease_id, rid, request.backend, convert.result_bytes(request, kind))
-        return queue_pb2.CompleteJobResponse(job=self._job(rec))
+        return queue_pb2.CompleteJobResponse(job=self.job(rec))
 
-    async def FailJob(self, request: queue_pb2.FailJobRequest, context: Ctx) -> queue_pb2.FailJobResponse:
+    async def fail_job(self, request: queue_pb2.FailJobRequest) -> queue_pb2.FailJobResponse:
         self.readiness.check()
         rid = _required(request.request_id, "request_id")
         error = convert.error_from_proto(request.error)
         rec = await self.engine.fail(_required(request.lease_id, "lease_id"), rid, error, request.retryable)
-        return queue_pb2.FailJobResponse(job=self._job(rec))
+        return queue_pb2.FailJobResponse(job=self.job(rec))
 
-    async def ReleaseJob(self, request: queue_pb2.ReleaseJobRequest, context: Ctx) -> queue_pb2.ReleaseJobResponse:
+    async def release_job(self, request: queue_pb2.ReleaseJobRequest) -> queue_pb2.ReleaseJobResponse:
         self.readiness.check()
         rid = _required(request.request_id, "request_id")
         rec = await self.engine.release(_required(request.lease_id, "lease_id"), rid, request.reason)
-        return queue_pb2.ReleaseJobResponse(job=self._job(rec))
+        return queue_pb2.ReleaseJobResponse(job=self.job(rec))
+
+
+class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
+    """Admission, grants, leases, results and history of jobs."""
+
+    def __init__(self, engine: QueueEngine, readiness: Readiness) -> None:
+        self.engine = engine
+        self.readiness = readiness
+        self.calls = JobCalls(engine, readiness)
+        self.session = SessionServicer(self.calls)
+
+    async def Submit(self, request: queue_pb2.SubmitRequest, context: Ctx) -> queue_pb2.SubmitResponse:
+        return await self.calls.submit(request)
+
+    async def GetJob(self, request: queue_pb2.GetJobRequest, context: Ctx) -> queue_pb2.GetJobResponse:
+        return await self.calls.get_job(request)
+
+    async def WatchJob(self, request: queue_pb2.WatchJobRequest, context: Ctx) -> AsyncIterator[queue_pb2.WatchJobResponse]:
+        self.readiness.check()
+        async for event, rec in self.engine.watch(_required(request.request_id, "request_id")):
+            yield queue_pb2.WatchJobResponse(event=int(event), job=self.calls.job(rec))  # type: ignore[arg-type]
+
+    async def CancelJob(self, request: queue_pb2.CancelJobRequest, context: Ctx) -> queue_pb2.CancelJobResponse:
+        return await self.calls.cancel_job(request)
+
+    async def AcquireJob(self, request: queue_pb2.AcquireJobRequest, context: Ctx) -> queue_pb2.AcquireJobResponse:
+        return await self.calls.acquire_job(request)
+
+    async def Heartbeat(self, request: queue_pb2.HeartbeatRequest, context: Ctx) -> queue_pb2.HeartbeatResponse:
+        return await self.calls.heartbeat(request)
+
+    async def CompleteJob(self, request: queue_pb2.CompleteJobRequest, context: Ctx) -> queue_pb2.CompleteJobResponse:
+        return await self.calls.complete_job(request)
+
+    async def FailJob(self, request: queue_pb2.FailJobRequest, context: Ctx) -> queue_pb2.FailJobResponse:
+        return await self.calls.fail_job(request)
+
+    async def ReleaseJob(self, request: queue_pb2.ReleaseJobRequest, context: Ctx) -> queue_pb2.ReleaseJobResponse:
+        return await self.calls.release_job(request)
+
+    async def Session(
+        self, request_iterator: AsyncIterator[queue_pb2.SessionRequest], context: Ctx
+    ) -> AsyncIterator[queue_pb2.SessionResponse]:
+        async for reply in self.session.run(request_iterator):
+            yield reply
 
     async def ListJobs(self, request: queue_pb2.ListJobsRequest, context: Ctx) -> queue_pb2.ListJobsResponse:
         self.readiness.check()
@@ -134,7 +175,7 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
             subject=request.subject,
         )
         page, token = await list_jobs(self.engine, f, request.page_size, request.page_token)
-        return queue_pb2.ListJobsResponse(jobs=[self._job(r) for r in page], next_page_token=token)
+        return queue_pb2.ListJobsResponse(jobs=[self.calls.job(r) for r in page], next_page_token=token)
 
     async def GetQueueStats(self, request: queue_pb2.GetQueueStatsRequest, context: Ctx) -> queue_pb2.GetQueueStatsResponse:
         self.readiness.check()

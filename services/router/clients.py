@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
-from typing import TypeVar
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,10 +18,12 @@ from aigw_common.auth import Account, Principal, api_key_principal
 from aigw_common.authz import MeshTls
 from aigw_common.channels import make_channel
 from aigw_common.config import BackendConfig
-from aigw_common.errors import GatewayError, NotFound, Unauthenticated
+from aigw_common.errors import GatewayError, NotFound, Unauthenticated, Unimplemented
 from aigw_common.rpc_errors import from_rpc_error
+from services.router.queue_session import QueueSession
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 QUEUE_CALL_SECONDS = 10.0
 STATUS_CALL_SECONDS = 2.0
 
@@ -44,23 +47,43 @@ async def _stream(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[T, None]:  #
 
 
 class QueueClient:
-    """The queue's QueueService, ModelConfigService and IdentityService, as the router uses them."""
+    """The queue's QueueService, ModelConfigService and IdentityService, as the router uses them.
 
-    def __init__(self, address: str, tls: MeshTls | None = None) -> None:
+    With `session` (the default, `routing.queue_session`) the job calls of the hot path (submit,
+    get, cancel, acquire, heartbeat, complete, fail, release) share one long-lived Session stream;
+    otherwise, or against a queue that does not implement Session, each is a unary call. Either
+    way a call raises the same domain errors.
+    """
+
+    def __init__(self, address: str, tls: MeshTls | None = None, session: bool = True) -> None:
         self.channel = make_channel(address, tls, "queue")
         self.jobs = queue_pb2_grpc.QueueServiceStub(self.channel)
         self.configs = queue_pb2_grpc.ModelConfigServiceStub(self.channel)
         self.identity = queue_pb2_grpc.IdentityServiceStub(self.channel)
+        self.session = QueueSession(self.jobs.Session) if session else None
 
     async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
         await self.channel.close(None)
 
+    async def _job_call(self, field: str, unary: Callable[..., Awaitable[T]], request: Any, timeout: float) -> T:
+        """One job call: over the session when there is one, else the unary RPC `unary`."""
+        if self.session is not None:
+            try:
+                reply: T = await self.session.call(field, request, timeout)
+                return reply
+            except Unimplemented:
+                log.warning("the queue does not implement Session; using unary calls")
+                self.session = None
+        return await _call(unary(request, timeout=timeout))
+
     async def submit(self, request: queue_pb2.SubmitRequest) -> queue_pb2.SubmitResponse:
-        return await _call(self.jobs.Submit(request, timeout=QUEUE_CALL_SECONDS))
+        return await self._job_call("submit", self.jobs.Submit, request, QUEUE_CALL_SECONDS)
 
     async def get(self, request_id: str, include_payload: bool = False) -> common_pb2.Job:
         request = queue_pb2.GetJobRequest(request_id=request_id, include_payload=include_payload)
-        reply = await _call(self.jobs.GetJob(request, timeout=QUEUE_CALL_SECONDS))
+        reply: queue_pb2.GetJobResponse = await self._job_call("get_job", self.jobs.GetJob, request, QUEUE_CALL_SECONDS)
         return reply.job
 
     async def list_jobs(self, request: queue_pb2.ListJobsRequest) -> queue_pb2.ListJobsResponse:
@@ -68,7 +91,8 @@ class QueueClient:
 
     async def cancel(self, request_id: str, requested_by: str) -> common_pb2.Job:
         request = queue_pb2.CancelJobRequest(request_id=request_id, requested_by=requested_by)
-        return (await _call(self.jobs.CancelJob(request, timeout=QUEUE_CALL_SECONDS))).job
+        reply: queue_pb2.CancelJobResponse = await self._job_call("cancel_job", self.jobs.CancelJob, request, QUEUE_CALL_SECONDS)
+        return reply.job
 
     def watch(self, request_id: str) -> AsyncIterator[queue_pb2.WatchJobResponse]:
         return _stream(self.jobs.WatchJob(queue_pb2.WatchJobRequest(request_id=request_id)))
@@ -78,20 +102,28 @@ class QueueClient:
     ) -> queue_pb2.AcquireJobResponse | None:
         """A granted job and its lease, or None when nothing was granted within wait_ms."""
         request = queue_pb2.AcquireJobRequest(worker_id=worker_id, request_id=request_id, models=models, wait_ms=wait_ms)
-        reply = await _call(self.jobs.AcquireJob(request, timeout=wait_ms / 1000 + QUEUE_CALL_SECONDS))
+        timeout = wait_ms / 1000 + QUEUE_CALL_SECONDS
+        reply: queue_pb2.AcquireJobResponse = await self._job_call("acquire_job", self.jobs.AcquireJob, request, timeout)
         return reply if reply.HasField("lease") else None
 
     async def heartbeat(self, request: queue_pb2.HeartbeatRequest) -> queue_pb2.HeartbeatResponse:
-        return await _call(self.jobs.Heartbeat(request, timeout=QUEUE_CALL_SECONDS))
+        return await self._job_call("heartbeat", self.jobs.Heartbeat, request, QUEUE_CALL_SECONDS)
 
     async def complete(self, request: queue_pb2.CompleteJobRequest) -> common_pb2.Job:
-        return (await _call(self.jobs.CompleteJob(request, timeout=QUEUE_CALL_SECONDS))).job
+        reply: queue_pb2.CompleteJobResponse = await self._job_call(
+            "complete_job", self.jobs.CompleteJob, request, QUEUE_CALL_SECONDS
+        )
+        return reply.job
 
     async def fail(self, request: queue_pb2.FailJobRequest) -> common_pb2.Job:
-        return (await _call(self.jobs.FailJob(request, timeout=QUEUE_CALL_SECONDS))).job
+        reply: queue_pb2.FailJobResponse = await self._job_call("fail_job", self.jobs.FailJob, request, QUEUE_CALL_SECONDS)
+        return reply.job
 
     async def release(self, request: queue_pb2.ReleaseJobRequest) -> common_pb2.Job:
-        return (await _call(self.jobs.ReleaseJob(request, timeout=QUEUE_CALL_SECONDS))).job
+        reply: queue_pb2.ReleaseJobResponse = await self._job_call(
+            "release_job", self.jobs.ReleaseJob, request, QUEUE_CALL_SECONDS
+        )
+        return reply.job
 
     async def model_configs(self) -> Sequence[queue_pb2.ModelConfig]:
         reply = await _call(self.configs.ListModelConfigs(queue_pb2.ListModelConfigsRequest(), timeout=QUEUE_CALL_SECONDS))

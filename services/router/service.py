@@ -72,7 +72,7 @@ class RouterService:
         self.cfg = cfg
         self.worker_id = worker_id or new_worker_id()
         tls = mesh_tls(cfg, "router")
-        self.queue = QueueClient(cfg.services.queue.address, tls)
+        self.queue = QueueClient(cfg.services.queue.address, tls, cfg.routing.queue_session)
         self.catalog = ModelCatalog(cfg.models)
         self.pool = BackendPool(cfg.backends, cfg.routing)
         self.backends = {b.name: BackendClient(b, tls) for b in cfg.backends}

@@ -15,9 +15,11 @@ from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_common.authz import MeshTls
 from aigw_common.channels import make_channel
 from aigw_common.config import GatewayConfig
+from aigw_common.errors import FailedPrecondition, PermissionDenied
 from aigw_common.pki import ensure_mesh_pki
 from aigw_common.server import create_server
 from services.queue.service import QueueService
+from services.router.clients import QueueClient
 from tests.integration.queue.conftest import CHAT
 
 pytestmark = pytest.mark.timeout(60)
@@ -129,3 +131,42 @@ async def test_a_probe_reads_health_and_nothing_else(secure: SecureQueue) -> Non
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     stub = queue_pb2_grpc.QueueServiceStub(channel)
     assert await code_of(stub.GetJob(queue_pb2.GetJobRequest(request_id="x"))) == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("identity", ["admin", "textgen", "ocr", "edge", "probe"])
+async def test_only_the_router_opens_a_session_and_a_refused_one_changes_nothing(secure: SecureQueue, identity: str) -> None:
+    stream = secure.jobs(identity).Session(iter([queue_pb2.SessionRequest(call_id=1, submit=chat_submit())]))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stream:
+            pass
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    queue = QueueClient(secure.address, MeshTls.load(secure.pki, identity))
+    try:
+        with pytest.raises(PermissionDenied, match=r"may not call aigw\.queue\.v1\.QueueService/Session"):
+            await queue.submit(chat_submit())
+    finally:
+        await queue.close()
+    listed = await secure.jobs("admin").ListJobs(queue_pb2.ListJobsRequest(model=CHAT))
+    assert not listed.jobs, "a refused session stored a job"
+
+
+async def test_a_router_session_is_held_to_the_lease_checks_of_each_call(secure: SecureQueue) -> None:
+    router = QueueClient(secure.address, MeshTls.load(secure.pki, "router"))
+    other = QueueClient(secure.address, MeshTls.load(secure.pki, "router"))
+    try:
+        submitted = await router.submit(chat_submit())
+        granted = await router.acquire("w1", 2000, models=[CHAT])
+        assert granted is not None
+        assert granted.job.request_id == submitted.job.request_id
+        forged = common_pb2.ChatResult(message=common_pb2.ChatMessage(role="assistant", content="forged"), finish_reason="stop")
+        complete = queue_pb2.CompleteJobRequest(
+            lease_id="0" * 32, request_id=submitted.job.request_id, backend="b", chat_result=forged
+        )
+        with pytest.raises(FailedPrecondition):
+            await other.complete(complete)
+        assert (await router.get(submitted.job.request_id)).state == common_pb2.RUNNING
+        assert router.session is not None  # both went over their sessions
+        assert other.session is not None
+    finally:
+        await router.close()
+        await other.close()

@@ -12,6 +12,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -2796,3 +2797,184 @@ class ListSwitchDecisionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSwitchDecisionsResponse: _TypeAlias = ListSwitchDecisionsResponse  # noqa: Y015
+
+@_typing.final
+class SessionRequest(_message.Message):
+    """One call on a Session stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    SUBMIT_FIELD_NUMBER: _builtins.int
+    GET_JOB_FIELD_NUMBER: _builtins.int
+    CANCEL_JOB_FIELD_NUMBER: _builtins.int
+    ACQUIRE_JOB_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    COMPLETE_JOB_FIELD_NUMBER: _builtins.int
+    FAIL_JOB_FIELD_NUMBER: _builtins.int
+    RELEASE_JOB_FIELD_NUMBER: _builtins.int
+    ABANDON_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    """The caller's id for this call, unique among its calls in flight on the stream; the answer carries it."""
+    timeout_ms: _builtins.int
+    """How long the caller waits for the answer, in milliseconds; the queue stops the call after it (as a
+    unary call's deadline would) and answers DEADLINE_EXCEEDED. 0: no limit.
+    """
+    @_builtins.property
+    def submit(self) -> Global___SubmitRequest:
+        """Submit."""
+
+    @_builtins.property
+    def get_job(self) -> Global___GetJobRequest:
+        """GetJob."""
+
+    @_builtins.property
+    def cancel_job(self) -> Global___CancelJobRequest:
+        """CancelJob."""
+
+    @_builtins.property
+    def acquire_job(self) -> Global___AcquireJobRequest:
+        """AcquireJob."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___HeartbeatRequest:
+        """Heartbeat."""
+
+    @_builtins.property
+    def complete_job(self) -> Global___CompleteJobRequest:
+        """CompleteJob."""
+
+    @_builtins.property
+    def fail_job(self) -> Global___FailJobRequest:
+        """FailJob."""
+
+    @_builtins.property
+    def release_job(self) -> Global___ReleaseJobRequest:
+        """ReleaseJob."""
+
+    @_builtins.property
+    def abandon(self) -> Global___SessionAbandon:
+        """The caller no longer waits for the call `call_id` names: the queue stops it, as when a unary call
+        is cancelled, and sends no answer.
+        """
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        timeout_ms: _builtins.int = ...,
+        submit: Global___SubmitRequest | None = ...,
+        get_job: Global___GetJobRequest | None = ...,
+        cancel_job: Global___CancelJobRequest | None = ...,
+        acquire_job: Global___AcquireJobRequest | None = ...,
+        heartbeat: Global___HeartbeatRequest | None = ...,
+        complete_job: Global___CompleteJobRequest | None = ...,
+        fail_job: Global___FailJobRequest | None = ...,
+        release_job: Global___ReleaseJobRequest | None = ...,
+        abandon: Global___SessionAbandon | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abandon", b"abandon", "acquire_job", b"acquire_job", "call", b"call", "cancel_job", b"cancel_job", "complete_job", b"complete_job", "fail_job", b"fail_job", "get_job", b"get_job", "heartbeat", b"heartbeat", "release_job", b"release_job", "submit", b"submit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandon", b"abandon", "acquire_job", b"acquire_job", "call", b"call", "call_id", b"call_id", "cancel_job", b"cancel_job", "complete_job", b"complete_job", "fail_job", b"fail_job", "get_job", b"get_job", "heartbeat", b"heartbeat", "release_job", b"release_job", "submit", b"submit", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_call: _TypeAlias = _typing.Literal["submit", "get_job", "cancel_job", "acquire_job", "heartbeat", "complete_job", "fail_job", "release_job", "abandon"]  # noqa: Y015
+    _WhichOneofArgType_call: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_call) -> _WhichOneofReturnType_call | None: ...
+
+Global___SessionRequest: _TypeAlias = SessionRequest  # noqa: Y015
+
+@_typing.final
+class SessionAbandon(_message.Message):
+    """Withdraws a call in flight on a Session stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionAbandon: _TypeAlias = SessionAbandon  # noqa: Y015
+
+@_typing.final
+class SessionResponse(_message.Message):
+    """The answer to one call on a Session stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    SUBMIT_FIELD_NUMBER: _builtins.int
+    GET_JOB_FIELD_NUMBER: _builtins.int
+    CANCEL_JOB_FIELD_NUMBER: _builtins.int
+    ACQUIRE_JOB_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    COMPLETE_JOB_FIELD_NUMBER: _builtins.int
+    FAIL_JOB_FIELD_NUMBER: _builtins.int
+    RELEASE_JOB_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    """The call id of the SessionRequest answered."""
+    @_builtins.property
+    def submit(self) -> Global___SubmitResponse:
+        """Submit's reply."""
+
+    @_builtins.property
+    def get_job(self) -> Global___GetJobResponse:
+        """GetJob's reply."""
+
+    @_builtins.property
+    def cancel_job(self) -> Global___CancelJobResponse:
+        """CancelJob's reply."""
+
+    @_builtins.property
+    def acquire_job(self) -> Global___AcquireJobResponse:
+        """AcquireJob's reply."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___HeartbeatResponse:
+        """Heartbeat's reply."""
+
+    @_builtins.property
+    def complete_job(self) -> Global___CompleteJobResponse:
+        """CompleteJob's reply."""
+
+    @_builtins.property
+    def fail_job(self) -> Global___FailJobResponse:
+        """FailJob's reply."""
+
+    @_builtins.property
+    def release_job(self) -> Global___ReleaseJobResponse:
+        """ReleaseJob's reply."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The error the unary RPC would end with: code, message and details (RetryInfo, BadRequest, ErrorInfo)."""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        submit: Global___SubmitResponse | None = ...,
+        get_job: Global___GetJobResponse | None = ...,
+        cancel_job: Global___CancelJobResponse | None = ...,
+        acquire_job: Global___AcquireJobResponse | None = ...,
+        heartbeat: Global___HeartbeatResponse | None = ...,
+        complete_job: Global___CompleteJobResponse | None = ...,
+        fail_job: Global___FailJobResponse | None = ...,
+        release_job: Global___ReleaseJobResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acquire_job", b"acquire_job", "cancel_job", b"cancel_job", "complete_job", b"complete_job", "error", b"error", "fail_job", b"fail_job", "get_job", b"get_job", "heartbeat", b"heartbeat", "release_job", b"release_job", "reply", b"reply", "submit", b"submit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquire_job", b"acquire_job", "call_id", b"call_id", "cancel_job", b"cancel_job", "complete_job", b"complete_job", "error", b"error", "fail_job", b"fail_job", "get_job", b"get_job", "heartbeat", b"heartbeat", "release_job", b"release_job", "reply", b"reply", "submit", b"submit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_reply: _TypeAlias = _typing.Literal["submit", "get_job", "cancel_job", "acquire_job", "heartbeat", "complete_job", "fail_job", "release_job", "error"]  # noqa: Y015
+    _WhichOneofArgType_reply: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_reply) -> _WhichOneofReturnType_reply | None: ...
+
+Global___SessionResponse: _TypeAlias = SessionResponse  # noqa: Y015

@@ -100,6 +100,11 @@ class QueueServiceStub:
                 request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/aigw.queue.v1.QueueService/Session',
+                request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionRequest.SerializeToString,
+                response_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -197,6 +202,16 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """One long-lived stream per router carrying Submit, GetJob, CancelJob, AcquireJob, Heartbeat, CompleteJob,
+        FailJob and ReleaseJob calls, each tagged with a call id. Calls run concurrently and are answered in the
+        order they finish, each with the reply or the error (google.rpc.Status, same code, message and details)
+        that the unary RPC gives. The stream is authorised once when opened; each call is checked as its RPC is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +279,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetUsageRequest.FromString,
                     response_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionRequest.FromString,
+                    response_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -618,6 +638,33 @@ class QueueService:
             '/aigw.queue.v1.QueueService/GetUsage',
             aigw_dot_queue_dot_v1_dot_queue__pb2.GetUsageRequest.SerializeToString,
             aigw_dot_queue_dot_v1_dot_queue__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aigw.queue.v1.QueueService/Session',
+            aigw_dot_queue_dot_v1_dot_queue__pb2.SessionRequest.SerializeToString,
+            aigw_dot_queue_dot_v1_dot_queue__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,12 @@ class QueueServiceStub:
     """Returns one model's last minutes (up to an hour) in one-minute buckets: finished jobs, latencies, peak depth."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_queue_pb2.GetUsageRequest, _queue_pb2.GetUsageResponse]
     """Returns request counts by model and hour of week over a window."""
+    Session: _grpc.StreamStreamMultiCallable[_queue_pb2.SessionRequest, _queue_pb2.SessionResponse]
+    """One long-lived stream per router carrying Submit, GetJob, CancelJob, AcquireJob, Heartbeat, CompleteJob,
+    FailJob and ReleaseJob calls, each tagged with a call id. Calls run concurrently and are answered in the
+    order they finish, each with the reply or the error (google.rpc.Status, same code, message and details)
+    that the unary RPC gives. The stream is authorised once when opened; each call is checked as its RPC is.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -93,6 +99,12 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Returns one model's last minutes (up to an hour) in one-minute buckets: finished jobs, latencies, peak depth."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_queue_pb2.GetUsageRequest, _queue_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Returns request counts by model and hour of week over a window."""
+    Session: _aio.StreamStreamMultiCallable[_queue_pb2.SessionRequest, _queue_pb2.SessionResponse]  # type: ignore[assignment]
+    """One long-lived stream per router carrying Submit, GetJob, CancelJob, AcquireJob, Heartbeat, CompleteJob,
+    FailJob and ReleaseJob calls, each tagged with a call id. Calls run concurrently and are answered in the
+    order they finish, each with the reply or the error (google.rpc.Status, same code, message and details)
+    that the unary RPC gives. The stream is authorised once when opened; each call is checked as its RPC is.
+    """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """Admission, grants, leases and results of jobs, per model."""
@@ -200,6 +212,18 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.GetUsageResponse, _abc.Awaitable[_queue_pb2.GetUsageResponse]]:
         """Returns request counts by model and hour of week over a window."""
+
+    @_abc_1.abstractmethod
+    def Session(
+        self,
+        request_iterator: _MaybeAsyncIterator[_queue_pb2.SessionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_queue_pb2.SessionResponse], _abc.AsyncIterator[_queue_pb2.SessionResponse]]:
+        """One long-lived stream per router carrying Submit, GetJob, CancelJob, AcquireJob, Heartbeat, CompleteJob,
+        FailJob and ReleaseJob calls, each tagged with a call id. Calls run concurrently and are answered in the
+        order they finish, each with the reply or the error (google.rpc.Status, same code, message and details)
+        that the unary RPC gives. The stream is authorised once when opened; each call is checked as its RPC is.
+        """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

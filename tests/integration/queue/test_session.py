@@ -1,0 +1,269 @@
+"""QueueService.Session on a real queue and FerretDB: every job call answers as its unary RPC does, calls run
+concurrently, a withdrawn call stops, and a queue restart fails the calls in flight with UNAVAILABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from aigw.common.v1 import common_pb2
+from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
+from aigw_common.config import GatewayConfig
+from aigw_common.errors import GatewayError, Unavailable
+from aigw_common.ferretdb import free_port
+from aigw_common.server import create_server
+from services.queue.service import QueueService
+from services.router.clients import QueueClient
+from tests.integration.queue.conftest import CHAT, OCR
+
+pytestmark = pytest.mark.timeout(90)
+
+UNSTABLE = {"requestId", "leaseId", "timings", "expiresAt", "at"}
+"""Fields that differ between two runs of the same calls (ids, clocks)."""
+
+
+def chat(text: str = "hello") -> common_pb2.ChatJob:
+    return common_pb2.ChatJob(messages=[common_pb2.ChatMessage(role="user", content=text)])
+
+
+def result(text: str = "done") -> common_pb2.ChatResult:
+    return common_pb2.ChatResult(message=common_pb2.ChatMessage(role="assistant", content=text), finish_reason="stop")
+
+
+def stable(message: Message) -> Any:
+    """A message as a dict without the fields that differ from run to run."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in UNSTABLE}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(MessageToDict(message))
+
+
+class RunningQueue:
+    """A queue service in-process on a fixed address, which a test can stop and start again."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.address = f"127.0.0.1:{free_port()}"
+        self.server: grpc.aio.Server | None = None
+        self.service: QueueService | None = None
+
+    async def start(self) -> None:
+        self.service = QueueService(self.cfg)
+        self.server, _, health = await create_server(self.service, self.address)
+        await self.server.start()
+        await self.service.start(health)
+        await self.service.wait_ready(30)
+
+    async def stop(self) -> None:
+        if self.server is not None and self.service is not None:
+            await self.server.stop(0)
+            await self.service.stop()
+            self.server = self.service = None
+
+
+@pytest.fixture
+async def running(make_queue: Callable[..., GatewayConfig]) -> AsyncIterator[RunningQueue]:
+    queue = RunningQueue(make_queue(lease_ttl_seconds=5))
+    await queue.start()
+    yield queue
+    await queue.stop()
+
+
+@contextlib.asynccontextmanager
+async def client(address: str, session: bool) -> AsyncIterator[QueueClient]:
+    queue = QueueClient(address, session=session)
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+async def outcome(call: Any) -> Any:
+    """A call's reply without its unstable fields, or its domain error as (type, message with ids masked, retry)."""
+    try:
+        reply = await call
+    except GatewayError as exc:
+        return type(exc).__name__, re.sub(r"[0-9a-f]{32}|[0-9A-Za-z_-]{20,}", "<id>", exc.message), exc.retry_after
+    return None if reply is None else stable(reply)
+
+
+async def lifecycle(queue: QueueClient) -> list[Any]:
+    """Every job call the router makes, on three jobs (completed, failed, released then cancelled), and bad calls."""
+    seen: list[Any] = []
+    owned = queue_pb2.SubmitRequest(model=CHAT, chat=chat(), owner_id="w1", client_id="c1", subject="alice")
+    first = await queue.submit(queue_pb2.SubmitRequest(accept_lease=True, **_fields(owned)))
+    seen.append(stable(first))
+    rid, lease = first.job.request_id, first.lease
+    beat = queue_pb2.HeartbeatRequest(lease_id=lease.lease_id, request_id=rid, progress=3, backend="b1")
+    seen.append(stable(await queue.heartbeat(beat)))
+    seen.append(stable(await queue.get(rid, include_payload=True)))
+    done = queue_pb2.CompleteJobRequest(lease_id=lease.lease_id, request_id=rid, backend="b1", chat_result=result())
+    seen.append(stable(await queue.complete(done)))
+    seen.append(await outcome(queue.complete(done)))  # a job finishes once: a repeated report gets the finished job
+    seen.append(await outcome(queue.heartbeat(beat)))
+
+    second = (await queue.submit(owned)).job.request_id
+    granted = await queue.acquire("w1", 2000, request_id=second)
+    assert granted is not None
+    seen.append(stable(granted))
+    error = common_pb2.JobError(code="INVALID_ARGUMENT", message="engine refused", backend="b1")
+    failed = queue_pb2.FailJobRequest(lease_id=granted.lease.lease_id, request_id=second, error=error, retryable=False)
+    seen.append(stable(await queue.fail(failed)))
+    stale = queue_pb2.ReleaseJobRequest(lease_id="not-a-lease", request_id=second, reason="x")
+    seen.append(await outcome(queue.release(stale)))
+
+    third = (await queue.submit(owned)).job.request_id
+    granted = await queue.acquire("w1", 2000, request_id=third)
+    assert granted is not None
+    release = queue_pb2.ReleaseJobRequest(lease_id=granted.lease.lease_id, request_id=third, reason="no backend")
+    seen.append(stable(await queue.release(release)))
+    seen.append(stable(await queue.cancel(third, "alice")))
+
+    seen.append(await outcome(queue.get("no-such-request")))
+    seen.append(await outcome(queue.acquire("w1", -1)))
+    seen.append(await outcome(queue.submit(queue_pb2.SubmitRequest(model="no-such-model", chat=chat()))))
+    seen.append(await outcome(queue.acquire("w1", 0, models=[CHAT])))  # nothing to grant: None
+    return seen
+
+
+def _fields(request: queue_pb2.SubmitRequest) -> dict[str, Any]:
+    return {field.name: value for field, value in request.ListFields()}
+
+
+async def test_every_job_call_over_the_session_answers_as_its_unary_rpc(running: RunningQueue) -> None:
+    async with client(running.address, session=False) as unary:
+        expected = await lifecycle(unary)
+    async with client(running.address, session=True) as session:
+        got = await lifecycle(session)
+        assert session.session is not None
+        assert session.session.stream is not None
+        assert session.session.stream.broken is None  # one stream carried every call
+    assert got == expected
+    assert expected[4]["state"] == "SUCCEEDED"
+    assert expected[5]["cancel"]
+    assert expected[8][0] == "FailedPrecondition"
+    assert [e[0] for e in expected[-4:-1]] == ["NotFound", "InvalidArgument", "NotFound"]
+
+
+async def _unary_status(call: Any) -> status_pb2.Status:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+    return status if status is not None else status_pb2.Status(code=caught.value.code().value[0], message=caught.value.details())
+
+
+async def test_errors_carry_the_unary_rpcs_code_message_and_details(make_queue: Callable[..., GatewayConfig]) -> None:
+    cfg = make_queue()
+    one_waiting = dataclasses.replace(cfg.models[CHAT], max_concurrent=1, max_waiting=1)
+    queue = RunningQueue(dataclasses.replace(cfg, models={**cfg.models, CHAT: one_waiting}))
+    await queue.start()
+    try:
+        async with grpc.aio.insecure_channel(queue.address) as channel:
+            stub = queue_pb2_grpc.QueueServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError):  # fill the model's queue
+                for _ in range(5):
+                    await stub.Submit(queue_pb2.SubmitRequest(model=CHAT, chat=chat()))
+            bad_calls: list[tuple[str, Message, Any]] = [
+                ("submit", queue_pb2.SubmitRequest(model=CHAT, chat=chat()), stub.Submit),
+                ("acquire_job", queue_pb2.AcquireJobRequest(worker_id="w1", wait_ms=-5), stub.AcquireJob),
+                ("heartbeat", queue_pb2.HeartbeatRequest(request_id="r"), stub.Heartbeat),
+                ("get_job", queue_pb2.GetJobRequest(request_id="nope"), stub.GetJob),
+            ]
+            requests = []
+            for call_id, (field, message, _) in enumerate(bad_calls, 1):
+                request = queue_pb2.SessionRequest(call_id=call_id, timeout_ms=5000)
+                getattr(request, field).CopyFrom(message)
+                requests.append(request)
+            stream = stub.Session(iter(requests))
+            replies = {reply.call_id: reply async for reply in stream}
+            for call_id, (_, message, unary) in enumerate(bad_calls, 1):
+                assert replies[call_id].WhichOneof("reply") == "error"
+                assert replies[call_id].error == await _unary_status(unary(message))
+    finally:
+        await queue.stop()
+    full, negative = replies[1].error, replies[2].error
+    assert full.code == code_pb2.RESOURCE_EXHAUSTED
+    assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in full.details)
+    assert negative.code == code_pb2.INVALID_ARGUMENT
+    violation = error_details_pb2.BadRequest()
+    negative.details[0].Unpack(violation)
+    assert violation.field_violations[0].field == "wait_ms"
+
+
+async def test_calls_on_one_stream_run_concurrently_and_a_withdrawn_acquire_grants_nothing(running: RunningQueue) -> None:
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        stream: Any = queue_pb2_grpc.QueueServiceStub(channel).Session()  # type: ignore[call-arg]
+        waiting = queue_pb2.AcquireJobRequest(worker_id="w9", models=[CHAT], wait_ms=20_000)
+        await stream.write(queue_pb2.SessionRequest(call_id=1, acquire_job=waiting))
+        started = time.monotonic()
+        await stream.write(queue_pb2.SessionRequest(call_id=2, submit=queue_pb2.SubmitRequest(model="no-such-model")))
+        first = await stream.read()
+        assert first.call_id == 2  # answered while the 20 s acquire still waits
+        assert first.error.code == code_pb2.NOT_FOUND
+        assert time.monotonic() - started < 5
+        await stream.write(queue_pb2.SessionRequest(call_id=1, abandon=queue_pb2.SessionAbandon()))
+        await asyncio.sleep(0.3)
+        submitted = queue_pb2.SubmitRequest(model=CHAT, chat=chat())
+        await stream.write(queue_pb2.SessionRequest(call_id=3, submit=submitted))
+        reply = await stream.read()
+        assert reply.call_id == 3
+        rid = reply.submit.job.request_id
+        await asyncio.sleep(1.0)  # past the orphan grace: a live acquire would have been granted the job
+        await stream.write(queue_pb2.SessionRequest(call_id=4, get_job=queue_pb2.GetJobRequest(request_id=rid)))
+        reply = await stream.read()
+        assert reply.call_id == 4
+        assert reply.get_job.job.state == common_pb2.QUEUED
+        deadline = queue_pb2.AcquireJobRequest(worker_id="w9", models=[OCR], wait_ms=20_000)
+        await stream.write(queue_pb2.SessionRequest(call_id=5, timeout_ms=200, acquire_job=deadline))
+        await stream.write(queue_pb2.SessionRequest(call_id=6))
+        replies = {r.call_id: r for r in [await stream.read(), await stream.read()]}
+        assert replies[6].error.code == code_pb2.INVALID_ARGUMENT
+        assert replies[5].error.code == code_pb2.DEADLINE_EXCEEDED
+        await stream.done_writing()
+        assert await stream.read() == grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+async def test_a_queue_restart_fails_the_calls_in_flight_and_the_retried_report_lands(running: RunningQueue) -> None:
+    async with client(running.address, session=True) as queue:
+        owned = queue_pb2.SubmitRequest(model=CHAT, chat=chat(), owner_id="w1", accept_lease=True)
+        first = await queue.submit(owned)
+        rid, lease = first.job.request_id, first.lease
+        in_flight = asyncio.ensure_future(queue.acquire("w2", 20_000, models=[OCR]))
+        await asyncio.sleep(0.2)
+        await running.stop()
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(in_flight, 5)
+
+        async def report() -> common_pb2.Job:
+            # What the router's runner does with a report: retry while the queue is unavailable.
+            done = queue_pb2.CompleteJobRequest(lease_id=lease.lease_id, request_id=rid, backend="b1", chat_result=result())
+            while True:
+                try:
+                    return await queue.complete(done)
+                except Unavailable:
+                    await asyncio.sleep(0.1)
+
+        landing = asyncio.ensure_future(report())
+        await asyncio.sleep(0.5)
+        assert not landing.done()
+        await running.start()
+        job = await asyncio.wait_for(landing, 20)
+        assert (job.state, job.attempt, job.chat_result.message.content) == (common_pb2.SUCCEEDED, 1, "done")
+        assert (await queue.get(rid)).state == common_pb2.SUCCEEDED
