@@ -124,18 +124,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
-        if not self.authorize:
-            return handler
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._authorized_stream_unary(method, handler.stream_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
+                self._client_stream_unary(method, handler.stream_unary),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._authorized_stream_stream(method, handler.stream_stream),
-            handler.request_deserializer,
-            handler.response_serializer,
+            self._client_stream_stream(method, handler.stream_stream),
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
         )
 
     def _done(self, method: str, name: str, context: Ctx, start: float) -> None:
@@ -208,22 +206,48 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         return run
 
-    @staticmethod
-    def _authorized_stream_unary(method: str, behavior: Unary) -> Unary:
+    def _client_stream_unary(self, method: str, behavior: Unary) -> Unary:
+        """A client-streaming method: authorized once at open; a message that does not parse ends it INVALID_ARGUMENT."""
+        check = authz.authorize if self.authorize else None
+        fail = self._fail
+
         async def run(requests: Any, context: Ctx) -> Any:
-            await authz.authorize(method, context)
-            return await behavior(requests, context)
+            if check is not None:
+                await check(method, context)
+            try:
+                return await behavior(_parsed(requests), context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this is the one boundary
+                await fail(method, context, exc)
 
         return run
 
-    @staticmethod
-    def _authorized_stream_stream(method: str, behavior: Streaming) -> Streaming:
+    def _client_stream_stream(self, method: str, behavior: Streaming) -> Streaming:
+        """A bidirectional method: authorized once at open; a message that does not parse ends it INVALID_ARGUMENT."""
+        check = authz.authorize if self.authorize else None
+        fail = self._fail
+
         async def run(requests: Any, context: Ctx) -> AsyncIterator[Any]:
-            await authz.authorize(method, context)
-            async for item in behavior(requests, context):
-                yield item
+            if check is not None:
+                await check(method, context)
+            try:
+                async for item in behavior(_parsed(requests), context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this is the one boundary
+                await fail(method, context, exc)
 
         return run
+
+
+async def _parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The stream's messages; one that could not be parsed raises InvalidArgument, as a unary call would answer."""
+    async for request in requests:
+        if request is MALFORMED:
+            raise InvalidArgument(MALFORMED_MESSAGE)
+        yield request
 
 
 def server_interceptors(service: str, authorize: bool = False) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
