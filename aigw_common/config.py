@@ -166,6 +166,7 @@ class RoutingConfig:
     kv_cache_threshold: float = 0.95
     down_retry_seconds: float = 5.0
     workers: int = 4
+    direct_engines: bool = True
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ class BackendConfig:
     sleep_mode: bool = False
     engine_python: str = ""
     priority_scheduling: bool = True
+    api_key_env: str = ""
     startup_timeout_seconds: float = 300.0
     request_timeout_seconds: float = 300.0
     max_document_bytes: int = 10 * 1024 * 1024
