@@ -6,7 +6,7 @@ which calls the engine directly (docs/router.md, "Direct engine calls").
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from aigw.common.v1 import common_pb2
@@ -47,7 +47,9 @@ async def complete(client: EngineClient, target: ChatTarget, body: dict[str, obj
     return chat_result(data, target.model)
 
 
-async def stream(client: EngineClient, target: ChatTarget, body: dict[str, object], request_id: str) -> AsyncIterator[StreamPart]:
+async def stream(
+    client: EngineClient, target: ChatTarget, body: dict[str, object], request_id: str
+) -> AsyncGenerator[StreamPart, None]:
     """The answer as it is generated; UNAVAILABLE when the stream ends before a finish reason."""
     finish, usage = "", None
     async for event in client.stream_chat(body, {"x-request-id": request_id}, target.upstream_name, target.model):
