@@ -317,12 +317,20 @@ class TextgenBackend:
             return f"woken: {', '.join(woken)}" if woken else "nothing was asleep"
 
     async def _drain(self, servers: list[ModelServer], timeout: float, force: bool) -> None:
-        """Stops new work on `servers` and waits for theirs; refuses (FAILED_PRECONDITION) when it does not end in time."""
+        """Stops new work on `servers` and waits for theirs; refuses (FAILED_PRECONDITION) when it does not end in time.
+
+        Routers call engines directly too (routing.direct_engines): they stop sending once their next
+        status poll shows the drain, so the drain lasts at least one status interval, and where the
+        engine exports metrics its own count of running and waiting requests must reach zero as well.
+        """
         timeout = timeout if timeout > 0 else DEFAULT_DRAIN_SECONDS
         for server in servers:
             server.begin_drain()
-        deadline = time.monotonic() + timeout
-        while (left := sum(s.in_flight for s in servers)) and time.monotonic() < deadline:
+        start = time.monotonic()
+        deadline, settled = start + timeout, start + self.settings.direct_grace_seconds
+        while (left := await self._busy(servers)) or time.monotonic() < settled:
+            if time.monotonic() >= deadline:
+                break
             await asyncio.sleep(DRAIN_POLL_SECONDS)
         if left and not force:
             for server in servers:
@@ -330,6 +338,14 @@ class TextgenBackend:
             raise FailedPrecondition(
                 f"{left} request(s) still in flight after draining for {timeout:g}s; try again later or force it"
             )
+
+    async def _busy(self, servers: list[ModelServer]) -> int:
+        """Requests still running on `servers`: ours, or the engines' own count where they export one."""
+        own = sum(s.in_flight for s in servers)
+        if own or not self.settings.direct_grace_seconds or not self.settings.polls_metrics:
+            return own
+        counted = [await s.engine_load() for s in servers]
+        return sum(c for c in counted if c > 0)
 
     def _new_server(self, specs: list[ModelSpec], slot: int) -> ModelServer:
         return ModelServer(

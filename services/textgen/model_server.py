@@ -157,6 +157,12 @@ class ModelServer:
         if healthy and self.settings.polls_metrics:
             await self._scrape()
 
+    async def engine_load(self) -> int:
+        """Running plus waiting requests the engine reports now (-1 when it exports neither)."""
+        await self._scrape()
+        known = [v for v in (self.metrics.running, self.metrics.waiting) if v >= 0]
+        return int(sum(known)) if known else -1
+
     async def _scrape(self) -> None:
         text = await self.client.metrics_text()
         current = parse_vllm_metrics(text) if text else NO_METRICS

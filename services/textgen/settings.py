@@ -38,6 +38,7 @@ class TextgenSettings:
     url: str
     api_key: str
     priority_scheduling: bool
+    direct_grace_seconds: float = 0.0
 
     @property
     def name(self) -> str:
@@ -167,4 +168,6 @@ def resolve_settings(cfg: GatewayConfig, env: Mapping[str, str]) -> TextgenSetti
         url=url,
         api_key=attached_api_key(backend, env) if backend.mode == "attach" else "",
         priority_scheduling=_priority_scheduling(backend),
+        # Routers that call engines directly need one status interval to see a drain begin.
+        direct_grace_seconds=cfg.routing.status_interval_seconds if cfg.routing.direct_engines else 0.0,
     )

@@ -32,7 +32,9 @@ def generate_rpcs() -> float:
 
 
 def chat(max_tokens: int | None = None) -> router_pb2.ChatRequest:
-    return router_pb2.ChatRequest(model=MODEL, messages=[common_pb2.ChatMessage(role="user", content="hi")], max_tokens=max_tokens)
+    return router_pb2.ChatRequest(
+        model=MODEL, messages=[common_pb2.ChatMessage(role="user", content="hi")], max_tokens=max_tokens
+    )
 
 
 async def answers(mesh: Mesh) -> list[str]:
