@@ -67,7 +67,7 @@ class EngineTable:
     make_client: ClientFactory = default_client
     routes: dict[str, EngineRoute] = field(default_factory=dict)
     fingerprint: Hashable | None = None
-    _clients: dict[tuple[str, str], EngineClient] = field(default_factory=dict)
+    _clients: dict[tuple[str, str], EngineClient] = field(default_factory=dict, repr=False)  # keyed by (URL, key)
     _using: dict[EngineClient, int] = field(default_factory=dict)
     _retired: list[EngineClient] = field(default_factory=list)
 

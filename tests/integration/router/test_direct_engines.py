@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -78,8 +79,9 @@ async def test_an_engine_4xx_fails_the_job_once(ferretdb: FerretDBProcess, tmp_p
 
 
 async def test_a_keyed_engine_refuses_callers_without_its_key(
-    ferretdb: FerretDBProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ferretdb: FerretDBProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     key = "k-" + uuid.uuid4().hex
     monkeypatch.setenv(KEY_VAR, key)
     with upstreams(("--api-key-env", KEY_VAR)) as (up,):
@@ -102,3 +104,5 @@ async def test_a_keyed_engine_refuses_callers_without_its_key(
             reply = await attacker.post(f"{up.url}/v1/chat/completions", json={"model": MODEL, "messages": []}, headers=wrong)
             assert reply.status_code == 401
         assert up.stats()["refused"] == 2
+    assert caplog.records
+    assert key not in caplog.text
