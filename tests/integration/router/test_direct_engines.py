@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from pathlib import Path
@@ -15,7 +16,17 @@ from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
 from aigw_common.ferretdb import FerretDBProcess
-from tests.integration.router.harness import MODEL, Mesh, bearer, mesh_config, running_mesh, textgen_backend, upstreams
+from tests.integration.router.harness import (
+    MODEL,
+    Mesh,
+    Upstream,
+    bearer,
+    mesh_config,
+    running_mesh,
+    textgen_backend,
+    upstreams,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 ANSWER = "Hello from the fast upstream."
@@ -106,3 +117,34 @@ async def test_a_keyed_engine_refuses_callers_without_its_key(
         assert up.stats()["refused"] == 2
     assert caplog.records
     assert key not in caplog.text
+
+
+async def test_an_engine_killed_mid_request_leaves_the_job_to_another_without_textgen(
+    ferretdb: FerretDBProcess, tmp_path: Path
+) -> None:
+    slow = ("--delay-ms", "1500")
+    with upstreams(slow, slow) as (up_a, up_b):
+        backends = [textgen_backend("tg-a", up_a), textgen_backend("tg-b", up_b)]
+        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, backends)
+        async with running_mesh(cfg) as mesh:
+            before_rpcs = generate_rpcs()
+            call = asyncio.ensure_future(mesh.router.Chat(chat(), metadata=bearer(mesh.token())))
+            busy: list[Upstream] = []
+
+            def one_is_busy() -> bool:
+                busy[:] = [up for up in (up_a, up_b) if up.stats()["in_flight"]]
+                return bool(busy)
+
+            await wait_until(one_is_busy, timeout=10, what="the request reached an engine")
+            busy[0].kill()
+            reply = await asyncio.wait_for(call, 30)
+            assert reply.status == common_pb2.SUCCEEDED
+            assert reply.response == ANSWER
+            job = (
+                await mesh.router.GetRequest(
+                    router_pb2.GetRequestRequest(request_id=reply.request_id), metadata=bearer(mesh.token())
+                )
+            ).request
+            assert job.attempt == 2
+            assert [e.code for e in job.attempt_errors] == ["UNAVAILABLE"]
+            assert generate_rpcs() == before_rpcs
