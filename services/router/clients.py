@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Hashable, Sequence
 from typing import TypeVar
 
@@ -19,10 +20,11 @@ from aigw_common.auth import Account, Principal, api_key_principal
 from aigw_common.authz import MeshTls
 from aigw_common.channels import make_channel
 from aigw_common.config import BackendConfig
-from aigw_common.errors import GatewayError, NotFound, Unauthenticated, Unavailable, Unimplemented
+from aigw_common.errors import GatewayError, NotFound, PermissionDenied, Unauthenticated, Unavailable, Unimplemented
 from aigw_common.rpc_errors import from_rpc_error
 from services.router.engines import EngineRoute, EngineTable, status_fingerprint
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 QUEUE_CALL_SECONDS = 10.0
 STATUS_CALL_SECONDS = 2.0
@@ -176,9 +178,16 @@ class BackendClient:
         if self.engines.needs_refresh(fingerprint):
             try:
                 reply = await _call(self.lifecycle.GetEngines(backend_pb2.GetEnginesRequest(), timeout=STATUS_CALL_SECONDS))
-            except Unimplemented:
-                reply = backend_pb2.GetEnginesResponse()  # a backend that predates direct calls: through it, then
-            self.engines.update(fingerprint, reply.engines)
+            except (Unimplemented, PermissionDenied) as exc:
+                # A backend that predates direct calls, or does not let this router see its engines: through it.
+                log.warning("backend lists no engines for direct calls", extra={"backend": self.name, "code": exc.code})
+                self.engines.update(fingerprint, [])
+            except GatewayError as exc:
+                # The engines may have changed: calls go through the backend until the next poll reads them.
+                log.warning("cannot read the backend's engines; asking again", extra={"backend": self.name, "code": exc.code})
+                self.engines.update(None, [])
+            else:
+                self.engines.update(fingerprint, reply.engines)
         await asyncio.gather(*(c.aclose() for c in self.engines.closable()))
 
     @contextlib.asynccontextmanager
