@@ -144,6 +144,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"{_BE}SwitchModel": frozenset({ADMIN}),
     f"{_BE}SleepModel": frozenset({ADMIN}),
     f"{_BE}WakeModel": frozenset({ADMIN}),
+    # Engine addresses and credentials, for the router's direct calls: no one else, admin included.
+    f"{_BE}GetEngines": frozenset({ROUTER}),
     # Public entry points: users authenticate by JWT or API key on every call, whoever connects.
     **_all("/aigw.router.v1.RouterService/", _ROUTER_RPCS, frozenset({PUBLIC, EDGE})),
     **_all("/aigw.admin.v1.AdminService/", _ADMIN_RPCS, frozenset({PUBLIC, EDGE})),

@@ -168,6 +168,7 @@ class RoutingConfig:
     workers: int = 4
     # Job calls to the queue share one long-lived Session stream per router; false: one unary call each.
     queue_session: bool = True
+    direct_engines: bool = True
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ class BackendConfig:
     sleep_mode: bool = False
     engine_python: str = ""
     priority_scheduling: bool = True
+    api_key_env: str = ""
     startup_timeout_seconds: float = 300.0
     request_timeout_seconds: float = 300.0
     max_document_bytes: int = 10 * 1024 * 1024

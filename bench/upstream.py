@@ -32,6 +32,8 @@ class UpstreamOptions:
     tokens: int = 0
     delay: float = 0.0
     chunk_delay: float = 0.0
+    api_key: str = ""
+    max_tokens_limit: int = 0
 
     def words(self, max_tokens: int | None) -> list[str]:
         """The answer's tokens (its words, cycled to `tokens` when set), cut at max_tokens."""
@@ -67,6 +69,8 @@ class UpstreamStats:
     in_flight: int = 0
     completed: int = 0
     cancelled: int = 0
+    refused: int = 0
+    rejected: int = 0
 
 
 class _Disconnect:
@@ -139,12 +143,25 @@ class Upstream:
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = await _read_body(receive)
+        if (
+            self.options.api_key
+            and dict(scope["headers"]).get(b"authorization", b"") != b"Bearer " + self.options.api_key.encode()
+        ):
+            self.stats.refused += 1  # as vLLM with --api-key answers a caller without the key
+            await _respond(send, 401, JSON_HEADERS, b'{"error": "Unauthorized"}')
+            return
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             await _respond(send, 400, JSON_HEADERS, b'{"error": {"message": "malformed JSON"}}')
             return
         self.stats.requests += 1
+        limit = self.options.max_tokens_limit
+        if limit and (self._max_tokens(body) or 0) > limit:
+            self.stats.rejected += 1  # as vLLM answers a request longer than its context
+            message = f"max_tokens must be at most {limit}"
+            await _respond(send, 400, JSON_HEADERS, orjson.dumps({"error": {"message": message, "code": 400}}))
+            return
         self.stats.in_flight += 1
         request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode()
         self.journal.write("start", request_id)
@@ -256,9 +273,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=0, help="tokens per answer (the answer's words cycled); 0: its words")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="delay before a unary answer")
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay before each streamed token")
+    parser.add_argument("--api-key-env", default="", help="require the bearer key this environment variable holds")
+    parser.add_argument("--max-tokens-limit", type=int, default=0, help="answer 400 to a larger max_tokens (0: no limit)")
     parser.add_argument("--journal", default="", help="append start/end lines per request (by x-request-id) to this file")
     args = parser.parse_args(argv)
-    options = UpstreamOptions(args.answer, args.tokens, args.delay_ms / 1000, args.chunk_delay_ms / 1000)
+    api_key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
+    if args.api_key_env and not api_key:
+        parser.error(f"--api-key-env: the environment variable {args.api_key_env} is not set")
+    options = UpstreamOptions(
+        args.answer, args.tokens, args.delay_ms / 1000, args.chunk_delay_ms / 1000, api_key, args.max_tokens_limit
+    )
     try:
         import uvloop
     except ImportError:

@@ -154,6 +154,10 @@ class OcrLifecycleServicer(backend_pb2_grpc.BackendServiceServicer):
     async def WakeModel(self, request: backend_pb2.WakeModelRequest, context: Context) -> backend_pb2.WakeModelResponse:
         return backend_pb2.WakeModelResponse(**_lifecycle(await self.backend.wake()))
 
+    async def GetEngines(self, request: backend_pb2.GetEnginesRequest, context: Context) -> backend_pb2.GetEnginesResponse:
+        """None: OCR engines (Tesseract in process, DeepSeek-OCR) are called through the OCR service."""
+        return backend_pb2.GetEnginesResponse()
+
 
 def _lifecycle(done: LifecycleOutcome) -> dict[str, Any]:
     return {"status": to_status(done.status), "outcome": done.outcome, "elapsed_ms": done.elapsed_ms}

@@ -25,6 +25,7 @@ class StatusReport:
     kv_cache_usage: float = -1.0
     detail: str = ""
     serving: bool = True
+    server_running: int = -1
     languages: frozenset[str] = frozenset()
 
 
@@ -99,7 +100,8 @@ class BackendPool:
         view.serving = report.serving
         view.state = report.state
         view.loaded = report.loaded_models
-        view.reported_in_flight = report.in_flight
+        # Routers calling the engine directly pass textgen by: the engine's own count shows their work.
+        view.reported_in_flight = max(report.in_flight, report.server_running)
         view.local_at_report = view.local_in_flight
         view.capacity = report.capacity or view.capacity
         view.server_waiting = report.server_waiting

@@ -36,6 +36,7 @@ def status_report(status: common_pb2.BackendStatus, serving: bool) -> StatusRepo
         in_flight=status.in_flight,
         capacity=status.capacity,
         server_waiting=status.server_waiting,
+        server_running=status.server_running,
         kv_cache_usage=status.kv_cache_usage,
         detail=status.detail,
         serving=serving,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -18,10 +20,12 @@ from aigw_common.auth import Account, Principal, api_key_principal
 from aigw_common.authz import MeshTls
 from aigw_common.channels import make_channel
 from aigw_common.config import BackendConfig
-from aigw_common.errors import GatewayError, NotFound, Unauthenticated, Unimplemented
+from aigw_common.errors import GatewayError, NotFound, PermissionDenied, Unauthenticated, Unavailable, Unimplemented
 from aigw_common.rpc_errors import from_rpc_error
+from services.router.engines import EngineRoute, EngineTable, status_fingerprint
 from services.router.queue_session import QueueSession
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 QUEUE_CALL_SECONDS = 10.0
@@ -171,9 +175,13 @@ class HealthClient:
 
 
 class BackendClient:
-    """One backend: its status through the BackendService contract (the same for every kind), its data plane by kind."""
+    """One backend: its status through the BackendService contract (the same for every kind), its data plane by kind.
 
-    def __init__(self, cfg: BackendConfig, tls: MeshTls | None = None) -> None:
+    Chat on a textgen backend goes straight to its HTTP engines when `direct` (routing.direct_engines):
+    `engines` holds where they listen, refreshed from GetEngines whenever the status changes.
+    """
+
+    def __init__(self, cfg: BackendConfig, tls: MeshTls | None = None, direct: bool = False) -> None:
         self.name = cfg.name
         self.kind = cfg.kind
         self.channel = make_channel(cfg.address, tls, cfg.kind)
@@ -181,15 +189,56 @@ class BackendClient:
         self.lifecycle = backend_pb2_grpc.BackendServiceStub(self.channel)
         self.textgen = textgen_pb2_grpc.TextgenServiceStub(self.channel)
         self.ocr = ocr_pb2_grpc.OcrServiceStub(self.channel)
+        self.engines = EngineTable(cfg.address) if direct and cfg.kind == "textgen" else None
 
     async def close(self) -> None:
+        if self.engines is not None:
+            await asyncio.gather(*(c.aclose() for c in self.engines.all_clients()))
         await self.channel.close(None)
 
     async def status(self) -> tuple[common_pb2.BackendStatus, bool]:
-        """The backend's status and whether its health check says SERVING."""
+        """The backend's status and whether its health check says SERVING; refreshes the engines when it changed."""
         reply = await _call(self.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=STATUS_CALL_SECONDS))
         check = await _call(self.health.Check(health_pb2.HealthCheckRequest(), timeout=STATUS_CALL_SECONDS))
+        if self.engines is not None:
+            await self._refresh_engines(status_fingerprint(reply.status))
         return reply.status, check.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def _refresh_engines(self, fingerprint: Hashable) -> None:
+        assert self.engines is not None
+        if self.engines.needs_refresh(fingerprint):
+            try:
+                reply = await _call(self.lifecycle.GetEngines(backend_pb2.GetEnginesRequest(), timeout=STATUS_CALL_SECONDS))
+            except (Unimplemented, PermissionDenied) as exc:
+                # A backend that predates direct calls, or does not let this router see its engines: through it.
+                log.warning("backend lists no engines for direct calls", extra={"backend": self.name, "code": exc.code})
+                self.engines.update(fingerprint, [])
+            except GatewayError as exc:
+                # The engines may have changed: calls go through the backend until the next poll reads them.
+                log.warning("cannot read the backend's engines; asking again", extra={"backend": self.name, "code": exc.code})
+                self.engines.update(None, [])
+            else:
+                self.engines.update(fingerprint, reply.engines)
+        await asyncio.gather(*(c.aclose() for c in self.engines.closable()))
+
+    @contextlib.asynccontextmanager
+    async def engine_route(self, model: str) -> AsyncIterator[EngineRoute | None]:
+        """The direct route for `model` while the call runs; None when the call goes through the backend's RPCs.
+
+        A failed direct call makes the next status poll ask for the engines again (a restart brings a new key).
+        """
+        route = self.engines.acquire(model) if self.engines is not None else None
+        if route is None:
+            yield None
+            return
+        assert self.engines is not None
+        try:
+            yield route
+        except Unavailable:
+            self.engines.invalidate()
+            raise
+        finally:
+            self.engines.release(route)
 
     async def generate(self, request: textgen_pb2.GenerateRequest, timeout: float) -> common_pb2.ChatResult:
         return (await _call(self.textgen.Generate(request, timeout=timeout))).result

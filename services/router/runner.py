@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from aigw.common.v1 import common_pb2
@@ -26,6 +26,8 @@ from aigw_common.errors import (
     Unavailable,
     Unimplemented,
 )
+from services.engines import chat as engine_chat
+from services.engines.chat import StreamPart, request_body
 from services.router.backends import BackendPool
 from services.router.clients import BackendClient, QueueClient
 from services.router.events import Listener
@@ -196,29 +198,34 @@ class JobRunner:
 
     async def _chat(self, attempt: Attempt, backend: BackendClient, timeout: float) -> common_pb2.ChatResult:
         job = attempt.job
+        async with backend.engine_route(job.model) as route:
+            if route is not None:
+                body = request_body(route.target, job.chat, job.priority, stream=False)
+                return await engine_chat.complete(route.client, route.target, body, job.request_id)
         request = textgen_pb2.GenerateRequest(model=job.model, chat=job.chat, request_id=job.request_id, priority=job.priority)
         return await backend.generate(request, timeout)
 
     async def _stream_chat(self, attempt: Attempt, backend: BackendClient, timeout: float) -> common_pb2.ChatResult:
         job = attempt.job
-        request = textgen_pb2.StreamGenerateRequest(
-            model=job.model, chat=job.chat, request_id=job.request_id, priority=job.priority
-        )
         parts: list[str] = []
         result = common_pb2.ChatResult(model=job.model)
-        async with contextlib.aclosing(backend.stream_generate(request, timeout)) as chunks:
-            async for chunk in chunks:
-                if chunk.delta:
-                    parts.append(chunk.delta)
-                    attempt.progress += 1
-                    if attempt.listener is not None:
-                        attempt.listener.delta(chunk.delta)
-                if chunk.finish_reason:
-                    result.finish_reason = chunk.finish_reason
-                if chunk.HasField("usage"):
-                    result.usage.CopyFrom(chunk.usage)
-                if chunk.model:
-                    result.model = chunk.model
+        async with backend.engine_route(job.model) as route:
+            if route is not None:
+                body = request_body(route.target, job.chat, job.priority, stream=True)
+                stream = engine_chat.stream(route.client, route.target, body, job.request_id)
+            else:
+                stream = _relayed(backend, job, timeout)
+            async with contextlib.aclosing(stream) as chunks:
+                async for delta, finish_reason, usage in chunks:
+                    if delta:
+                        parts.append(delta)
+                        attempt.progress += 1
+                        if attempt.listener is not None:
+                            attempt.listener.delta(delta)
+                    if finish_reason:
+                        result.finish_reason = finish_reason
+                    if usage is not None:
+                        result.usage.CopyFrom(usage)
         result.message.CopyFrom(common_pb2.ChatMessage(role="assistant", content="".join(parts)))
         return result
 
@@ -295,6 +302,14 @@ class JobRunner:
             return await self.queue.fail(failure)
         except LEASE_GONE:
             return await self.queue.get(job.request_id)
+
+
+async def _relayed(backend: BackendClient, job: common_pb2.Job, timeout: float) -> AsyncGenerator[StreamPart, None]:
+    """A stream through the backend's StreamGenerate RPC, in the parts a direct engine stream yields."""
+    request = textgen_pb2.StreamGenerateRequest(model=job.model, chat=job.chat, request_id=job.request_id, priority=job.priority)
+    async with contextlib.aclosing(backend.stream_generate(request, timeout)) as chunks:
+        async for chunk in chunks:
+            yield chunk.delta, chunk.finish_reason, chunk.usage if chunk.HasField("usage") else None
 
 
 def _completion(attempt: Attempt, result: common_pb2.ChatResult | common_pb2.OcrResult) -> queue_pb2.CompleteJobRequest:

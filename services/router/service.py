@@ -75,7 +75,7 @@ class RouterService:
         self.queue = QueueClient(cfg.services.queue.address, tls, cfg.routing.queue_session)
         self.catalog = ModelCatalog(cfg.models)
         self.pool = BackendPool(cfg.backends, cfg.routing)
-        self.backends = {b.name: BackendClient(b, tls) for b in cfg.backends}
+        self.backends = {b.name: BackendClient(b, tls, cfg.routing.direct_engines) for b in cfg.backends}
         verifier = TokenVerifier(cfg.auth, resolve_jwt_secret(cfg))
         self.gate = Gate(
             Authenticator(verifier, self.queue.api_key_principal, users=self.queue.account), RateLimiter(cfg.rate_limit)

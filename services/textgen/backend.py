@@ -6,17 +6,18 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from aigw.common.v1 import common_pb2
 from aigw_common.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound, Unavailable
+from services.engines.chat import ChatTarget, StreamPart, complete, request_body
+from services.engines.chat import stream as stream_chat
 from services.engines.process import Backoff
 from services.textgen.metrics import UNKNOWN
 from services.textgen.model_server import CrashSink, ModelServer, ServerState
-from services.textgen.payloads import chat_body, chat_result, chunk_parts, usage_of
 from services.textgen.settings import ModelSpec, TextgenSettings
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ NOT_READY = {
 }
 
 Notify = Callable[[bool], Coroutine[Any, Any, None]]
-StreamPart = tuple[str, str, common_pb2.Usage | None]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,20 @@ class BackendSnapshot:
     prefix_cache_hit_rate: float
     detail: str
     restarts: int
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """One serving engine as a router calls it directly (GetEngines): holds a secret, never logged or shown."""
+
+    base_url: str
+    engine: str
+    models: list[ModelSpec]
+    priority_scheduling: bool
+    stream_usage: bool
+    api_key: str = field(repr=False)
+    request_timeout_seconds: float
+    capacity: int
 
 
 def _known_sum(values: list[float]) -> int:
@@ -127,24 +141,27 @@ class TextgenBackend:
 
     def _prepare(
         self, model: str, chat: common_pb2.ChatJob, priority: int, stream: bool
-    ) -> tuple[ModelSpec, dict[str, Any], ModelServer]:
+    ) -> tuple[ChatTarget, dict[str, Any], ModelServer]:
         spec = self.settings.models.get(model)
         if spec is None:
             raise self._unknown(model)
-        body = chat_body(
-            spec,
-            chat,
-            stream=stream,
-            priority=priority,
-            priority_scheduling=self.settings.priority_scheduling,
-            stream_usage=self.settings.backend.engine != "transformers",
-        )
+        target = self._target(spec)
+        body = request_body(target, chat, priority, stream)
         server = self._servers.get(model)
         if server is None or server.state is not ServerState.READY:
             state = server.state if server else ServerState.IDLE
             raise Unavailable(f"model {model!r} {NOT_READY[state]} on backend {self.settings.name}")
         server.last_used = time.monotonic()
-        return spec, body, server
+        return target, body, server
+
+    def _target(self, spec: ModelSpec) -> ChatTarget:
+        return ChatTarget(
+            model=spec.name,
+            upstream_name=spec.upstream_name,
+            default_max_tokens=spec.default_max_tokens,
+            priority_scheduling=self.settings.priority_scheduling,
+            stream_usage=self.settings.stream_usage,
+        )
 
     def _unknown(self, model: str) -> GatewayError:
         if not model:
@@ -155,31 +172,22 @@ class TextgenBackend:
 
     async def generate(self, model: str, chat: common_pb2.ChatJob, priority: int, request_id: str) -> common_pb2.ChatResult:
         """One whole answer; UNAVAILABLE when the model is not ready here or its server fails."""
-        spec, body, server = self._prepare(model, chat, priority, stream=False)
+        target, body, server = self._prepare(model, chat, priority, stream=False)
         server.in_flight += 1
         try:
-            data = await server.client.chat(body, {"x-request-id": request_id}, spec.upstream_name, model)
+            return await complete(server.client, target, body, request_id)
         finally:
             server.in_flight -= 1
-        return chat_result(data, model)
 
     async def stream(self, model: str, chat: common_pb2.ChatJob, priority: int, request_id: str) -> AsyncIterator[StreamPart]:
         """(delta, "", None) per text chunk, then ("", finish_reason, usage) once."""
-        spec, body, server = self._prepare(model, chat, priority, stream=True)
-        finish, usage = "", None
+        target, body, server = self._prepare(model, chat, priority, stream=True)
         server.in_flight += 1
         try:
-            async for event in server.client.stream_chat(body, {"x-request-id": request_id}, spec.upstream_name, model):
-                delta, reason = chunk_parts(event)
-                finish = reason or finish
-                usage = usage_of(event) or usage
-                if delta:
-                    yield delta, "", None
+            async for part in stream_chat(server.client, target, body, request_id):
+                yield part
         finally:
             server.in_flight -= 1
-        if not finish:
-            raise Unavailable("the model server ended the stream before the answer was finished")
-        yield "", finish, usage
 
     # ---- lifecycle ----
 
@@ -309,12 +317,20 @@ class TextgenBackend:
             return f"woken: {', '.join(woken)}" if woken else "nothing was asleep"
 
     async def _drain(self, servers: list[ModelServer], timeout: float, force: bool) -> None:
-        """Stops new work on `servers` and waits for theirs; refuses (FAILED_PRECONDITION) when it does not end in time."""
+        """Stops new work on `servers` and waits for theirs; refuses (FAILED_PRECONDITION) when it does not end in time.
+
+        Routers call engines directly too (routing.direct_engines): they stop sending once their next
+        status poll shows the drain, so the drain lasts at least one status interval, and where the
+        engine exports metrics its own count of running and waiting requests must reach zero as well.
+        """
         timeout = timeout if timeout > 0 else DEFAULT_DRAIN_SECONDS
         for server in servers:
             server.begin_drain()
-        deadline = time.monotonic() + timeout
-        while (left := sum(s.in_flight for s in servers)) and time.monotonic() < deadline:
+        start = time.monotonic()
+        deadline, settled = start + timeout, start + self.settings.direct_grace_seconds
+        while (left := await self._busy(servers)) or time.monotonic() < settled:
+            if time.monotonic() >= deadline:
+                break
             await asyncio.sleep(DRAIN_POLL_SECONDS)
         if left and not force:
             for server in servers:
@@ -322,6 +338,14 @@ class TextgenBackend:
             raise FailedPrecondition(
                 f"{left} request(s) still in flight after draining for {timeout:g}s; try again later or force it"
             )
+
+    async def _busy(self, servers: list[ModelServer]) -> int:
+        """Requests still running on `servers`: ours, or the engines' own count where they export one."""
+        own = sum(s.in_flight for s in servers)
+        if own or not self.settings.direct_grace_seconds or not self.settings.polls_metrics:
+            return own
+        counted = [await s.engine_load() for s in servers]
+        return sum(c for c in counted if c > 0)
 
     def _new_server(self, specs: list[ModelSpec], slot: int) -> ModelServer:
         return ModelServer(
@@ -387,6 +411,24 @@ class TextgenBackend:
             detail=next((s.detail for s in servers if s.detail), self._detail),
             restarts=self._past_restarts + sum(s.restarts for s in servers),
         )
+
+    def engines(self) -> list[EngineInfo]:
+        """The engines that take new work now (READY), with what they serve and their credential."""
+        backend = self.settings.backend
+        return [
+            EngineInfo(
+                base_url=server.url,
+                engine=backend.engine,
+                models=[spec for name, spec in self.settings.models.items() if self._servers.get(name) is server],
+                priority_scheduling=self.settings.priority_scheduling,
+                stream_usage=self.settings.stream_usage,
+                api_key=server.api_key,
+                request_timeout_seconds=backend.request_timeout_seconds,
+                capacity=backend.capacity,
+            )
+            for server in self._unique()
+            if server.state is ServerState.READY
+        ]
 
     def server_of(self, model: str) -> ModelServer | None:
         """The server holding `model`, if any (operators' tools and tests look at its process)."""

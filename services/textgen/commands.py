@@ -10,6 +10,8 @@ from aigw_common.config import BackendConfig
 from services.textgen.settings import PLACEHOLDER, ModelSpec
 
 HOST = "127.0.0.1"
+# The gateway's own secrets, which no model server needs.
+SECRET_ENV = frozenset({"AIGW_TEXTGEN_API_KEY", "JWT_SECRET", "AIGW_ADMIN_PASSWORD", "MONGODB_URI"})
 
 # transformers serve runs the generated local model with no network at all.
 TRANSFORMERS_ENV = {
@@ -94,12 +96,21 @@ def server_command(backend: BackendConfig, spec: ModelSpec, port: int) -> list[s
     return transformers_command(spec, port)
 
 
-def server_env(backend: BackendConfig, base: Mapping[str, str]) -> dict[str, str]:
-    """The model server's environment: ours plus what its engine needs (explicit settings in `base` win)."""
-    env = {**base, "PYTHONUNBUFFERED": "1"}
+def server_env(backend: BackendConfig, base: Mapping[str, str], api_key: str = "") -> dict[str, str]:
+    """The model server's environment: ours plus what its engine needs (explicit settings in `base` win).
+
+    vLLM's API key travels here (VLLM_API_KEY), never on the command line, which every local user can
+    read in /proc/*/cmdline. Our own secrets stay out of the server's environment.
+    """
+    env = {k: v for k, v in base.items() if k not in SECRET_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
     if backend.engine == "transformers":
         env = {**TRANSFORMERS_ENV, **env}
     if backend.engine == "vllm" and backend.sleep_mode:
         # The /sleep, /wake_up and /is_sleeping endpoints exist only in vLLM's dev mode.
         env["VLLM_SERVER_DEV_MODE"] = "1"
+    if backend.engine == "vllm":
+        env.pop("VLLM_API_KEY", None)
+        if api_key:
+            env["VLLM_API_KEY"] = api_key
     return env

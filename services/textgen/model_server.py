@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 
@@ -42,10 +43,16 @@ class ModelServer:
         self.slot = slot
         self.port = settings.backend.port + slot if settings.supervised else 0
         self.label = f"{settings.name}/{specs[0].name}" if settings.supervised else settings.name
-        url = f"http://127.0.0.1:{self.port}" if settings.supervised else settings.url
+        self.url = f"http://127.0.0.1:{self.port}" if settings.supervised else settings.url
+        # A supervised vLLM gets a key of its own for this load; only textgen and routers (GetEngines) see it.
+        self.api_key = secrets.token_urlsafe(32) if settings.generates_api_key else settings.api_key
         backend = settings.backend
         self.client = EngineClient(
-            url, capacity=backend.capacity, timeout=backend.request_timeout_seconds, api_key=settings.api_key, transport=transport
+            self.url,
+            capacity=backend.capacity,
+            timeout=backend.request_timeout_seconds,
+            api_key=self.api_key,
+            transport=transport,
         )
         self.state = ServerState.IDLE
         self.detail = ""
@@ -85,7 +92,7 @@ class ModelServer:
         spec = next(iter(self.specs.values()))
         return EngineSupervisor(
             server_command(backend, spec, self.port),
-            server_env(backend, os.environ),
+            server_env(backend, os.environ, self.api_key),
             label=self.label,
             model=spec.name,
             healthy=lambda: self.client.healthy(self.settings.health_path),
@@ -149,6 +156,12 @@ class ModelServer:
             self._crash_log.record("BACKEND_CRASH", self.model, message)
         if healthy and self.settings.polls_metrics:
             await self._scrape()
+
+    async def engine_load(self) -> int:
+        """Running plus waiting requests the engine reports now (-1 when it exports neither)."""
+        await self._scrape()
+        known = [v for v in (self.metrics.running, self.metrics.waiting) if v >= 0]
+        return int(sum(known)) if known else -1
 
     async def _scrape(self) -> None:
         text = await self.client.metrics_text()

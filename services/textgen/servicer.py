@@ -12,7 +12,7 @@ from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from aigw_common.logs import request_id_var
-from services.textgen.backend import BackendSnapshot, TextgenBackend
+from services.textgen.backend import BackendSnapshot, EngineInfo, TextgenBackend
 
 Ctx = Any
 
@@ -35,6 +35,22 @@ def status_proto(snap: BackendSnapshot) -> common_pb2.BackendStatus:
         updated_at=updated,
         detail=snap.detail,
         restarts=snap.restarts,
+    )
+
+
+def engine_proto(info: EngineInfo) -> backend_pb2.Engine:
+    return backend_pb2.Engine(
+        base_url=info.base_url,
+        engine=info.engine,
+        models=[
+            backend_pb2.EngineModel(model=m.name, served_name=m.upstream_name, default_max_tokens=m.default_max_tokens)
+            for m in info.models
+        ],
+        priority_scheduling=info.priority_scheduling,
+        stream_usage=info.stream_usage,
+        api_key=info.api_key,
+        request_timeout_seconds=info.request_timeout_seconds,
+        capacity=info.capacity,
     )
 
 
@@ -93,6 +109,9 @@ class TextgenLifecycleServicer(backend_pb2_grpc.BackendServiceServicer):
         start = time.perf_counter()
         outcome = await self.backend.sleep(request.level)
         return backend_pb2.SleepModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
+
+    async def GetEngines(self, request: backend_pb2.GetEnginesRequest, context: Ctx) -> backend_pb2.GetEnginesResponse:
+        return backend_pb2.GetEnginesResponse(engines=[engine_proto(e) for e in self.backend.engines()])
 
     async def WakeModel(self, request: backend_pb2.WakeModelRequest, context: Ctx) -> backend_pb2.WakeModelResponse:
         start = time.perf_counter()

@@ -38,6 +38,7 @@ class TextgenSettings:
     url: str
     api_key: str
     priority_scheduling: bool
+    direct_grace_seconds: float = 0.0
 
     @property
     def name(self) -> str:
@@ -54,6 +55,16 @@ class TextgenSettings:
     @property
     def polls_metrics(self) -> bool:
         return self.backend.engine in METRICS_ENGINES
+
+    @property
+    def stream_usage(self) -> bool:
+        """Whether streamed answers may ask for usage (transformers serve rejects stream_options)."""
+        return self.backend.engine != "transformers"
+
+    @property
+    def generates_api_key(self) -> bool:
+        """Supervised vLLM gets a fresh random API key at each start (VLLM_API_KEY, never argv)."""
+        return self.supervised and self.backend.engine == "vllm"
 
     @property
     def health_path(self) -> str:
@@ -126,6 +137,17 @@ def base_url(url: str) -> str:
     return url.removesuffix("/v1")
 
 
+def attached_api_key(backend: BackendConfig, env: Mapping[str, str]) -> str:
+    """The key of an attached server: the variable `api_key_env` names (the file never holds the secret),
+    else AIGW_TEXTGEN_API_KEY; empty when the server takes none."""
+    if not backend.api_key_env:
+        return env.get("AIGW_TEXTGEN_API_KEY", "")
+    key = env.get(backend.api_key_env, "")
+    if not key:
+        raise ConfigError(f"backends.{backend.name}.api_key_env: the environment variable {backend.api_key_env} is not set")
+    return key
+
+
 def resolve_settings(cfg: GatewayConfig, env: Mapping[str, str]) -> TextgenSettings:
     """Builds the settings of the backend this process runs."""
     backend = select_backend(cfg, env)
@@ -144,6 +166,8 @@ def resolve_settings(cfg: GatewayConfig, env: Mapping[str, str]) -> TextgenSetti
         queue_address=cfg.services.queue.address,
         status_interval_seconds=cfg.routing.status_interval_seconds,
         url=url,
-        api_key=env.get("AIGW_TEXTGEN_API_KEY", ""),
+        api_key=attached_api_key(backend, env) if backend.mode == "attach" else "",
         priority_scheduling=_priority_scheduling(backend),
+        # Routers that call engines directly need one status interval to see a drain begin.
+        direct_grace_seconds=cfg.routing.status_interval_seconds if cfg.routing.direct_engines else 0.0,
     )

@@ -164,6 +164,21 @@ def test_no_secret_or_user_data_is_readable_by_others_or_logged(mesh: Mesh) -> N
     assert str(data / "secrets" / "admin_password") in admin_log, "the log says where the generated password is"
 
 
+def test_chats_go_to_the_model_server_directly_not_through_textgens_generate(mesh: Mesh) -> None:
+    """routing.direct_engines (default): the router calls `transformers serve` itself; textgen only supervises it."""
+    password = (Path(mesh.cfg.data_dir) / "secrets" / "admin_password").read_text().strip()
+    with httpx.Client(base_url=mesh.edge_url, timeout=60) as http:
+        token = http.post("/auth/token", data={"username": "admin", "password": password}).json()["access_token"]
+        for _ in range(2):
+            chat = http.post("/api/chat", json=CHAT, headers={"authorization": f"Bearer {token}"})
+            assert chat.status_code == 200, chat.text
+            assert chat.json()["status"] == "SUCCEEDED"
+    metrics = httpx.get(f"http://127.0.0.1:{mesh.cfg.services.textgen.metrics_port}/metrics", timeout=10).text
+    served = [line for line in metrics.splitlines() if line.startswith("aigw_rpc_requests_total")]
+    assert any('method="GetEngines"' in line for line in served), "the router asked textgen where the engine is"
+    assert not [line for line in served if 'method="Generate"' in line or 'method="StreamGenerate"' in line]
+
+
 def test_the_store_listens_on_a_private_socket_and_no_tcp_port(mesh: Mesh) -> None:
     pid = mesh.pids()["ferretdb"]
     assert pid

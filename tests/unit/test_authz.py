@@ -47,6 +47,8 @@ def test_the_rules_the_trust_model_promises() -> None:
     assert authz.POLICY[f"{lifecycle}GetStatus"] == {authz.ROUTER, authz.ADMIN}
     for rpc in ("LoadModel", "UnloadModel", "SwitchModel", "SleepModel", "WakeModel"):
         assert authz.POLICY[f"{lifecycle}{rpc}"] == {authz.ADMIN}
+    # Engine URLs and keys: the router only, not even the admin service.
+    assert authz.POLICY[f"{lifecycle}GetEngines"] == {authz.ROUTER}
 
 
 def test_unknown_methods_and_identities_are_refused() -> None:

@@ -272,7 +272,9 @@ async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
         await create_users(cfg.services.queue.address, USERS)
         for backend in cfg.backends:
             service: Service = (
-                build_textgen(cfg, {"AIGW_BACKEND": backend.name}) if backend.kind == "textgen" else build_ocr(cfg, backend.name)
+                build_textgen(cfg, {**os.environ, "AIGW_BACKEND": backend.name})
+                if backend.kind == "textgen"
+                else build_ocr(cfg, backend.name)
             )
             await stack.enter_async_context(serving(service, backend.address))
         router = RouterService(cfg)

@@ -22,6 +22,7 @@ import psutil
 import pytest
 import pytest_asyncio
 
+from aigw.backend.v1 import backend_pb2
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2
 from aigw_common.config import parse_config
@@ -37,7 +38,9 @@ STARTUP_SECONDS = 600.0
 VLLM_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
-def gateway_config(model_dir: Path, *, mode: str, port: int = 0, url: str = "", capacity: int = 2) -> dict[str, Any]:
+def gateway_config(
+    model_dir: Path, *, mode: str, port: int = 0, url: str = "", capacity: int = 2, api_key_env: str = ""
+) -> dict[str, Any]:
     return {
         # A queue port nothing listens on: crash events stay in textgen's log (this module checks no queue).
         "services": {"textgen": {"metrics_port": 0}, "queue": {"port": free_port(), "metrics_port": 0}},
@@ -52,6 +55,7 @@ def gateway_config(model_dir: Path, *, mode: str, port: int = 0, url: str = "", 
                 "mode": mode,
                 "port": port,
                 "url": url,
+                "api_key_env": api_key_env,
                 "engine_python": str(VLLM_PYTHON),
                 "gpu_memory_utilization": 0.08,
                 "max_model_len": 2048,
@@ -69,6 +73,11 @@ class Supervised:
     service: TextgenService
     client: Client
     url: str
+
+    def api_key(self) -> str:
+        server = self.service.backend.server_of("tiny-chat")
+        assert server is not None
+        return server.api_key
 
     def server_pid(self) -> int:
         server = self.service.backend.server_of("tiny-chat")
@@ -169,11 +178,29 @@ async def test_priorities_reach_vllms_scheduler(supervised: Supervised) -> None:
     assert finished == ["high", "low"]
 
 
+async def test_vllm_refuses_callers_without_the_key_only_textgen_and_routers_hold(supervised: Supervised) -> None:
+    key = supervised.api_key()
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    async with httpx.AsyncClient(base_url=supervised.url, timeout=60) as attacker:
+        anonymous = await attacker.post("/v1/chat/completions", json=body)
+        guessed = await attacker.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer guess"})
+        keyed = await attacker.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+    assert (anonymous.status_code, guessed.status_code, keyed.status_code) == (401, 401, 200)
+
+    server = psutil.Process(supervised.server_pid())
+    for proc in [server, *server.children(recursive=True)]:
+        assert not any(key in arg for arg in proc.cmdline()), "the key must not be on any command line"
+    assert key not in str(await supervised.client.status())
+    engines = await supervised.client.lifecycle.GetEngines(backend_pb2.GetEnginesRequest(), timeout=5)
+    assert [(e.base_url, e.api_key, e.priority_scheduling) for e in engines.engines] == [(supervised.url, key, True)]
+
+
 async def test_a_textgen_attached_to_the_same_vllm_serves_and_reads_its_metrics(
     supervised: Supervised, tiny_model_dir: Path
 ) -> None:
-    cfg = parse_config(gateway_config(tiny_model_dir, mode="attach", url=supervised.url + "/v1"), env={})
-    async with serving(build(cfg, env={})) as client:
+    config = gateway_config(tiny_model_dir, mode="attach", url=supervised.url + "/v1", api_key_env="TINY_VLLM_KEY")
+    cfg = parse_config(config, env={})
+    async with serving(build(cfg, env={"TINY_VLLM_KEY": supervised.api_key()})) as client:
         await client.wait_health("SERVING", 30)
         reply = await generate(client, common_pb2.PRIORITY_HIGH, max_tokens=6)
         deadline = time.monotonic() + 30

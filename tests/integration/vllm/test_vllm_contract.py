@@ -13,10 +13,10 @@ import pytest
 
 from aigw.common.v1 import common_pb2
 from aigw_common.config import BackendConfig, ModelConfig, parse_config
+from services.engines.payloads import VLLM_PRIORITY, chat_body
 from services.ocr import deepseek
 from services.ocr.results import OutputFormat
 from services.textgen.commands import server_command
-from services.textgen.payloads import VLLM_PRIORITY, chat_body
 from services.textgen.settings import TextgenSettings, resolve_settings
 from tests.integration.vllm.helpers import REPO, VllmChecker
 from tests.unit.deploy.helpers import compose_services, containers, workloads

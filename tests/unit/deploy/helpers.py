@@ -21,7 +21,11 @@ REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 # Written alongside this deployment; until it lands, the checks that read it are expected to fail.
-PLACEHOLDER_ENV = {"MONGODB_URI": "mongodb://mongo:27017/aigw?replicaSet=rs0", "JWT_SECRET": "x" * 64}
+PLACEHOLDER_ENV = {
+    "MONGODB_URI": "mongodb://mongo:27017/aigw?replicaSet=rs0",
+    "JWT_SECRET": "x" * 64,
+    "AIGW_GPU0_API_KEY": "k" * 32,
+}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 GRPC_SERVICES = frozenset(
     s.full_name

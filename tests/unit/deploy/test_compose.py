@@ -147,3 +147,12 @@ def test_the_store_needs_credentials_and_every_aigw_service_holds_only_its_own_i
         assert SERVICES[name]["environment"]["AIGW_TLS_DIR"] == "/run/secrets"
     envoy = {s["target"] for s in SERVICES["envoy"]["secrets"]}
     assert envoy == {"/etc/aigw/tls/ca.crt", "/etc/aigw/tls/edge.crt", "/etc/aigw/tls/edge.key"}
+
+
+def test_the_chat_engine_refuses_callers_without_its_key() -> None:
+    vllm, textgen = SERVICES["vllm"], SERVICES["textgen"]
+    assert vllm["environment"]["VLLM_API_KEY"].startswith("${VLLM_API_KEY:?")
+    assert not any("api-key" in str(arg) for arg in [*vllm.get("entrypoint", []), *vllm["command"]])
+    backend = production_config().backend("gpu-0")
+    assert textgen["environment"][backend.api_key_env] == vllm["environment"]["VLLM_API_KEY"]
+    assert re.search(r"^VLLM_API_KEY=", (DEPLOY / ".env.example").read_text(), re.MULTILINE)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from aigw_common.pki import IDENTITIES
-from tests.unit.deploy.helpers import containers, k8s_objects, of_kind, production_config, workloads
+from tests.unit.deploy.helpers import K8S, containers, documents, k8s_objects, of_kind, production_config, workloads
 
 OBJECTS = k8s_objects()
 WORKLOADS = {w["metadata"]["name"]: w for w in workloads()}
@@ -122,3 +122,19 @@ def test_each_pod_mounts_its_own_identity_privately(workload: str, identity: str
 
 def test_production_runs_with_service_identity() -> None:
     assert production_config().mesh_tls.mode == "mtls"
+
+
+def test_the_chat_engine_takes_a_key_from_the_secret_and_only_routers_reach_its_api() -> None:
+    textgen = WORKLOADS["textgen"]
+    pod = {c["name"]: c for c in containers(textgen)}
+    engine_key = {"secretKeyRef": {"name": "aigw-secrets", "key": "VLLM_API_KEY"}}
+    vllm_env = {e["name"]: e.get("valueFrom") for e in pod["vllm"]["env"]}
+    assert vllm_env["VLLM_API_KEY"] == engine_key
+    assert not any("--api-key" in str(arg) for arg in [*pod["vllm"].get("command", []), *pod["vllm"]["args"]])
+    textgen_env = {e["name"]: e.get("valueFrom") for e in pod["textgen"]["env"]}
+    backend = production_config().backend("gpu-0")
+    assert textgen_env[backend.api_key_env] == engine_key
+    # The engine's port: routers (direct calls) and Prometheus (/metrics); textgen is in the pod.
+    assert allowed_from("textgen", 8000) == {"router", "namespace:{'kubernetes.io/metadata.name': 'monitoring'}"}
+    template = documents(K8S / "secret.template.yaml")
+    assert "VLLM_API_KEY" in next(d for d in template if d["metadata"]["name"] == "aigw-secrets")["stringData"]

@@ -6,7 +6,7 @@ import pytest
 
 from services.router.service import check_routing
 from services.textgen.settings import resolve_settings
-from tests.unit.deploy.helpers import compose_services, production_config
+from tests.unit.deploy.helpers import PLACEHOLDER_ENV, compose_services, production_config
 
 
 def test_it_loads_with_placeholder_secrets_and_uses_mongodb() -> None:
@@ -17,7 +17,7 @@ def test_it_loads_with_placeholder_secrets_and_uses_mongodb() -> None:
     assert {b.engine for b in cfg.backends} == {"vllm", "deepseek-ocr", "tesseract"}
     check_routing(cfg)
     for backend in cfg.backends_of("textgen"):
-        assert resolve_settings(cfg, {"AIGW_BACKEND": backend.name}).url
+        assert resolve_settings(cfg, {**PLACEHOLDER_ENV, "AIGW_BACKEND": backend.name}).url
 
 
 def test_services_reach_each_other_by_their_service_names() -> None:

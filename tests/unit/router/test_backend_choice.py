@@ -90,6 +90,15 @@ def test_own_calls_count_between_polls_without_double_counting() -> None:
     assert p.views["a"].in_flight == 4
 
 
+def test_work_other_routers_send_straight_to_the_engine_counts_as_in_flight() -> None:
+    p, _ = pool()
+    p.observe("a", report(in_flight=0, server_running=6))
+    p.observe("b", report(in_flight=2, server_running=1))
+
+    assert (p.views["a"].in_flight, p.views["b"].in_flight) == (6, 2)
+    assert p.choose("m").name == "b"  # type: ignore[union-attr]
+
+
 def test_no_candidate_means_no_choice() -> None:
     p, _ = pool()
     assert p.choose("unknown-model") is None

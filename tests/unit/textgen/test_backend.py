@@ -39,6 +39,7 @@ class VllmStandIn:
         self.chats: list[httpx.Request] = []
         self.calls: list[str] = []
         self.bodies: list[bytes] = []
+        self.metrics = METRICS
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -48,7 +49,7 @@ class VllmStandIn:
         if path == "/health":
             return httpx.Response(200)
         if path == "/metrics":
-            return httpx.Response(200, text=METRICS)
+            return httpx.Response(200, text=self.metrics)
         if path == "/sleep":
             self.sleeping = True
             return httpx.Response(200)
@@ -65,9 +66,9 @@ class VllmStandIn:
         return httpx.Response(200, content=orjson.dumps(answer))
 
 
-def make_backend(standin: VllmStandIn, crash_log: CrashLog | None = None, **backend: Any) -> TextgenBackend:
+def make_backend(standin: VllmStandIn, crash_log: CrashLog | None = None, direct: bool = False, **backend: Any) -> TextgenBackend:
     raw = {
-        "routing": {"status_interval_seconds": 0.02},
+        "routing": {"status_interval_seconds": 0.02, "direct_engines": direct},
         "models": {"llama": {"served_name": "meta-llama/Llama-3-8B-Instruct"}, "qwen": {}},
         "backends": [
             {"name": "gpu-0", "kind": "textgen", "engine": "vllm", "mode": "attach", "url": "http://vllm.test/v1"}
@@ -156,6 +157,34 @@ async def test_sleep_and_wake_use_the_dev_endpoints_and_flip_health(
     assert outcome == "woken"
     assert backend.snapshot().state is ServerState.READY
     await settle(lambda: running.health == [False, True, False, True])
+
+
+async def test_with_direct_routers_a_drain_waits_for_the_engines_own_count() -> None:
+    """Routers call the engine directly: textgen's own count is 0, the engine's metrics tell what still runs."""
+    standin = VllmStandIn()
+    backend = make_backend(standin, direct=True)
+
+    async def notify(serving: bool) -> None:
+        pass
+
+    await backend.start(notify)
+    server = backend.server_of("llama")
+    assert server is not None
+    try:
+        with pytest.raises(FailedPrecondition, match=r"7 request\(s\) still in flight after draining for 0.2s"):
+            await backend._drain([server], 0.2, force=False)
+        assert backend.snapshot().state is ServerState.READY  # the refused drain gave the model back
+
+        async def finish() -> None:
+            await asyncio.sleep(0.1)
+            standin.metrics = METRICS.replace(" 2.0", " 0.0").replace(" 5.0", " 0.0")
+
+        task = asyncio.create_task(finish())
+        await backend._drain([server], 5, force=False)
+        await task
+        assert backend.snapshot().state is ServerState.DRAINING
+    finally:
+        await backend.stop()
 
 
 async def test_waking_from_level_2_reloads_the_weights_before_the_kv_cache(running: Running) -> None:

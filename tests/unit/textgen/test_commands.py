@@ -163,3 +163,33 @@ def test_attach_urls_are_taken_with_or_without_v1() -> None:
     assert settings(mode="attach", url="http://gpu-box:8000/v1/").url == "http://gpu-box:8000"
     assert settings(mode="attach", url="http://gpu-box:8000").url == "http://gpu-box:8000"
     assert settings(mode="attach", url="http://gpu-box:8000", engine="openai").health_path == "/v1/models"
+
+
+def test_vllm_takes_its_key_by_environment_never_argv() -> None:
+    s = settings()
+    env = server_env(s.backend, {"PATH": "/bin", "VLLM_API_KEY": "stale", "JWT_SECRET": "j", "AIGW_TEXTGEN_API_KEY": "x"}, "k-1")
+
+    assert env["VLLM_API_KEY"] == "k-1"
+    assert "JWT_SECRET" not in env
+    assert "AIGW_TEXTGEN_API_KEY" not in env
+    assert not any("k-1" in arg for arg in server_command(s.backend, s.models["llama"], 8201))
+    assert "--api-key" not in server_command(s.backend, s.models["llama"], 8201)
+    assert s.generates_api_key
+    assert s.api_key == ""
+
+
+def test_an_attached_server_takes_its_key_from_the_variable_the_config_names() -> None:
+    s = settings({"GPU0_KEY": "secret-1"}, mode="attach", url="http://vllm:8000/v1", api_key_env="GPU0_KEY")
+
+    assert s.api_key == "secret-1"
+    assert not s.generates_api_key
+    with pytest.raises(ConfigError, match=r"backends.gpu-0.api_key_env: the environment variable GPU0_KEY is not set"):
+        settings({}, mode="attach", url="http://vllm:8000", api_key_env="GPU0_KEY")
+    assert settings({"AIGW_TEXTGEN_API_KEY": "old"}, mode="attach", url="http://vllm:8000").api_key == "old"
+
+
+def test_transformers_serve_has_no_key_and_no_stream_usage() -> None:
+    s = settings(engine="transformers")
+
+    assert not s.generates_api_key
+    assert not s.stream_usage

@@ -8,7 +8,7 @@ import pytest
 
 from aigw.common.v1 import common_pb2
 from aigw_common.errors import InvalidArgument, Unavailable
-from services.textgen.payloads import chat_body, chat_result, chunk_parts
+from services.engines.payloads import chat_body, chat_result, chunk_parts
 from services.textgen.settings import ModelSpec
 
 SPEC = ModelSpec("llama", "/models/llama", "meta-llama/Llama-3-8B-Instruct", default_max_tokens=128)

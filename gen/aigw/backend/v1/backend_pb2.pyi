@@ -4,8 +4,10 @@ isort:skip_file
 The backend lifecycle contract: one service that every backend (textgen, ocr) implements."""
 
 from aigw.common.v1 import common_pb2 as _common_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -338,3 +340,126 @@ class WakeModelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WakeModelResponse: _TypeAlias = WakeModelResponse  # noqa: Y015
+
+@_typing.final
+class GetEnginesRequest(_message.Message):
+    """Input of GetEngines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEnginesRequest: _TypeAlias = GetEnginesRequest  # noqa: Y015
+
+@_typing.final
+class GetEnginesResponse(_message.Message):
+    """Output of GetEngines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def engines(self) -> _containers.RepeatedCompositeFieldContainer[Global___Engine]:
+        """The engines that serve requests now (loaded and awake), one per model server."""
+
+    def __init__(
+        self,
+        *,
+        engines: _abc.Iterable[Global___Engine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engines", b"engines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEnginesResponse: _TypeAlias = GetEnginesResponse  # noqa: Y015
+
+@_typing.final
+class Engine(_message.Message):
+    """One OpenAI-compatible HTTP engine a router may call directly."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    PRIORITY_SCHEDULING_FIELD_NUMBER: _builtins.int
+    STREAM_USAGE_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    REQUEST_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    base_url: _builtins.str
+    """Root URL of the server ("http://host:port", without /v1)."""
+    engine: _builtins.str
+    """Engine kind: "vllm", "transformers" or "openai"."""
+    priority_scheduling: _builtins.bool
+    """Whether the server takes the `priority` field (vLLM with --scheduling-policy priority)."""
+    stream_usage: _builtins.bool
+    """Whether streamed answers may ask for usage (stream_options.include_usage)."""
+    api_key: _builtins.str
+    """Bearer credential the server requires; empty when it takes none. Secret."""
+    request_timeout_seconds: _builtins.float
+    """Upper bound of one request, in seconds."""
+    capacity: _builtins.int
+    """Concurrent requests the backend is sized for (pooled connections follow it)."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___EngineModel]:
+        """The gateway models it serves."""
+
+    def __init__(
+        self,
+        *,
+        base_url: _builtins.str = ...,
+        engine: _builtins.str = ...,
+        models: _abc.Iterable[Global___EngineModel] | None = ...,
+        priority_scheduling: _builtins.bool = ...,
+        stream_usage: _builtins.bool = ...,
+        api_key: _builtins.str = ...,
+        request_timeout_seconds: _builtins.float = ...,
+        capacity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "base_url", b"base_url", "capacity", b"capacity", "engine", b"engine", "models", b"models", "priority_scheduling", b"priority_scheduling", "request_timeout_seconds", b"request_timeout_seconds", "stream_usage", b"stream_usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Engine: _TypeAlias = Engine  # noqa: Y015
+
+@_typing.final
+class EngineModel(_message.Message):
+    """One gateway model as an engine serves it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    SERVED_NAME_FIELD_NUMBER: _builtins.int
+    DEFAULT_MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Gateway model name (what requests name)."""
+    served_name: _builtins.str
+    """The `model` field the server expects."""
+    default_max_tokens: _builtins.int
+    """max_tokens applied when a request sets none."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        served_name: _builtins.str = ...,
+        default_max_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_max_tokens", b"default_max_tokens", "model", b"model", "served_name", b"served_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineModel: _TypeAlias = EngineModel  # noqa: Y015

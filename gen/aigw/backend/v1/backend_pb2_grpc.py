@@ -67,6 +67,11 @@ class BackendServiceStub:
                 request_serializer=aigw_dot_backend_dot_v1_dot_backend__pb2.WakeModelRequest.SerializeToString,
                 response_deserializer=aigw_dot_backend_dot_v1_dot_backend__pb2.WakeModelResponse.FromString,
                 _registered_method=True)
+        self.GetEngines = channel.unary_unary(
+                '/aigw.backend.v1.BackendService/GetEngines',
+                request_serializer=aigw_dot_backend_dot_v1_dot_backend__pb2.GetEnginesRequest.SerializeToString,
+                response_deserializer=aigw_dot_backend_dot_v1_dot_backend__pb2.GetEnginesResponse.FromString,
+                _registered_method=True)
 
 
 class BackendServiceServicer:
@@ -117,6 +122,15 @@ class BackendServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEngines(self, request, context):
+        """Where each HTTP engine of the backend listens, what it serves and the credential to call it.
+        Router-only: the answer holds secrets, so it is never part of BackendStatus or any admin or user
+        answer. A backend with no HTTP engine the router may call answers with no engines.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackendServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +163,11 @@ def add_BackendServiceServicer_to_server(servicer, server):
                     servicer.WakeModel,
                     request_deserializer=aigw_dot_backend_dot_v1_dot_backend__pb2.WakeModelRequest.FromString,
                     response_serializer=aigw_dot_backend_dot_v1_dot_backend__pb2.WakeModelResponse.SerializeToString,
+            ),
+            'GetEngines': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEngines,
+                    request_deserializer=aigw_dot_backend_dot_v1_dot_backend__pb2.GetEnginesRequest.FromString,
+                    response_serializer=aigw_dot_backend_dot_v1_dot_backend__pb2.GetEnginesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +335,33 @@ class BackendService:
             '/aigw.backend.v1.BackendService/WakeModel',
             aigw_dot_backend_dot_v1_dot_backend__pb2.WakeModelRequest.SerializeToString,
             aigw_dot_backend_dot_v1_dot_backend__pb2.WakeModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEngines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.backend.v1.BackendService/GetEngines',
+            aigw_dot_backend_dot_v1_dot_backend__pb2.GetEnginesRequest.SerializeToString,
+            aigw_dot_backend_dot_v1_dot_backend__pb2.GetEnginesResponse.FromString,
             options,
             channel_credentials,
             insecure,

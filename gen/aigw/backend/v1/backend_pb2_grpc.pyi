@@ -48,6 +48,11 @@ class BackendServiceStub:
     """Puts the loaded models to sleep (vLLM sleep mode) to free accelerator memory quickly."""
     WakeModel: _grpc.UnaryUnaryMultiCallable[_backend_pb2.WakeModelRequest, _backend_pb2.WakeModelResponse]
     """Wakes the sleeping models."""
+    GetEngines: _grpc.UnaryUnaryMultiCallable[_backend_pb2.GetEnginesRequest, _backend_pb2.GetEnginesResponse]
+    """Where each HTTP engine of the backend listens, what it serves and the credential to call it.
+    Router-only: the answer holds secrets, so it is never part of BackendStatus or any admin or user
+    answer. A backend with no HTTP engine the router may call answers with no engines.
+    """
 
 @_typing.type_check_only
 class BackendServiceAsyncStub(BackendServiceStub):
@@ -69,6 +74,11 @@ class BackendServiceAsyncStub(BackendServiceStub):
     """Puts the loaded models to sleep (vLLM sleep mode) to free accelerator memory quickly."""
     WakeModel: _aio.UnaryUnaryMultiCallable[_backend_pb2.WakeModelRequest, _backend_pb2.WakeModelResponse]  # type: ignore[assignment]
     """Wakes the sleeping models."""
+    GetEngines: _aio.UnaryUnaryMultiCallable[_backend_pb2.GetEnginesRequest, _backend_pb2.GetEnginesResponse]  # type: ignore[assignment]
+    """Where each HTTP engine of the backend listens, what it serves and the credential to call it.
+    Router-only: the answer holds secrets, so it is never part of BackendStatus or any admin or user
+    answer. A backend with no HTTP engine the router may call answers with no engines.
+    """
 
 class BackendServiceServicer(metaclass=_abc_1.ABCMeta):
     """Status and model lifecycle of one backend. The router reads GetStatus to route; the admin service
@@ -123,5 +133,16 @@ class BackendServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_backend_pb2.WakeModelResponse, _abc.Awaitable[_backend_pb2.WakeModelResponse]]:
         """Wakes the sleeping models."""
+
+    @_abc_1.abstractmethod
+    def GetEngines(
+        self,
+        request: _backend_pb2.GetEnginesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_backend_pb2.GetEnginesResponse, _abc.Awaitable[_backend_pb2.GetEnginesResponse]]:
+        """Where each HTTP engine of the backend listens, what it serves and the credential to call it.
+        Router-only: the answer holds secrets, so it is never part of BackendStatus or any admin or user
+        answer. A backend with no HTTP engine the router may call answers with no engines.
+        """
 
 def add_BackendServiceServicer_to_server(servicer: BackendServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

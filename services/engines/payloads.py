@@ -1,13 +1,26 @@
-"""OpenAI chat-completion bodies from our chat jobs, and our results from the server's answers."""
+"""OpenAI chat-completion bodies from our chat jobs, and our results from the server's answers.
+
+One place for both callers of an engine: textgen's Generate RPCs and the router's direct calls.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from aigw.common.v1 import common_pb2
 from aigw_common.errors import InvalidArgument, Unavailable
-from services.textgen.settings import ModelSpec
+
+
+class ModelSpec(Protocol):
+    """How one server names a gateway model and the max_tokens it applies when a request sets none."""
+
+    @property
+    def upstream_name(self) -> str: ...
+
+    @property
+    def default_max_tokens(self) -> int: ...
+
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 

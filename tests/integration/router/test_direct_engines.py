@@ -1,0 +1,150 @@
+"""Through real servers: the router calls HTTP engines directly, textgen only tells it where they are."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
+from aigw.common.v1 import common_pb2
+from aigw.router.v1 import router_pb2
+from aigw_common.ferretdb import FerretDBProcess
+from tests.integration.router.harness import (
+    MODEL,
+    Mesh,
+    Upstream,
+    bearer,
+    mesh_config,
+    running_mesh,
+    textgen_backend,
+    upstreams,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(120)
+ANSWER = "Hello from the fast upstream."
+KEY_VAR = "AIGW_TEST_ENGINE_KEY"
+
+
+def generate_rpcs() -> float:
+    """TextgenService Generate and StreamGenerate calls served in this process so far."""
+    total = 0.0
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "aigw_rpc_requests_total" and sample.labels.get("method") in ("Generate", "StreamGenerate"):
+                total += sample.value
+    return total
+
+
+def chat(max_tokens: int | None = None) -> router_pb2.ChatRequest:
+    return router_pb2.ChatRequest(
+        model=MODEL, messages=[common_pb2.ChatMessage(role="user", content="hi")], max_tokens=max_tokens
+    )
+
+
+async def answers(mesh: Mesh) -> list[str]:
+    """One unary and one streamed chat through the router."""
+    unary = await mesh.router.Chat(chat(), metadata=bearer(mesh.token()))
+    streamed = [r async for r in mesh.router.StreamChat(chat(), metadata=bearer(mesh.token()))]
+    return [unary.response, "".join(r.delta for r in streamed)]
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_chat_skips_textgen_when_direct(ferretdb: FerretDBProcess, tmp_path: Path, direct: bool) -> None:
+    with upstreams(()) as (up,):
+        cfg = mesh_config(
+            ferretdb.uri,
+            f"t_{uuid.uuid4().hex[:12]}",
+            tmp_path,
+            [textgen_backend("tg-a", up)],
+            routing={"direct_engines": direct},
+        )
+        async with running_mesh(cfg) as mesh:
+            before_rpcs, before_upstream = generate_rpcs(), up.stats()["requests"]
+            assert await answers(mesh) == [ANSWER, ANSWER]
+            assert up.stats()["requests"] - before_upstream == 2
+            assert generate_rpcs() - before_rpcs == (0 if direct else 2)
+
+
+async def test_an_engine_4xx_fails_the_job_once(ferretdb: FerretDBProcess, tmp_path: Path) -> None:
+    with upstreams(("--max-tokens-limit", "8"), ("--max-tokens-limit", "8")) as (up_a, up_b):
+        backends = [textgen_backend("tg-a", up_a), textgen_backend("tg-b", up_b)]
+        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, backends)
+        async with running_mesh(cfg) as mesh:
+            before_rpcs = generate_rpcs()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await mesh.router.Chat(chat(max_tokens=20), metadata=bearer(mesh.token()))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "max_tokens must be at most 8" in (err.value.details() or "")
+            assert up_a.stats()["rejected"] + up_b.stats()["rejected"] == 1  # not retried, nor on the other engine
+            assert generate_rpcs() == before_rpcs
+            reply = await mesh.router.Chat(chat(max_tokens=4), metadata=bearer(mesh.token()))
+            assert reply.status == common_pb2.SUCCEEDED
+
+
+async def test_a_keyed_engine_refuses_callers_without_its_key(
+    ferretdb: FerretDBProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key = "k-" + uuid.uuid4().hex
+    monkeypatch.setenv(KEY_VAR, key)
+    with upstreams(("--api-key-env", KEY_VAR)) as (up,):
+        backend = {**textgen_backend("tg-a", up), "api_key_env": KEY_VAR}
+        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, [backend])
+        async with running_mesh(cfg) as mesh:
+            assert await answers(mesh) == [ANSWER, ANSWER]
+            assert up.stats()["refused"] == 0
+            # The router learns the key from GetEngines only; the status everyone else reads does not hold it.
+            async with grpc.aio.insecure_channel(cfg.backend("tg-a").address) as channel:
+                stub = backend_pb2_grpc.BackendServiceStub(channel)
+                status = await stub.GetStatus(backend_pb2.GetStatusRequest())
+                assert key not in str(status)
+                engines = await stub.GetEngines(backend_pb2.GetEnginesRequest())
+                assert [e.api_key for e in engines.engines] == [key]
+        async with httpx.AsyncClient() as attacker:
+            reply = await attacker.post(f"{up.url}/v1/chat/completions", json={"model": MODEL, "messages": []})
+            assert reply.status_code == 401
+            wrong = {"authorization": "Bearer not-the-key"}
+            reply = await attacker.post(f"{up.url}/v1/chat/completions", json={"model": MODEL, "messages": []}, headers=wrong)
+            assert reply.status_code == 401
+        assert up.stats()["refused"] == 2
+    assert caplog.records
+    assert key not in caplog.text
+
+
+async def test_an_engine_killed_mid_request_leaves_the_job_to_another_without_textgen(
+    ferretdb: FerretDBProcess, tmp_path: Path
+) -> None:
+    slow = ("--delay-ms", "1500")
+    with upstreams(slow, slow) as (up_a, up_b):
+        backends = [textgen_backend("tg-a", up_a), textgen_backend("tg-b", up_b)]
+        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, backends)
+        async with running_mesh(cfg) as mesh:
+            before_rpcs = generate_rpcs()
+            call = asyncio.ensure_future(mesh.router.Chat(chat(), metadata=bearer(mesh.token())))
+            busy: list[Upstream] = []
+
+            def one_is_busy() -> bool:
+                busy[:] = [up for up in (up_a, up_b) if up.stats()["in_flight"]]
+                return bool(busy)
+
+            await wait_until(one_is_busy, timeout=10, what="the request reached an engine")
+            busy[0].kill()
+            reply = await asyncio.wait_for(call, 30)
+            assert reply.status == common_pb2.SUCCEEDED
+            assert reply.response == ANSWER
+            job = (
+                await mesh.router.GetRequest(
+                    router_pb2.GetRequestRequest(request_id=reply.request_id), metadata=bearer(mesh.token())
+                )
+            ).request
+            assert job.attempt == 2
+            assert [e.code for e in job.attempt_errors] == ["UNAVAILABLE"]
+            assert generate_rpcs() == before_rpcs
