@@ -168,6 +168,7 @@ class RoutingConfig:
     workers: int = 4
     # Job calls to the queue share one long-lived Session stream per router; false: one unary call each.
     queue_session: bool = True
+    # Chats go from the router straight to HTTP engines (textgen stays their control plane); false: through textgen.
     direct_engines: bool = True
 
 
