@@ -37,10 +37,34 @@ def refuse_stopped(pool: BackendPool, model: str, caller: Caller) -> None:
 
 @dataclass(frozen=True)
 class Submitted:
-    """An admitted job, and its lease when the queue granted it to this router at once (with its payload then)."""
+    """An admitted job, and its lease when the queue granted it to this router at once (with its payload then).
+
+    `existing`: the idempotency key named a job admitted before (another call may be waiting for it).
+    """
 
     job: common_pb2.Job
     lease: queue_pb2.Lease | None = None
+    existing: bool = False
+
+
+@dataclass
+class Hold:
+    """A synchronous caller waiting for its job's answer; `call_ended` when its call ends, however it ends.
+
+    A call that ends before its answer came (the client closed the connection, cancelled the call or
+    passed its deadline) cancels the job. A call that ended with an answer or an error of its own (for
+    instance a stream cut by a failed attempt, whose retry goes on) leaves the job alone, and so does a
+    repeated idempotency key: the job is the first call's.
+    """
+
+    own: OwnJobs
+    submitted: Submitted
+    subject: str
+    answered: bool = False
+
+    def call_ended(self) -> None:
+        if not self.answered and not self.submitted.existing:
+            self.own.abandon(self.submitted.job.request_id, self.subject)
 
 
 class Inference:
@@ -76,13 +100,18 @@ class Inference:
         reply = await self.queue.submit(request)
         request_id_var.set(reply.job.request_id)
         if not reply.HasField("lease"):
-            return Submitted(reply.job)
+            return Submitted(reply.job, existing=reply.existing)
         attach(reply.job, payload)
-        return Submitted(reply.job, reply.lease)
+        return Submitted(reply.job, reply.lease, reply.existing)
 
-    async def wait(self, submitted: Submitted) -> common_pb2.Job:
-        """The finished job (its error raised); the job keeps running if the caller goes away."""
+    def hold(self, submitted: Submitted, caller: Caller) -> Hold:
+        """The hold of a synchronous caller on `submitted`; the RPC calls its `call_ended` when it ends."""
+        return Hold(self.own, submitted, caller.principal.subject)
+
+    async def wait(self, submitted: Submitted, hold: Hold) -> common_pb2.Job:
+        """The finished job (its error raised); the job is cancelled if the caller goes away first (`hold`)."""
         final = await asyncio.shield(self.own.start(submitted.job, Listener(streaming=False), submitted.lease))
+        hold.answered = True
         failure = job_failure(final)
         if failure is not None:
             raise failure
@@ -94,13 +123,22 @@ class Inference:
         self.own.start(submitted.job, listener, submitted.lease)
         return listener
 
-    async def text(self, submitted: Submitted) -> AsyncIterator[str | common_pb2.Job]:
+    async def text(self, submitted: Submitted, hold: Hold) -> AsyncIterator[str | common_pb2.Job]:
         """The answer's text as the backend produces it, then the finished job.
 
         When no text came live (another worker ran the job), the whole answer comes as one piece. When an
         attempt fails after text was sent, the stream ends with UNAVAILABLE: the retry starts the answer
-        afresh, and its result stays retrievable by request id.
+        afresh, and its result stays retrievable by request id. A caller that goes away first cancels the job.
         """
+        try:
+            async for item in self._text(submitted):
+                yield item
+        except GatewayError:
+            hold.answered = True
+            raise
+        hold.answered = True
+
+    async def _text(self, submitted: Submitted) -> AsyncIterator[str | common_pb2.Job]:
         streamed = False
         async for event in self.follow(submitted).events():
             if isinstance(event, Delta):
@@ -115,8 +153,20 @@ class Inference:
                     yield content
                 yield final
 
-    async def pages(self, submitted: Submitted) -> AsyncIterator[Page | common_pb2.Job]:
-        """Each page once, as a backend finishes it, then the finished job (pages not sent live come from its result)."""
+    async def pages(self, submitted: Submitted, hold: Hold) -> AsyncIterator[Page | common_pb2.Job]:
+        """Each page once, as a backend finishes it, then the finished job (pages not sent live come from its result).
+
+        A caller that goes away first cancels the job.
+        """
+        try:
+            async for item in self._pages(submitted):
+                yield item
+        except GatewayError:
+            hold.answered = True
+            raise
+        hold.answered = True
+
+    async def _pages(self, submitted: Submitted) -> AsyncIterator[Page | common_pb2.Job]:
         sent: set[int] = set()
         async for event in self.follow(submitted).events():
             if isinstance(event, Page) and event.page.page not in sent:
