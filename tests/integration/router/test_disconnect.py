@@ -27,14 +27,17 @@ from aigw_common.ferretdb import FerretDBProcess
 from services.edge.service import build as build_edge
 from tests.integration.router.harness import (
     MODEL,
+    OCR_MODEL,
     Mesh,
     Upstream,
     bearer,
     mesh_config,
+    ocr_backend,
     running_mesh,
     start_upstream,
     textgen_backend,
 )
+from tests.unit.ocr.samples import scanned_pdf, text_image
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 LONG_TOKENS = 3000
@@ -59,7 +62,10 @@ def upstream() -> Iterator[Upstream]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(ferretdb: FerretDBProcess, tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> AsyncIterator[Mesh]:
     cfg = mesh_config(
-        ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path_factory.mktemp("router-gone"), [textgen_backend("tg-0", upstream)]
+        ferretdb.uri,
+        f"t_{uuid.uuid4().hex[:12]}",
+        tmp_path_factory.mktemp("router-gone"),
+        [textgen_backend("tg-0", upstream), ocr_backend()],
     )
     async with running_mesh(cfg) as running:
         yield running
@@ -222,6 +228,46 @@ async def test_a_second_caller_of_the_same_idempotency_key_leaving_does_not_stop
     assert answer.message.content.count("tok") == 400
     job = await finished(mesh, answer.request_id)
     assert common_pb2.JobState.Name(job.state) == "SUCCEEDED"
+
+
+# OCR: the same for Ocr and StreamOcr (a scanned document of many pages keeps Tesseract busy for seconds)
+
+OCR_PAGES = 16
+
+
+def long_scan() -> bytes:
+    lines = [f"Line {i} of a long scanned report about apples, pears and plums." for i in range(30)]
+    return scanned_pdf([text_image(lines) for _ in range(OCR_PAGES)])
+
+
+async def assert_cancelled_soon(mesh: Mesh, request_id: str, left_at: float) -> None:
+    job = await finished(mesh, request_id)
+    assert common_pb2.JobState.Name(job.state) == "CANCELLED", job
+    assert "client went away" in job.error.message, job.error
+    ended = job.timings.finished_at.ToNanoseconds() / 1e9
+    assert ended - left_at < CANCEL_BUDGET + SLACK, f"the job ended {ended - left_at:.3f} s after the client left: {job}"
+    assert len(job.ocr_result.pages) < OCR_PAGES
+
+
+async def test_a_cancelled_stream_ocr_stops_the_job(mesh: Mesh) -> None:
+    cid = client()
+    request = router_pb2.StreamOcrRequest(document=long_scan(), model=OCR_MODEL)
+    call = mesh.router.StreamOcr(request, metadata=meta(mesh, cid))
+    first = await call.read()
+    await asyncio.sleep(0.5)
+    call.cancel()
+    left_at = time.time()
+    await assert_cancelled_soon(mesh, first.request_id, left_at)
+
+
+async def test_an_ocr_past_its_client_deadline_stops_the_job(mesh: Mesh) -> None:
+    cid, document = client(), long_scan()
+    started = time.time()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await mesh.router.Ocr(router_pb2.OcrRequest(document=document, model=OCR_MODEL), metadata=meta(mesh, cid), timeout=1.0)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    left_at = started + 1.0
+    await assert_cancelled_soon(mesh, (await only_job(mesh, cid)).request_id, left_at)
 
 
 # REST through the edge
