@@ -57,14 +57,15 @@ class Hold:
     repeated idempotency key: the job is the first call's.
     """
 
-    own: OwnJobs
+    inference: Inference
     submitted: Submitted
     subject: str
+    started: bool = False
     answered: bool = False
 
     def call_ended(self) -> None:
         if not self.answered and not self.submitted.existing:
-            self.own.abandon(self.submitted.job.request_id, self.subject)
+            self.inference.abandon(self.submitted, self.subject, self.started)
 
 
 class Inference:
@@ -97,19 +98,38 @@ class Inference:
             accept_lease=not sub.async_mode,
         )
         attach(request, payload)
-        reply = await self.queue.submit(request)
+        pending = asyncio.ensure_future(self.queue.submit(request))
+        try:
+            reply = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if not sub.async_mode:  # the caller left while the job was being admitted: cancel it once it is
+                pending.add_done_callback(lambda done: self._left_during_submit(done, payload, caller))
+            raise
         request_id_var.set(reply.job.request_id)
-        if not reply.HasField("lease"):
-            return Submitted(reply.job, existing=reply.existing)
-        attach(reply.job, payload)
-        return Submitted(reply.job, reply.lease, reply.existing)
+        return _submitted(reply, payload)
+
+    def _left_during_submit(
+        self, done: asyncio.Future[queue_pb2.SubmitResponse], payload: common_pb2.ChatJob | common_pb2.OcrJob, caller: Caller
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        submitted = _submitted(done.result(), payload)
+        if not submitted.existing:
+            self.abandon(submitted, caller.principal.subject, started=False)
+
+    def abandon(self, submitted: Submitted, subject: str, started: bool) -> None:
+        """Its synchronous caller left: the job is cancelled (started here first if it was not, to use its lease)."""
+        if not started:
+            self.own.start(submitted.job, Listener(streaming=False), submitted.lease)
+        self.own.abandon(submitted.job.request_id, subject)
 
     def hold(self, submitted: Submitted, caller: Caller) -> Hold:
         """The hold of a synchronous caller on `submitted`; the RPC calls its `call_ended` when it ends."""
-        return Hold(self.own, submitted, caller.principal.subject)
+        return Hold(self, submitted, caller.principal.subject)
 
     async def wait(self, submitted: Submitted, hold: Hold) -> common_pb2.Job:
         """The finished job (its error raised); the job is cancelled if the caller goes away first (`hold`)."""
+        hold.started = True
         final = await asyncio.shield(self.own.start(submitted.job, Listener(streaming=False), submitted.lease))
         hold.answered = True
         failure = job_failure(final)
@@ -117,8 +137,9 @@ class Inference:
             raise failure
         return final
 
-    def follow(self, submitted: Submitted) -> Listener:
+    def follow(self, submitted: Submitted, hold: Hold) -> Listener:
         """Runs the job and returns the listener its deltas or pages arrive on, as the backend produces them."""
+        hold.started = True
         listener = Listener(streaming=True)
         self.own.start(submitted.job, listener, submitted.lease)
         return listener
@@ -131,16 +152,16 @@ class Inference:
         afresh, and its result stays retrievable by request id. A caller that goes away first cancels the job.
         """
         try:
-            async for item in self._text(submitted):
+            async for item in self._text(submitted, hold):
                 yield item
         except GatewayError:
             hold.answered = True
             raise
         hold.answered = True
 
-    async def _text(self, submitted: Submitted) -> AsyncIterator[str | common_pb2.Job]:
+    async def _text(self, submitted: Submitted, hold: Hold) -> AsyncIterator[str | common_pb2.Job]:
         streamed = False
-        async for event in self.follow(submitted).events():
+        async for event in self.follow(submitted, hold).events():
             if isinstance(event, Delta):
                 streamed = True
                 yield event.text
@@ -159,16 +180,16 @@ class Inference:
         A caller that goes away first cancels the job.
         """
         try:
-            async for item in self._pages(submitted):
+            async for item in self._pages(submitted, hold):
                 yield item
         except GatewayError:
             hold.answered = True
             raise
         hold.answered = True
 
-    async def _pages(self, submitted: Submitted) -> AsyncIterator[Page | common_pb2.Job]:
+    async def _pages(self, submitted: Submitted, hold: Hold) -> AsyncIterator[Page | common_pb2.Job]:
         sent: set[int] = set()
-        async for event in self.follow(submitted).events():
+        async for event in self.follow(submitted, hold).events():
             if isinstance(event, Page) and event.page.page not in sent:
                 sent.add(event.page.page)
                 yield event
@@ -179,6 +200,13 @@ class Inference:
                     if page.page not in sent:
                         yield Page(page, result.page_count)
                 yield final
+
+
+def _submitted(reply: queue_pb2.SubmitResponse, payload: common_pb2.ChatJob | common_pb2.OcrJob) -> Submitted:
+    if not reply.HasField("lease"):
+        return Submitted(reply.job, existing=reply.existing)
+    attach(reply.job, payload)
+    return Submitted(reply.job, reply.lease, reply.existing)
 
 
 def attach(message: queue_pb2.SubmitRequest | common_pb2.Job, payload: common_pb2.ChatJob | common_pb2.OcrJob) -> None:

@@ -183,6 +183,22 @@ async def test_a_cancelled_chat_stops_the_job(mesh: Mesh, upstream: Upstream) ->
     await assert_stopped(mesh, upstream, job.request_id, left_at)
 
 
+async def test_a_chat_whose_client_leaves_while_it_is_admitted_is_cancelled(mesh: Mesh) -> None:
+    """Deadlines so short that they pass during the Submit to the queue: whatever was admitted is cancelled."""
+    cid = client()
+    for timeout in (0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03):
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await mesh.router.Chat(chat(), metadata=meta(mesh, cid), timeout=timeout)
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.sleep(0.3)
+    reply = await mesh.jobs.ListJobs(queue_pb2.ListJobsRequest(client_id=cid))
+    assert reply.jobs, "no call lived long enough to be admitted"
+    for job in reply.jobs:
+        job = await finished(mesh, job.request_id, timeout=2)
+        assert common_pb2.JobState.Name(job.state) == "CANCELLED", job
+        assert "client went away" in job.error.message, job.error
+
+
 async def test_an_async_chat_whose_submitter_leaves_still_succeeds(mesh: Mesh) -> None:
     cid = client()
     async with grpc.aio.insecure_channel(mesh.router_address) as channel:
