@@ -8,6 +8,7 @@ it closed, so the tests see the engine request end, not only the job's state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -319,6 +320,8 @@ async def http_request(port: int, mesh: Mesh, cid: str, path: str, body: dict[st
         except TimeoutError:
             break
     writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()  # the socket closes only when the loop next runs
     left_at = time.time()
     if body.get("stream"):
         assert b"tok" in received, received[:300]
