@@ -1,4 +1,4 @@
-"""This router's own jobs: wait for each grant and run it in a task that outlives the RPC that asked for it."""
+"""This router's own jobs: wait for each grant and run it in a task of its own, until it ends or its client leaves."""
 
 from __future__ import annotations
 
