@@ -200,6 +200,22 @@ async def test_a_chat_whose_client_leaves_while_it_is_admitted_is_cancelled(mesh
         assert "client went away" in job.error.message, job.error
 
 
+async def test_calls_cut_by_a_graceful_shutdown_leave_their_jobs_to_another_worker(mesh: Mesh) -> None:
+    cid = client()
+    mesh.router_service.draining()
+    try:
+        call = mesh.router.Chat(chat(), metadata=meta(mesh, cid))
+        job = await only_job(mesh, cid)
+        call.cancel()
+        await asyncio.sleep(0.3)
+        again = (await mesh.jobs.GetJob(queue_pb2.GetJobRequest(request_id=job.request_id))).job
+        assert common_pb2.JobState.Name(again.state) in ("QUEUED", "RUNNING"), again
+    finally:
+        mesh.router_service.own.draining = False
+    await mesh.router.CancelRequest(router_pb2.CancelRequestRequest(request_id=job.request_id), metadata=meta(mesh, cid))
+    assert common_pb2.JobState.Name((await finished(mesh, job.request_id)).state) == "CANCELLED"
+
+
 async def test_an_async_chat_whose_submitter_leaves_still_succeeds(mesh: Mesh) -> None:
     cid = client()
     async with grpc.aio.insecure_channel(mesh.router_address) as channel:
