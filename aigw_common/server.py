@@ -125,6 +125,9 @@ async def run_until_signalled(service: Service, cfg: GatewayConfig, address: str
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": cfg.services.grace_seconds})
     await status.shutdown()
+    draining = getattr(service, "draining", None)
+    if callable(draining):  # calls still open when the grace ends are cut by the stop, not by their clients
+        draining()
     await server.stop(cfg.services.grace_seconds)
     await service.stop()
     log.info("stopped")

@@ -7,8 +7,9 @@ import asyncio
 import itertools
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ Send = Callable[[Message], Awaitable[None]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 TEXT_HEADERS = [(b"content-type", b"text/plain; version=0.0.4")]
+GONE_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,11 @@ class Journal:
 
 @dataclass
 class UpstreamStats:
-    """What the upstream has seen; served at /stats for tests."""
+    """What the upstream has seen; served at /stats for tests.
+
+    `gone`: for the latest requests whose client went away before the answer ended, the wall-clock time
+    (time.time()) at which the connection closed, by x-request-id ("-" when the request had none).
+    """
 
     requests: int = 0
     in_flight: int = 0
@@ -71,6 +77,13 @@ class UpstreamStats:
     cancelled: int = 0
     refused: int = 0
     rejected: int = 0
+    gone: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def client_gone(self, request_id: str, at: float) -> None:
+        self.gone[request_id or "-"] = at
+        self.gone.move_to_end(request_id or "-")
+        while len(self.gone) > GONE_KEPT:
+            self.gone.popitem(last=False)
 
 
 class _Disconnect:
@@ -78,6 +91,12 @@ class _Disconnect:
 
     def __init__(self, receive: Receive) -> None:
         self.task = asyncio.ensure_future(receive())
+        self.at = 0.0
+        self.task.add_done_callback(self._note)
+
+    def _note(self, task: asyncio.Future[Message]) -> None:
+        if not task.cancelled():
+            self.at = time.time()
 
     @property
     def happened(self) -> bool:
@@ -177,6 +196,7 @@ class Upstream:
             self.stats.completed += 1
         else:
             self.stats.cancelled += 1
+            self.stats.client_gone(request_id, disconnect.at or time.time())
 
     def _max_tokens(self, body: dict[str, Any]) -> int | None:
         value = body.get("max_completion_tokens", body.get("max_tokens"))

@@ -37,10 +37,35 @@ def refuse_stopped(pool: BackendPool, model: str, caller: Caller) -> None:
 
 @dataclass(frozen=True)
 class Submitted:
-    """An admitted job, and its lease when the queue granted it to this router at once (with its payload then)."""
+    """An admitted job, and its lease when the queue granted it to this router at once (with its payload then).
+
+    `existing`: the idempotency key named a job admitted before (another call may be waiting for it).
+    """
 
     job: common_pb2.Job
     lease: queue_pb2.Lease | None = None
+    existing: bool = False
+
+
+@dataclass
+class Hold:
+    """A synchronous caller waiting for its job's answer; `call_ended` when its call ends, however it ends.
+
+    A call that ends before its answer came (the client closed the connection, cancelled the call or
+    passed its deadline) cancels the job. A call that ended with an answer or an error of its own (for
+    instance a stream cut by a failed attempt, whose retry goes on) leaves the job alone, and so does a
+    repeated idempotency key: the job is the first call's.
+    """
+
+    inference: Inference
+    submitted: Submitted
+    subject: str
+    started: bool = False
+    answered: bool = False
+
+    def call_ended(self) -> None:
+        if not self.answered and not self.submitted.existing:
+            self.inference.abandon(self.submitted, self.subject, self.started)
 
 
 class Inference:
@@ -73,36 +98,70 @@ class Inference:
             accept_lease=not sub.async_mode,
         )
         attach(request, payload)
-        reply = await self.queue.submit(request)
+        pending = asyncio.ensure_future(self.queue.submit(request))
+        try:
+            reply = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if not sub.async_mode:  # the caller left while the job was being admitted: cancel it once it is
+                pending.add_done_callback(lambda done: self._left_during_submit(done, payload, caller))
+            raise
         request_id_var.set(reply.job.request_id)
-        if not reply.HasField("lease"):
-            return Submitted(reply.job)
-        attach(reply.job, payload)
-        return Submitted(reply.job, reply.lease)
+        return _submitted(reply, payload)
 
-    async def wait(self, submitted: Submitted) -> common_pb2.Job:
-        """The finished job (its error raised); the job keeps running if the caller goes away."""
+    def _left_during_submit(
+        self, done: asyncio.Future[queue_pb2.SubmitResponse], payload: common_pb2.ChatJob | common_pb2.OcrJob, caller: Caller
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        submitted = _submitted(done.result(), payload)
+        if not submitted.existing:
+            self.abandon(submitted, caller.principal.subject, started=False)
+
+    def abandon(self, submitted: Submitted, subject: str, started: bool) -> None:
+        """Its synchronous caller left: the job is cancelled (started here first if it was not, to use its lease)."""
+        if not started:
+            self.own.start(submitted.job, Listener(streaming=False), submitted.lease)
+        self.own.abandon(submitted.job.request_id, subject)
+
+    def hold(self, submitted: Submitted, caller: Caller) -> Hold:
+        """The hold of a synchronous caller on `submitted`; the RPC calls its `call_ended` when it ends."""
+        return Hold(self, submitted, caller.principal.subject)
+
+    async def wait(self, submitted: Submitted, hold: Hold) -> common_pb2.Job:
+        """The finished job (its error raised); the job is cancelled if the caller goes away first (`hold`)."""
+        hold.started = True
         final = await asyncio.shield(self.own.start(submitted.job, Listener(streaming=False), submitted.lease))
+        hold.answered = True
         failure = job_failure(final)
         if failure is not None:
             raise failure
         return final
 
-    def follow(self, submitted: Submitted) -> Listener:
+    def follow(self, submitted: Submitted, hold: Hold) -> Listener:
         """Runs the job and returns the listener its deltas or pages arrive on, as the backend produces them."""
+        hold.started = True
         listener = Listener(streaming=True)
         self.own.start(submitted.job, listener, submitted.lease)
         return listener
 
-    async def text(self, submitted: Submitted) -> AsyncIterator[str | common_pb2.Job]:
+    async def text(self, submitted: Submitted, hold: Hold) -> AsyncIterator[str | common_pb2.Job]:
         """The answer's text as the backend produces it, then the finished job.
 
         When no text came live (another worker ran the job), the whole answer comes as one piece. When an
         attempt fails after text was sent, the stream ends with UNAVAILABLE: the retry starts the answer
-        afresh, and its result stays retrievable by request id.
+        afresh, and its result stays retrievable by request id. A caller that goes away first cancels the job.
         """
+        try:
+            async for item in self._text(submitted, hold):
+                yield item
+        except GatewayError:
+            hold.answered = True
+            raise
+        hold.answered = True
+
+    async def _text(self, submitted: Submitted, hold: Hold) -> AsyncIterator[str | common_pb2.Job]:
         streamed = False
-        async for event in self.follow(submitted).events():
+        async for event in self.follow(submitted, hold).events():
             if isinstance(event, Delta):
                 streamed = True
                 yield event.text
@@ -115,10 +174,22 @@ class Inference:
                     yield content
                 yield final
 
-    async def pages(self, submitted: Submitted) -> AsyncIterator[Page | common_pb2.Job]:
-        """Each page once, as a backend finishes it, then the finished job (pages not sent live come from its result)."""
+    async def pages(self, submitted: Submitted, hold: Hold) -> AsyncIterator[Page | common_pb2.Job]:
+        """Each page once, as a backend finishes it, then the finished job (pages not sent live come from its result).
+
+        A caller that goes away first cancels the job.
+        """
+        try:
+            async for item in self._pages(submitted, hold):
+                yield item
+        except GatewayError:
+            hold.answered = True
+            raise
+        hold.answered = True
+
+    async def _pages(self, submitted: Submitted, hold: Hold) -> AsyncIterator[Page | common_pb2.Job]:
         sent: set[int] = set()
-        async for event in self.follow(submitted).events():
+        async for event in self.follow(submitted, hold).events():
             if isinstance(event, Page) and event.page.page not in sent:
                 sent.add(event.page.page)
                 yield event
@@ -129,6 +200,13 @@ class Inference:
                     if page.page not in sent:
                         yield Page(page, result.page_count)
                 yield final
+
+
+def _submitted(reply: queue_pb2.SubmitResponse, payload: common_pb2.ChatJob | common_pb2.OcrJob) -> Submitted:
+    if not reply.HasField("lease"):
+        return Submitted(reply.job, existing=reply.existing)
+    attach(reply.job, payload)
+    return Submitted(reply.job, reply.lease, reply.existing)
 
 
 def attach(message: queue_pb2.SubmitRequest | common_pb2.Job, payload: common_pb2.ChatJob | common_pb2.OcrJob) -> None:

@@ -1,9 +1,10 @@
-"""This router's own jobs: wait for each grant and run it in a task that outlives the RPC that asked for it."""
+"""This router's own jobs: wait for each grant and run it in a task of its own, until it ends or its client leaves."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,11 +16,15 @@ from services.router.clients import QueueClient
 from services.router.events import Listener
 from services.router.runner import JobRunner, seconds_left
 
+log = logging.getLogger(__name__)
+
 TERMINAL = frozenset({common_pb2.SUCCEEDED, common_pb2.FAILED, common_pb2.CANCELLED})
 OWN_WAIT_MS = 10_000
 MIN_WAIT_MS = 500
 REFUSED_PAUSE_SECONDS = 0.2
 ERRORS_BY_CODE: dict[str, type[GatewayError]] = {cls.code: cls for cls in GatewayError.__subclasses__()}
+# Why a job was stopped when its synchronous client went away (connection closed, call cancelled, deadline).
+CLIENT_GONE = "the client went away"
 
 
 def job_failure(job: common_pb2.Job) -> GatewayError | None:
@@ -34,12 +39,15 @@ def job_failure(job: common_pb2.Job) -> GatewayError | None:
 
 @dataclass
 class OwnJobs:
-    """Runs the jobs this router submitted for waiting clients; a client that leaves does not stop its job."""
+    """Runs the jobs this router submitted for waiting clients; a client that goes away stops its job (`abandon`)."""
 
     queue: QueueClient
     runner: JobRunner
     clock: Callable[[], float] = time.time
     tasks: set[asyncio.Task[common_pb2.Job]] = field(default_factory=set)
+    by_id: dict[str, asyncio.Task[common_pb2.Job]] = field(default_factory=dict)
+    cancels: set[asyncio.Task[None]] = field(default_factory=set)
+    draining: bool = False
 
     def start(
         self, job: common_pb2.Job, listener: Listener, lease: queue_pb2.Lease | None = None
@@ -47,14 +55,49 @@ class OwnJobs:
         """Runs `job` to its end in a task of its own (under `lease` first when Submit granted one)."""
         task = asyncio.create_task(self._run(job, listener, lease))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.by_id[job.request_id] = task
+        task.add_done_callback(lambda done: self._forget(job.request_id, done))
         return task
+
+    def _forget(self, request_id: str, task: asyncio.Task[common_pb2.Job]) -> None:
+        self.tasks.discard(task)
+        if self.by_id.get(request_id) is task:
+            del self.by_id[request_id]
+
+    def abandon(self, request_id: str, subject: str) -> None:
+        """The synchronous client of `request_id` went away before its answer: cancels the job and stops its attempt.
+
+        A local attempt stops at once (its backend call is cancelled, which closes the engine's stream) and
+        reports the job CANCELLED with the reason; otherwise the queue cancels it (a queued job at once, one
+        running on another router through that router's heartbeat). A finished job, or one this router no
+        longer runs, is left alone; so is every job while the router shuts down (they go to another worker).
+        """
+        task = self.by_id.get(request_id)
+        if task is None or task.done() or self.draining:
+            return
+        if self.runner.stop_local(request_id, CLIENT_GONE):
+            return
+        cancel = asyncio.create_task(self._cancel(request_id, subject, task))
+        self.cancels.add(cancel)
+        cancel.add_done_callback(self.cancels.discard)
+
+    async def _cancel(self, request_id: str, subject: str, task: asyncio.Task[common_pb2.Job]) -> None:
+        try:
+            job = await self.queue.cancel(request_id, f"{subject or 'its client'} ({CLIENT_GONE})")
+        except GatewayError as exc:
+            log.warning("could not cancel a job whose client went away", extra={"code": exc.code, "request_id": request_id})
+            return
+        if self.runner.stop_local(request_id, CLIENT_GONE):  # granted while the cancel was on its way
+            return
+        if job.state in TERMINAL:
+            task.cancel()  # nothing left to wait for: the job ended (or was cancelled while queued)
 
     async def stop(self) -> None:
         """Stops every task (on shutdown); their leases lapse and the queue hands the jobs to another worker."""
-        for task in list(self.tasks):
+        self.draining = True
+        for task in [*self.tasks, *self.cancels]:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.cancels, return_exceptions=True)
 
     async def _run(self, job: common_pb2.Job, listener: Listener, lease: queue_pb2.Lease | None) -> common_pb2.Job:
         try:

@@ -328,4 +328,4 @@ def _stop_error(reason: str) -> GatewayError:
         return DeadlineExceeded("the request's deadline passed")
     if reason == "lease lost":
         return Aborted("the lease was lost")
-    return Cancelled("the request was cancelled")
+    return Cancelled("the request was cancelled" if reason == "cancelled" else f"the request was cancelled: {reason}")

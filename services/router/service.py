@@ -110,6 +110,10 @@ class RouterService:
         await asyncio.gather(self.poller.poll_once(), self.refresher.refresh_once())
         self.tasks = [asyncio.create_task(loop) for loop in (self.poller.run(), self.refresher.run(), self.workers.run())]
 
+    def draining(self) -> None:
+        """The server is about to stop: calls it cuts leave their jobs to another worker instead of cancelling them."""
+        self.own.draining = True
+
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.api import httpbody_pb2
@@ -21,7 +21,7 @@ from services.router.chat import Submission, parse_priority, refuse_stream_flag,
 from services.router.clients import QueueClient
 from services.router.events import Page
 from services.router.gate import Caller, CallMeta, Gate
-from services.router.inference import Inference, Submitted, refuse_stopped
+from services.router.inference import Hold, Inference, Submitted, refuse_stopped
 from services.router.ocr_checks import OcrPreflight
 from services.router.ocr_input import OcrSpec, parse_upload, validate_ocr
 from services.router.openai_compat import (
@@ -101,8 +101,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         sub = self._submission(meta, request.priority, async_mode, request.idempotency_key, request.timeout_seconds)
         await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
+        hold = None if sub.async_mode else self._hold(context, submitted, caller)
         await send_request_id(context, submitted.job.request_id)
-        job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
+        job = submitted.job if hold is None else await self.inference.wait(submitted, hold)
         return convert.chat_response(job)
 
     async def StreamChat(
@@ -114,11 +115,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         sub = self._submission(meta, request.priority, False, request.idempotency_key, request.timeout_seconds)
         await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
+        hold = self._hold(context, submitted, caller)
         job, model = submitted.job, spec.model.name
         rid = job.request_id
         await send_request_id(context, rid)
         yield router_pb2.StreamChatResponse(request_id=rid, model=model, status=job.state, position=job.position)
-        async for item in self.inference.text(submitted):
+        async for item in self.inference.text(submitted, hold):
             if isinstance(item, str):
                 yield router_pb2.StreamChatResponse(request_id=rid, model=model, status=common_pb2.RUNNING, delta=item)
             else:
@@ -135,28 +137,31 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         sub = self._submission(meta, "", meta.prefers_async and not completion.stream, "", 0.0)
         await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
+        hold = None if sub.async_mode else self._hold(context, submitted, caller)
         job = submitted.job
         await send_request_id(context, job.request_id)
         created = int(time.time())
-        if sub.async_mode:
+        if hold is None:
             yield httpbody_pb2.HttpBody(
                 content_type=JSON_TYPE, data=async_accepted_body(job.request_id, common_pb2.JobState.Name(job.state))
             )
         elif completion.stream:
-            async for chunk in self._sse(submitted, completion, created, spec.model.name):
+            async for chunk in self._sse(submitted, hold, completion, created, spec.model.name):
                 yield httpbody_pb2.HttpBody(content_type=SSE_TYPE, data=chunk)
         else:
-            final = await self.inference.wait(submitted)
+            final = await self.inference.wait(submitted, hold)
             result = final.chat_result
             body = completion_body(
                 final.request_id, created, spec.model.name, result.message.content, result.finish_reason, convert.usage_of(final)
             )
             yield httpbody_pb2.HttpBody(content_type=JSON_TYPE, data=body)
 
-    async def _sse(self, submitted: Submitted, completion: CompletionRequest, created: int, model: str) -> AsyncIterator[bytes]:
+    async def _sse(
+        self, submitted: Submitted, hold: Hold, completion: CompletionRequest, created: int, model: str
+    ) -> AsyncIterator[bytes]:
         writer = ChunkWriter(submitted.job.request_id, created, model)
         yield writer.role()
-        async for item in self.inference.text(submitted):
+        async for item in self.inference.text(submitted, hold):
             if isinstance(item, str):
                 yield writer.delta(item)
                 continue
@@ -179,8 +184,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         await self.preflight.check(spec)
         await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
+        hold = None if sub.async_mode else self._hold(context, submitted, caller)
         await send_request_id(context, submitted.job.request_id)
-        job = submitted.job if sub.async_mode else await self.inference.wait(submitted)
+        job = submitted.job if hold is None else await self.inference.wait(submitted, hold)
         return convert.ocr_response(job)
 
     async def StreamOcr(self, request: router_pb2.StreamOcrRequest, context: Ctx) -> AsyncIterator[router_pb2.StreamOcrResponse]:
@@ -190,10 +196,11 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         await self.preflight.check(spec)
         await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
+        hold = self._hold(context, submitted, caller)
         job = submitted.job
         await send_request_id(context, job.request_id)
         yield router_pb2.StreamOcrResponse(request_id=job.request_id, status=job.state, position=job.position)
-        async for item in self.inference.pages(submitted):
+        async for item in self.inference.pages(submitted, hold):
             if isinstance(item, Page):
                 yield router_pb2.StreamOcrResponse(
                     request_id=job.request_id, status=common_pb2.RUNNING, page=item.page, page_count=item.page_count
@@ -248,6 +255,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         job = await self.queue.get(request_id, include_payload)
         self.gate.check_visible(caller, request_id, job.subject)
         return job
+
+    def _hold(self, context: Ctx, submitted: Submitted, caller: Caller) -> Hold:
+        """The caller waits for the answer: when the call ends before it (disconnect, cancel, deadline), the job stops."""
+        hold = self.inference.hold(submitted, caller)
+        ended = cast("grpc.aio.DoneCallback[Any, Any]", lambda _context: hold.call_ended())
+        context.add_done_callback(ended)
+        return hold
 
     async def _refuse_stopped(self, model: str, caller: Caller, sub: Submission) -> None:
         if sub.async_mode or not self.pool.stopped(model):

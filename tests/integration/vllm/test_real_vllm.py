@@ -8,6 +8,7 @@ Its CPU threads are limited so that the rest of the machine stays usable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -26,6 +27,7 @@ from aigw.backend.v1 import backend_pb2
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2
 from aigw_common.config import parse_config
+from services.textgen.metrics import parse_vllm_metrics
 from services.textgen.service import TextgenService, build
 from tests.helpers import free_port
 from tests.integration.textgen.helpers import Client, chat, serving
@@ -210,6 +212,46 @@ async def test_a_textgen_attached_to_the_same_vllm_serves_and_reads_its_metrics(
 
     assert reply.result.usage.completion_tokens == 6, "an attached vLLM on the priority policy takes the priority field"
     assert status.kv_cache_usage >= 0.0
+
+
+async def vllm_running(url: str) -> float:
+    """vllm:num_requests_running as vLLM's /metrics says now."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        exposition = (await http.get(f"{url}/metrics")).text
+    running = parse_vllm_metrics(exposition).running
+    assert running >= 0, "vLLM exports no vllm:num_requests_running"
+    return running
+
+
+async def test_a_cancelled_stream_ends_vllms_request_at_once(supervised: Supervised) -> None:
+    """The caller of a stream goes away (as the router does when its client leaves): vLLM aborts the request."""
+
+    async def drain(call: Any) -> None:
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            async for _ in call:
+                pass
+
+    request = textgen_pb2.GenerateRequest(model="tiny-chat", chat=chat(max_tokens=1500), request_id="gone-1")
+    deadline = time.monotonic() + 120
+    while True:  # the tiny model may end an answer early (EOS): take one that vLLM is seen running
+        call = supervised.client.textgen.StreamGenerate(request, timeout=120)
+        reader = asyncio.ensure_future(drain(call))
+        while not reader.done() and await vllm_running(supervised.url) != 1:
+            await asyncio.sleep(0.02)
+        if not reader.done():
+            break
+        assert time.monotonic() < deadline, "every answer ended before vLLM counted it running"
+    call.cancel()
+    left = time.monotonic()
+    await reader
+    while await vllm_running(supervised.url) != 0:
+        assert time.monotonic() - left < 5.0, "vLLM still runs the request its caller left"
+        await asyncio.sleep(0.02)
+    stopped = time.monotonic() - left
+    # With one sequence at a time, a new request is answered at once only if the old one is gone.
+    reply = await generate(supervised.client, max_tokens=4)
+    assert reply.result.usage.completion_tokens == 4
+    assert stopped < 1.0, f"vllm:num_requests_running reached 0 {stopped:.2f} s after the cancel"
 
 
 async def test_a_sigkilled_vllm_fails_its_request_unavailable_and_comes_back(supervised: Supervised) -> None:
