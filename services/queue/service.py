@@ -53,16 +53,23 @@ class QueueService:
         self.readiness = Readiness()
         self.collector = QueueCollector(self.engine)
         self._registered = False
+        self.jobs: QueueServicer | None = None
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> None:
         r = self.readiness
-        queue_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(self.engine, r), server)
+        self.jobs = QueueServicer(self.engine, r)
+        queue_pb2_grpc.add_QueueServiceServicer_to_server(self.jobs, server)
         queue_pb2_grpc.add_CrashLogServiceServicer_to_server(CrashLogServicer(self.crashlog, r), server)
         queue_pb2_grpc.add_ModelConfigServiceServicer_to_server(ModelConfigServicer(self.engine.configs, r), server)
         queue_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(self.identities, r), server)
         queue_pb2_grpc.add_AutoSwitchStoreServiceServicer_to_server(AutoSwitchStoreServicer(self.autoswitch, r), server)
+
+    def draining(self) -> None:
+        """The server stops next: Session streams end once their calls are answered, so routers reconnect at once."""
+        if self.jobs is not None:
+            self.jobs.session.drain()
 
     async def start(self, health: Health) -> None:
         """Connects and recovers in the background (retrying while the database is down); SERVING once recovered,

@@ -52,6 +52,18 @@ class SessionServicer:
     def __init__(self, calls: JobCalls, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.operations = operations(calls)
         self.max_in_flight = max_in_flight
+        self.streams: set[_Stream] = set()
+        self.draining = False
+
+    def drain(self) -> None:
+        """The server is stopping: every stream takes no further call, answers those it runs, then ends.
+
+        A router sees its stream end, fails what it sent meanwhile as UNAVAILABLE (never read, so never
+        admitted) and opens a new stream to whichever queue serves next.
+        """
+        self.draining = True
+        for stream in self.streams:
+            stream.stop_reading()
 
     async def run(self, requests: AsyncIterator[queue_pb2.SessionRequest]) -> AsyncIterator[queue_pb2.SessionResponse]:
         """Answers the stream's calls as they finish; ends once the caller half-closed and every call was answered.
@@ -60,12 +72,16 @@ class SessionServicer:
         cancelled, as its unary call would be.
         """
         stream = _Stream(self.operations, self.max_in_flight)
-        reader = asyncio.create_task(stream.read(requests))
+        reader = stream.reader = asyncio.create_task(stream.read(requests))
+        self.streams.add(stream)
+        if self.draining:
+            stream.stop_reading()
         try:
             while (reply := await stream.replies.get()) is not None:
                 yield reply
             await reader
         finally:
+            self.streams.discard(stream)
             reader.cancel()
             stream.cancel_all()
 
@@ -78,18 +94,36 @@ class _Stream:
         self.slots = asyncio.Semaphore(max_in_flight)
         self.replies: asyncio.Queue[queue_pb2.SessionResponse | None] = asyncio.Queue()
         self.running: dict[int, asyncio.Task[None]] = {}
+        self.waits: set[int] = set()
+        self.reader: asyncio.Task[None] | None = None
+        self.draining = False
+
+    def stop_reading(self) -> None:
+        """Reads no further call; the stream ends once the calls it runs are answered.
+
+        An AcquireJob still waiting for a grant is abandoned (it grants nothing), as its caller would.
+        """
+        if not self.draining and self.reader is not None:
+            self.draining = True
+            self.reader.cancel()
+            for call_id in self.waits:
+                self.running[call_id].cancel()
 
     async def read(self, requests: AsyncIterator[queue_pb2.SessionRequest]) -> None:
         try:
-            async for request in requests:
-                which = request.WhichOneof("call")
-                if which == "abandon":
-                    task = self.running.get(request.call_id)
-                    if task is not None:
-                        task.cancel()
-                    continue
-                await self.slots.acquire()
-                self._start(request, which)
+            try:
+                async for request in requests:
+                    which = request.WhichOneof("call")
+                    if which == "abandon":
+                        task = self.running.get(request.call_id)
+                        if task is not None:
+                            task.cancel()
+                        continue
+                    await self.slots.acquire()
+                    self._start(request, which)
+            except asyncio.CancelledError:
+                if not self.draining:
+                    raise
             while self.running:
                 await asyncio.wait(list(self.running.values()))
         finally:
@@ -103,6 +137,8 @@ class _Stream:
             self.replies.put_nowait(_error(call_id, status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=why)))
             return
         self.running[call_id] = asyncio.create_task(self._run(request, which))
+        if which == "acquire_job":
+            self.waits.add(call_id)
 
     async def _run(self, request: queue_pb2.SessionRequest, which: str) -> None:
         call_id = request.call_id
@@ -118,6 +154,7 @@ class _Stream:
             RPC_SECONDS.labels("queue", name).observe(time.perf_counter() - start)
         finally:
             del self.running[call_id]
+            self.waits.discard(call_id)
             self.slots.release()
 
     @staticmethod

@@ -267,3 +267,35 @@ async def test_a_queue_restart_fails_the_calls_in_flight_and_the_retried_report_
         job = await asyncio.wait_for(landing, 20)
         assert (job.state, job.attempt, job.chat_result.message.content) == (common_pb2.SUCCEEDED, 1, "done")
         assert (await queue.get(rid)).state == common_pb2.SUCCEEDED
+
+
+async def test_a_graceful_stop_ends_the_streams_once_their_calls_are_answered(running: RunningQueue) -> None:
+    async with client(running.address, session=True) as queue:
+        owned = queue_pb2.SubmitRequest(model=CHAT, chat=chat(), owner_id="w1", accept_lease=True)
+        first = await queue.submit(owned)
+        rid, lease = first.job.request_id, first.lease
+        waiting = asyncio.ensure_future(queue.acquire("w2", 20_000, models=[OCR]))
+        await asyncio.sleep(0.2)
+        assert running.server is not None
+        assert running.service is not None
+        started = time.monotonic()
+        running.service.draining()  # what the server's stop sequence calls before its grace period
+        stopping = asyncio.ensure_future(running.server.stop(10))
+        # The waiting acquire is given up (it grants nothing) and the stream ends: no wait for the grace.
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(waiting, 5)
+        await asyncio.wait_for(stopping, 5)
+        assert time.monotonic() - started < 3
+        await running.service.stop()
+        running.server = running.service = None
+        await running.start()
+        # The router's report opens a new stream to the queue that serves now (retrying, as the runner does,
+        # while the channel reconnects).
+        done = queue_pb2.CompleteJobRequest(lease_id=lease.lease_id, request_id=rid, backend="b1", chat_result=result())
+        for _ in range(100):
+            try:
+                job = await queue.complete(done)
+                break
+            except Unavailable:
+                await asyncio.sleep(0.1)
+        assert (job.state, job.chat_result.message.content) == (common_pb2.SUCCEEDED, "done")
