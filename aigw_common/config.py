@@ -225,6 +225,8 @@ class BackendConfig:
     priority_scheduling: bool = True
     api_key_env: str = ""
     startup_timeout_seconds: float = 300.0
+    # A supervised server is killed as hung only after its health checks failed for this long in a row.
+    hang_timeout_seconds: float = 30.0
     request_timeout_seconds: float = 300.0
     max_document_bytes: int = 10 * 1024 * 1024
     max_pages: int = 500
@@ -481,6 +483,8 @@ def _validate(cfg: GatewayConfig) -> None:
             raise ConfigError(f"{where}.url: required when mode is attach")
         if b.engine in ("transformers", "vllm") and b.mode == "supervise" and b.kind == "textgen" and not b.port:
             raise ConfigError(f"{where}.port: required to supervise a {b.engine} server")
+        if b.hang_timeout_seconds <= 0:
+            raise ConfigError(f"{where}.hang_timeout_seconds: must be > 0 seconds")
         _check_gpu_share(b, where)
 
 

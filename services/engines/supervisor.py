@@ -76,6 +76,7 @@ class EngineSupervisor:
         model: str,
         healthy: Callable[[], Awaitable[bool]],
         startup_timeout: float,
+        hang_timeout: float = 30.0,
         crash_log: CrashSink,
         on_state: Callable[[ServerState, str], None],
         taken: str = "",
@@ -86,6 +87,7 @@ class EngineSupervisor:
         self.model = model
         self.healthy = healthy
         self.startup_timeout = startup_timeout
+        self.hang_timeout = hang_timeout
         self.crash_log = crash_log
         self.on_state = on_state
         self.taken = taken or f"something already answers where {label}'s server would listen"
@@ -95,6 +97,7 @@ class EngineSupervisor:
         self._backoff = Backoff()
         self._ready_since = 0.0
         self._failures = 0
+        self._failing_since = 0.0
         self._kill_reason = ""
         self._exit_details: dict[str, str] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -210,11 +213,24 @@ class EngineSupervisor:
             self.crash_log.record("ENGINE_RESTART", self.model, message, (), {"restarts": str(self.restarts)})
             return
 
-    def check_health(self, healthy: bool) -> None:
-        """A live process that stops answering is hung: kill it, and the crash path restarts it."""
-        self._failures = 0 if healthy else self._failures + 1
-        if self._failures >= HEALTH_FAILURES_BEFORE_KILL and self.process is not None:
-            self._kill_reason = f"the model server stopped answering health checks ({self._failures} in a row) and was killed"
+    def check_health(self, healthy: bool, now: float | None = None) -> None:
+        """A live process that stops answering is hung: kill it, and the crash path restarts it.
+
+        Hung means at least HEALTH_FAILURES_BEFORE_KILL failed checks in a row spanning `hang_timeout`
+        seconds: a server that is only busy (a starved CPU, a long prefill) answers late once and is left alone.
+        """
+        now = time.monotonic() if now is None else now
+        if healthy:
+            self._failures = 0
+            return
+        if self._failures == 0:
+            self._failing_since = now
+        self._failures += 1
+        silent = now - self._failing_since
+        if self._failures >= HEALTH_FAILURES_BEFORE_KILL and silent >= self.hang_timeout and self.process is not None:
+            self._kill_reason = (
+                f"the model server stopped answering health checks ({self._failures} in a row over {silent:.0f}s) and was killed"
+            )
             log.error("model server hung; killing it", extra={"server": self.label})
             self.process.signal_group(signal.SIGKILL)
             self._failures = 0

@@ -196,6 +196,7 @@ class DeepSeekOcrEngine:
             model=name,
             healthy=lambda: self.client.healthy("/health"),
             startup_timeout=self.backend.startup_timeout_seconds,
+            hang_timeout=self.backend.hang_timeout_seconds,
             crash_log=self.crash_log,
             on_state=self._server_state,
             taken=f"port {port} is already taken by another server; stop it or change backends.{self.backend.name}.port",

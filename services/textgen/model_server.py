@@ -97,6 +97,7 @@ class ModelServer:
             model=spec.name,
             healthy=lambda: self.client.healthy(self.settings.health_path),
             startup_timeout=backend.startup_timeout_seconds,
+            hang_timeout=backend.hang_timeout_seconds,
             crash_log=self._crash_log,
             on_state=self.set_state,
             taken=f"port {self.port} is already taken by another server; stop it or change backends.{backend.name}.port",

@@ -232,6 +232,7 @@ async def test_a_hung_supervised_server_is_killed_and_restarted(pool: WorkerPool
         command=(sys.executable, str(FAKE_VLLM)),
         port=free_port(),
         startup_timeout_seconds=30,
+        hang_timeout_seconds=5,
     )
     crash_log = CrashLog()
     engine = DeepSeekOcrEngine(backend, pool, LanguageIdentification(), crash_log)
