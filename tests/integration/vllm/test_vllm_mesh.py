@@ -370,6 +370,27 @@ async def test_the_router_sends_work_away_from_the_vllm_its_metrics_show_loaded(
     assert set(idle) == {SUPERVISED, ATTACHED}, "both idle: the work is shared"
 
 
+async def test_stop_is_refused_whole_while_an_attached_backend_serves_the_model(replica: Replica, mesh: VllmMesh) -> None:
+    """An admin that knows both backends: the attached one cannot unload, so StopModel unloads nothing."""
+    pid = mesh.vllm_pid()
+    admin_service = AdminService(replica.cfg)
+    address = f"127.0.0.1:{free_port()}"
+    async with serving(admin_service, address, until_serving=False), grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(admin_service.ready.wait(), 20)
+        admin: Any = admin_pb2_grpc.AdminServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await admin.StopModel(admin_pb2.StopModelRequest(model=MODEL), metadata=mesh.admin_md, timeout=60)
+
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert mesh.textgen.backend.server_of(MODEL) is not None, "the supervised backend kept its model"
+    assert mesh.vllm_pid() == pid
+    assert MODEL in (await mesh.backend_status()).loaded_models
+    assert ATTACHED in str(err.value.details())
+    assert "nothing was unloaded" in str(err.value.details())
+    reply = await replica.router.Chat(chat(max_tokens=4), metadata=mesh.md(), timeout=120)
+    assert reply.status == common_pb2.SUCCEEDED
+
+
 # ---- 4. a vLLM killed mid-request ----
 
 
