@@ -34,7 +34,10 @@ ATTACHED = "vllm-att"
 STARTUP_SECONDS = 600.0
 # vLLM's CPU backend: no thread pinning, one OpenMP thread, a small KV cache in host memory.
 VLLM_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
-# Long enough that a generation outlasts the few polls that watch it (the context is 2048 tokens).
+# The tiny model never emits its end token, so a request runs to max_tokens: long enough that a generation
+# outlasts the polls that watch it (seconds on two cores), inside the context vLLM is given. Longer contexts
+# starve vLLM's CPU server so much that it stops answering its health checks.
+MAX_MODEL_LEN = 2048
 LONG_TOKENS = 1900
 
 
@@ -49,7 +52,7 @@ def vllm_backend(name: str, model_port: int, capacity: int, **extra: Any) -> dic
         "port": model_port,
         "engine_python": str(VLLM_PYTHON),
         "gpu_memory_utilization": 0.08,
-        "max_model_len": 2048,
+        "max_model_len": MAX_MODEL_LEN,
         "models": [MODEL],
         "initial_model": MODEL,
         "capacity": capacity,
@@ -65,7 +68,7 @@ def model_section(model_dir: Path) -> dict[str, Any]:
             "path": str(model_dir),
             "served_name": SERVED_NAME,
             "default_max_tokens": 16,
-            "max_concurrent": 4,
+            "max_concurrent": 8,
             "max_waiting": 20,
         }
     }
