@@ -288,7 +288,10 @@ async def priority_round(mesh: VllmMesh) -> list[str] | None:
         finished.append(label)
 
     blocker = asyncio.ensure_future(mesh.router.Chat(chat(max_tokens=LONG_TOKENS), metadata=md, timeout=300))
-    await wait_metrics(mesh.vllm_url, lambda m: m.running == 1, what="the long request running")
+    await wait_metrics(mesh.vllm_url, lambda m: m.running == 1 or blocker.done(), what="the long request running")
+    if blocker.done():
+        blocker.result()  # raises what went wrong, if anything did
+        return None
     low = asyncio.create_task(timed("low"))
     both_waiting = False
     try:
