@@ -190,6 +190,14 @@ class Fleet:
         holders = [s.config.name for s in snapshots if model in s.loaded]
         if not holders:
             return StopResult("not loaded; nothing to do", (), 0.0)
+        # Checked before anything is unloaded: a stop that fails half-way would leave the model stopped on
+        # some backends while the operator is told it failed.
+        attached = [s.config.name for s in snapshots if model in s.loaded and s.config.mode == "attach"]
+        if attached:
+            raise FailedPrecondition(
+                f"{model!r} is also served by {', '.join(attached)}, attached to a model server the gateway does not "
+                "manage; stop it there or take the backend out of the config; nothing was unloaded"
+            )
         start = time.perf_counter()
         await asyncio.gather(*(self.controls[name].unload(model, force) for name in holders))
         elapsed = (time.perf_counter() - start) * 1000

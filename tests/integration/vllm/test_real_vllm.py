@@ -1,5 +1,6 @@
-"""textgen supervising the real vLLM (its CPU build, from .venv-vllm) and attached to it: chat, streams,
-priorities in vLLM's scheduler, status from vLLM's /metrics, and a SIGKILLed server restarted.
+"""textgen in front of the real vLLM (its CPU build, from .venv-vllm), for what the whole-mesh module
+(test_vllm_mesh.py) does not show: the engine key textgen gives a supervised vLLM and hands to routers only,
+an attached textgen that takes the key from its environment, and a cancelled stream ending vLLM's request.
 
 One vLLM process serves the whole module (it takes a minute or two to start); tests run in file order.
 Its CPU threads are limited so that the rest of the machine stays usable.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -121,65 +121,6 @@ async def generate(
     return reply
 
 
-async def test_generate_answers_through_vllm(supervised: Supervised) -> None:
-    reply = await generate(supervised.client, max_tokens=8, temperature=0.0)
-
-    assert reply.result.model == "tiny-chat"
-    assert reply.result.finish_reason == "length"
-    assert reply.result.usage.completion_tokens == 8
-    assert reply.result.message.content.isascii()
-    again = await generate(supervised.client, max_tokens=8, temperature=0.0)
-    assert again.result.message.content == reply.result.message.content, "temperature 0 is greedy"
-
-
-async def test_streams_deliver_the_deltas_then_the_usage(supervised: Supervised) -> None:
-    request = textgen_pb2.GenerateRequest(model="tiny-chat", chat=chat(max_tokens=12, temperature=0.0), request_id="s-1")
-    parts = [part async for part in supervised.client.textgen.StreamGenerate(request, timeout=120)]
-    unary = await generate(supervised.client, max_tokens=12, temperature=0.0)
-
-    assert len(parts) >= 2
-    assert "".join(p.delta for p in parts) == unary.result.message.content
-    assert (parts[-1].finish_reason, parts[-1].usage.completion_tokens) == ("length", 12)
-
-
-async def test_status_comes_from_vllms_own_metrics(supervised: Supervised) -> None:
-    async with httpx.AsyncClient() as http:
-        exposition = (await http.get(f"{supervised.url}/metrics")).text
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
-        assert f"\n{name}{{" in exposition, f"vLLM exports {name} (the autoscaler's adapter rule reads the waiting one)"
-
-    deadline = time.monotonic() + 30
-    while (status := await supervised.client.status()).server_running < 0:
-        assert time.monotonic() < deadline, status
-        await asyncio.sleep(0.2)
-    assert status.server_waiting >= 0
-    assert 0.0 <= status.kv_cache_usage <= 1.0
-    assert status.engine == "vllm"
-
-
-async def test_priorities_reach_vllms_scheduler(supervised: Supervised) -> None:
-    """With one sequence at a time, a HIGH request sent after a LOW one runs before it."""
-    finished: list[str] = []
-
-    async def timed(label: str, priority: common_pb2.Priority.ValueType) -> None:
-        await generate(supervised.client, priority, max_tokens=40)
-        finished.append(label)
-
-    blocker = asyncio.create_task(generate(supervised.client, max_tokens=1200))
-    deadline = time.monotonic() + 60
-    while (await supervised.client.status()).server_running != 1:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    low = asyncio.create_task(timed("low", common_pb2.PRIORITY_LOW))
-    while (await supervised.client.status()).server_waiting != 1:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    high = asyncio.create_task(timed("high", common_pb2.PRIORITY_HIGH))
-    await asyncio.gather(blocker, low, high)
-
-    assert finished == ["high", "low"]
-
-
 async def test_vllm_refuses_callers_without_the_key_only_textgen_and_routers_hold(supervised: Supervised) -> None:
     key = supervised.api_key()
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -252,27 +193,3 @@ async def test_a_cancelled_stream_ends_vllms_request_at_once(supervised: Supervi
     reply = await generate(supervised.client, max_tokens=4)
     assert reply.result.usage.completion_tokens == 4
     assert stopped < 1.0, f"vllm:num_requests_running reached 0 {stopped:.2f} s after the cancel"
-
-
-async def test_a_sigkilled_vllm_fails_its_request_unavailable_and_comes_back(supervised: Supervised) -> None:
-    pid = supervised.server_pid()
-    request = asyncio.create_task(generate(supervised.client, max_tokens=1500))
-    deadline = time.monotonic() + 60
-    while (await supervised.client.status()).server_running != 1:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-
-    os.kill(pid, signal.SIGKILL)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await request
-
-    # UNAVAILABLE is what the router retries on another attempt: the request is not lost.
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    await supervised.client.wait_health("NOT_SERVING", 30)
-    await supervised.client.wait_health("SERVING", STARTUP_SECONDS)
-    status = await supervised.client.status()
-    assert status.restarts == 1
-    assert supervised.server_pid() != pid
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    reply = await generate(supervised.client, max_tokens=4)
-    assert reply.result.usage.completion_tokens == 4
