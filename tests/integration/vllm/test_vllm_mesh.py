@@ -368,7 +368,7 @@ async def test_the_router_sends_work_away_from_the_vllm_its_metrics_show_loaded(
             chosen.append((await job_of(replica.router, md, reply.request_id)).backend)
         return chosen
 
-    async with Saturation(replica.engine.url, streams=3 * ATTACHED_CAPACITY).running():
+    async with Saturation(replica.engine.url, streams=ATTACHED_CAPACITY + 1).running():
         await wait_until(lambda: attached.server_waiting >= 1, timeout=60, what="the router reads the attached vLLM's queue")
         loaded = await backends_of(6)
         assert attached.server_waiting >= 1, "still loaded at the end"
@@ -411,7 +411,7 @@ async def test_a_vllm_sigkilled_mid_request_is_retried_restarted_and_logged(repl
     pid = mesh.vllm_pid()
     attached = replica.router_service.pool.views[ATTACHED]
     request = router_pb2.StreamChatRequest(model=MODEL, messages=chat().messages, max_tokens=LONG_TOKENS)
-    async with Saturation(replica.engine.url, streams=3 * ATTACHED_CAPACITY).running():
+    async with Saturation(replica.engine.url, streams=ATTACHED_CAPACITY + 1).running():
         # The attached vLLM looks busy, so the request goes to the supervised one.
         await wait_until(lambda: attached.server_waiting >= 1, timeout=60, what="the router reads the attached vLLM's queue")
         stream = replica.router.StreamChat(request, metadata=md, timeout=300)

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -247,5 +248,6 @@ async def test_a_hung_supervised_server_is_killed_and_restarted(pool: WorkerPool
             os.kill(hung, signal.SIGCONT)
     assert engine.server.pid != hung
     kind, message, _ = crash_log.events[0]
-    assert (kind, message) == ("BACKEND_CRASH", "the model server stopped answering health checks (3 in a row) and was killed")
+    assert kind == "BACKEND_CRASH"
+    assert re.fullmatch(r"the model server stopped answering health checks \(3 in a row over \d+s\) and was killed", message)
     await engine.close()
