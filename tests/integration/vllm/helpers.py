@@ -9,6 +9,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+# vLLM's CPU backend in tests: no thread pinning, one OpenMP thread, a small KV cache in host memory.
+VLLM_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 CHECKER = REPO / "tools" / "vllm_check.py"
 
 

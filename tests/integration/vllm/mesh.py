@@ -32,8 +32,6 @@ SERVED_NAME = "tiny"
 SUPERVISED = "vllm-sup"
 ATTACHED = "vllm-att"
 STARTUP_SECONDS = 600.0
-# vLLM's CPU backend: no thread pinning, one OpenMP thread, a small KV cache in host memory.
-VLLM_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 # The tiny model never emits its end token, so a request runs to max_tokens: long enough that a generation
 # outlasts the polls that watch it (seconds on two cores), inside the context vLLM is given. Longer contexts
 # starve vLLM's CPU server so much that it stops answering its health checks.

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,6 @@ from tests.integration.vllm.helpers import VLLM_PYTHON
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(900), pytest.mark.slow]
 
 STARTUP_SECONDS = 600.0
-# vLLM's CPU backend: no thread pinning, one OpenMP thread, a small KV cache in host memory.
-VLLM_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 def gateway_config(
@@ -86,18 +83,6 @@ class Supervised:
         assert server is not None
         assert server.process is not None
         return server.process.pid
-
-
-@pytest.fixture(scope="module")
-def vllm_env() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in VLLM_ENV}
-    os.environ.update(VLLM_ENV)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -58,7 +58,6 @@ from tests.integration.vllm.mesh import (
     SERVED_NAME,
     STARTUP_SECONDS,
     SUPERVISED,
-    VLLM_ENV,
     Engine,
     Saturation,
     chat_body,
@@ -135,18 +134,6 @@ async def job_of(router: Any, md: Any, request_id: str) -> common_pb2.Job:
     reply = await router.GetRequest(router_pb2.GetRequestRequest(request_id=request_id), metadata=md, timeout=10)
     job: common_pb2.Job = reply.request
     return job
-
-
-@pytest.fixture(scope="module")
-def vllm_env() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in VLLM_ENV}
-    os.environ.update(VLLM_ENV)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
