@@ -27,7 +27,6 @@ from services.router.queue_session import QueueSession
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 QUEUE_CALL_SECONDS = 10.0
 STATUS_CALL_SECONDS = 2.0
 

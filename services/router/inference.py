@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
@@ -21,6 +22,8 @@ from services.router.own_jobs import OwnJobs, job_failure
 
 # A stopped model comes back only when an operator (or the auto-switcher) starts it; a minute is a fair retry.
 STOPPED_RETRY_SECONDS = 60.0
+
+T = TypeVar("T")
 
 
 def refuse_stopped(pool: BackendPool, model: str, caller: Caller) -> None:
@@ -151,13 +154,8 @@ class Inference:
         attempt fails after text was sent, the stream ends with UNAVAILABLE: the retry starts the answer
         afresh, and its result stays retrievable by request id. A caller that goes away first cancels the job.
         """
-        try:
-            async for item in self._text(submitted, hold):
-                yield item
-        except GatewayError:
-            hold.answered = True
-            raise
-        hold.answered = True
+        async for item in _answering(hold, self._text(submitted, hold)):
+            yield item
 
     async def _text(self, submitted: Submitted, hold: Hold) -> AsyncIterator[str | common_pb2.Job]:
         streamed = False
@@ -179,13 +177,8 @@ class Inference:
 
         A caller that goes away first cancels the job.
         """
-        try:
-            async for item in self._pages(submitted, hold):
-                yield item
-        except GatewayError:
-            hold.answered = True
-            raise
-        hold.answered = True
+        async for item in _answering(hold, self._pages(submitted, hold)):
+            yield item
 
     async def _pages(self, submitted: Submitted, hold: Hold) -> AsyncIterator[Page | common_pb2.Job]:
         sent: set[int] = set()
@@ -215,6 +208,17 @@ def attach(message: queue_pb2.SubmitRequest | common_pb2.Job, payload: common_pb
         message.chat.CopyFrom(payload)
     else:
         message.ocr.CopyFrom(payload)
+
+
+async def _answering(hold: Hold, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """`items`, marking the hold answered once they end or fail: only a caller leaving before that stops the job."""
+    try:
+        async for item in items:
+            yield item
+    except GatewayError:
+        hold.answered = True
+        raise
+    hold.answered = True
 
 
 def _interrupted(request_id: str, reason: str) -> Unavailable:
