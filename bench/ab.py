@@ -12,7 +12,6 @@ and throughput move with the neighbours' load, CPU per request much less.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -26,6 +25,7 @@ from typing import Any
 from aigw_common.auth import TokenSigner
 from aigw_common.ferretdb import binary_path, free_port
 from aigw_common.mesh import Mesh, write_config
+from bench.report import emit
 from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, MODEL, REPO, cpu_per_request, cpu_seconds, mesh_config, upstream, wrk
 
 
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         "B": {"tree": str(trees["B"]), "cpu_ms_per_request": median_cpu(cpu["B"]), "rps": round(statistics.median(rps["B"]), 1)},
         "rounds": {"cpu": cpu, "rps": rps},
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

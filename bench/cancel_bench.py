@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_common.auth import TokenSigner
 from aigw_common.ferretdb import free_port
 from aigw_common.mesh import Mesh, write_config
+from bench.report import emit
 from bench.run import JWT_SECRET, MODEL, REPO, mesh_config
 
 TOKENS = 3000
@@ -186,10 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             report = asyncio.run(probe(mesh, url, args.tries))
         finally:
             mesh.stop()
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ router, textgen and every process of the mesh together (psutil).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from aigw_common.auth import TokenSigner
 from aigw_common.ferretdb import free_port
 from aigw_common.mesh import Mesh, write_config
+from bench.report import emit
 from bench.router_bench import cpu_per_request
 from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, mesh_config, sequential_grpc, sequential_http, upstream
 
@@ -73,10 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="meshes per setting, alternating hop / direct")
     parser.add_argument("--out", default="", help="also write the report as JSON here")
     args = parser.parse_args(argv)
-    text = json.dumps(measure(args.requests, args.rounds), indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(measure(args.requests, args.rounds), args.out)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import resource
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +29,7 @@ from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw_common.config import parse_config
 from aigw_common.server import create_server
+from bench.report import emit
 from services.ocr.resolution import TESSERACT_RENDER, Mode
 from services.ocr.service import build
 
@@ -211,11 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="", help="also write the JSON report here")
     args = parser.parse_args(argv)
     report = asyncio.run(measure(args.pages, args.repeats, args.workers))
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

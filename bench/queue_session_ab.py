@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -29,6 +28,7 @@ from aigw_common.authz import MeshTls
 from aigw_common.ferretdb import free_port
 from aigw_common.mesh import Mesh, write_config
 from bench.queue_bench import CHAT, RESULT
+from bench.report import emit
 from bench.router_bench import cpu_per_request
 from bench.run import JWT_SECRET, MODEL, mesh_config, sequential_grpc, upstream
 from services.router.clients import QueueClient
@@ -118,10 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cycles", type=int, default=2000, help="owner cycles per mode")
     parser.add_argument("--out", default="", help="also write the report as JSON here")
     args = parser.parse_args(argv)
-    text = json.dumps(measure(args.requests, args.cycles), indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(measure(args.requests, args.cycles), args.out)
 
 
 if __name__ == "__main__":

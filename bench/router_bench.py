@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 import uuid
@@ -34,6 +33,7 @@ from aigw_common.config import AuthConfig, GatewayConfig, RateLimit, RateLimitCo
 from aigw_common.ferretdb import free_port
 from aigw_common.mesh import Mesh, write_config
 from bench.queue_bench import owner_cycle_with_lease
+from bench.report import emit
 from bench.run import (
     JWT_SECRET,
     MAX_TOKENS,
@@ -176,10 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="", help="also write the report as JSON here")
     args = parser.parse_args(argv)
     report = measure(args.requests)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
