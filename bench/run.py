@@ -332,12 +332,11 @@ def queue_depth(mesh: Mesh, token: str, depths: tuple[int, ...], count: int) -> 
     return runs
 
 
-async def _hop_runs(cfg: Any, edge_url: str, token: str, count: int, warmup: int) -> dict[str, Run]:
+async def _hop_runs(cfg: Any, edge_url: str, engine_url: str, token: str, count: int, warmup: int) -> dict[str, Run]:
     """Each leg of a REST chat measured on its own, as the service before it makes the call (same identity, mTLS).
 
     The legs take turns, one request each per round, so that the machine's noise falls on all of them alike.
     """
-    from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
     from aigw_common.authz import MeshTls
     from aigw_common.channels import make_channel
 
@@ -350,17 +349,15 @@ async def _hop_runs(cfg: Any, edge_url: str, token: str, count: int, warmup: int
     as_edge = MeshTls.load(cfg.tls_path, "edge")
     metadata = (("authorization", f"Bearer {token}"),)
     body = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
-    samples: dict[str, list[float]] = {k: [] for k in ("rest", "hop", "generate", "chat", "submit", "complete")}
+    engine_body = {"model": "upstream", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    samples: dict[str, list[float]] = {k: [] for k in ("rest", "hop", "engine", "chat", "submit", "complete")}
     async with (
-        make_channel(cfg.backend("upstream").address, as_router, "textgen") as tg,
         make_channel(cfg.services.queue.address, as_router, "queue") as qu,
         make_channel(cfg.services.router.mesh_address, as_edge, "router") as ro,
         httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
     ):
-        textgen: Any = textgen_pb2_grpc.TextgenServiceStub(tg)
         queue: Any = queue_pb2_grpc.QueueServiceStub(qu)
         router: Any = router_pb2_grpc.RouterServiceStub(ro)
-        generate = textgen_pb2.GenerateRequest(model=MODEL, chat=job)
         chat = router_pb2.ChatRequest(model=MODEL, messages=job.messages, max_tokens=MAX_TOKENS)
         health = router_pb2.GetHealthRequest()
         submit = queue_pb2.SubmitRequest(model=MODEL, chat=job, owner_id="bench-hops", accept_lease=True)
@@ -368,10 +365,13 @@ async def _hop_runs(cfg: Any, edge_url: str, token: str, count: int, warmup: int
         async def rest() -> None:
             (await http.post(f"{edge_url}/api/chat", json=body)).raise_for_status()
 
+        async def engine() -> None:  # the call the router's worker makes to the engine (routing.direct_engines)
+            (await http.post(f"{engine_url}/v1/chat/completions", json=engine_body)).raise_for_status()
+
         legs: dict[str, Callable[[], Awaitable[Any]]] = {
             "rest": rest,
             "hop": lambda: router.GetHealth(health),
-            "generate": lambda: textgen.Generate(generate),
+            "engine": engine,
             "chat": lambda: router.Chat(chat, metadata=metadata),
         }
         begin = time.perf_counter()
@@ -397,7 +397,7 @@ async def _hop_runs(cfg: Any, edge_url: str, token: str, count: int, warmup: int
     names = {
         "rest": "REST /api/chat (hop round)",
         "hop": "router GetHealth as the edge (one hop)",
-        "generate": "textgen Generate as the router",
+        "engine": "engine chat completion as the router",
         "chat": "router Chat as the edge",
         "submit": "queue Submit (accept_lease) as the router",
         "complete": "queue CompleteJob as the router",
@@ -405,17 +405,16 @@ async def _hop_runs(cfg: Any, edge_url: str, token: str, count: int, warmup: int
     return {k: finish(Run(names[k], "grpc", 1), v, elapsed) for k, v in samples.items()}
 
 
-def hop_table(runs: dict[str, Run], direct: Run) -> dict[str, float]:
+def hop_table(runs: dict[str, Run]) -> dict[str, float]:
     """p50 milliseconds of each leg of a REST chat, by subtraction of legs measured on their own (see docs/performance.md)."""
-    rest, hop, gen, chat, sub, comp = (runs[k].p50_ms for k in ("rest", "hop", "generate", "chat", "submit", "complete"))
+    rest, hop, eng, chat, sub, comp = (runs[k].p50_ms for k in ("rest", "hop", "engine", "chat", "submit", "complete"))
     return {
         "client_to_edge": round(rest - chat, 3),
         "edge_to_router": round(hop, 3),
         "router_to_queue_submit": round(sub, 3),
-        "router_to_textgen_and_engine": round(gen, 3),
-        "of_which_engine": round(direct.p50_ms, 3),
+        "router_to_engine": round(eng, 3),
         "router_to_queue_complete": round(comp, 3),
-        "router_own": round(chat - hop - sub - gen - comp, 3),
+        "router_own": round(chat - hop - sub - eng - comp, 3),
         "total_rest": round(rest, 3),
     }
 
@@ -574,7 +573,7 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(ttft_sse("upstream direct stream TTFT", direct_url, direct_body, {}, streams, warm // 2, "direct"))
             runs.append(ttft_grpc(router, token, streams, warm // 2))
             runs.append(ttft_sse("gateway REST /v1 stream TTFT", v1, gw_body, auth, streams, warm // 2, "rest"))
-            hops = asyncio.run(_hop_runs(cfg, mesh.edge_url, token, max(100, args.requests // 2), warm // 2))
+            hops = asyncio.run(_hop_runs(cfg, mesh.edge_url, up_url, token, max(100, args.requests // 2), warm // 2))
             for clients in (10, 50):
                 runs.append(wrk(f"upstream direct x{clients}", direct_url, direct_body, {}, clients, args.seconds, "direct"))
                 runs.append(measured(wrk, f"gateway REST x{clients}", api_chat, gw_body, auth, clients, args.seconds, "rest"))
@@ -678,7 +677,7 @@ def build_report(
         "cpu_ms_per_request_all_processes": cpu_total,
         "concurrency": scaling,
         "queue_depth": depth,
-        "hops_p50_ms": hop_table(hops, direct1),
+        "hops_p50_ms": hop_table(hops),
         "hop_runs": [asdict(r) for r in hops.values()],
         "ratios_to_direct": {
             r.name: round(r.p50_ms / direct1.p50_ms, 2)
