@@ -15,7 +15,7 @@ import httpx
 from aigw_common.errors import Unavailable
 from services.engines.openai_http import EngineClient
 from services.engines.process import ServerProcess
-from services.engines.supervisor import CrashSink, EngineSupervisor, ServerState
+from services.engines.supervisor import HEALTH_FAILURES_BEFORE_KILL, CrashSink, EngineSupervisor, ServerState
 from services.textgen.commands import server_command, server_env
 from services.textgen.metrics import NO_METRICS, UNKNOWN, parse_vllm_metrics, prefix_hit_rate
 from services.textgen.settings import ModelSpec, TextgenSettings
@@ -62,6 +62,7 @@ class ModelServer:
         self.metrics = NO_METRICS
         self.hit_rate = UNKNOWN
         self.engine: EngineSupervisor | None = None
+        self._missed = 0  # failed health probes in a row (an attached server)
         self._crash_log = crash_log
         self._on_change = on_change
         self._tasks: list[asyncio.Task[None]] = []
@@ -149,12 +150,18 @@ class ModelServer:
         healthy = await self.client.healthy(self.settings.health_path)
         if self.engine is not None:
             self.engine.check_health(healthy)
-        elif healthy and self.state in (ServerState.CRASHED, ServerState.LOADING):
-            self.set_state(ServerState.READY)
-        elif not healthy and self.state in (ServerState.READY, ServerState.DRAINING):
-            message = f"the server at {self.settings.url} stopped answering"
-            self.set_state(ServerState.CRASHED, message)
-            self._crash_log.record("BACKEND_CRASH", self.model, message)
+        elif healthy:
+            self._missed = 0
+            if self.state in (ServerState.CRASHED, ServerState.LOADING):
+                self.set_state(ServerState.READY)
+        elif live:
+            # One late answer is a busy server (a long prefill, a starved CPU), not a dead one.
+            self._missed += 1
+            if self._missed >= HEALTH_FAILURES_BEFORE_KILL:
+                self._missed = 0
+                message = f"the server at {self.settings.url} stopped answering ({HEALTH_FAILURES_BEFORE_KILL} health checks in a row)"
+                self.set_state(ServerState.CRASHED, message)
+                self._crash_log.record("BACKEND_CRASH", self.model, message)
         if healthy and self.settings.polls_metrics:
             await self._scrape()
 

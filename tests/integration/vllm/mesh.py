@@ -156,19 +156,26 @@ def chat_body(content: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
 
 @dataclass
 class Saturation:
-    """Keeps `streams` long generations running on a vLLM server, bypassing the mesh (as other clients of a shared
-    engine do): only the server's /metrics shows that load. Each one that ends is replaced until `stop`."""
+    """Keeps `streams` long generations running or waiting on a vLLM server, bypassing the mesh (as other clients
+    of a shared engine do): only the server's /metrics shows that load. Each one that ends is replaced until the
+    block is left, which drops them all (vLLM aborts a request whose client went away).
+
+    Unstreamed: the answer comes whole at the end, so this costs the test's event loop nothing while it runs.
+    `priority` is vLLM's own (lower runs first); `headers` carry the server's key where it has one.
+    """
 
     url: str
     streams: int
+    priority: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def _keep_one(self, http: httpx.AsyncClient) -> None:
+        body = chat_body("Tell a long story.", LONG_TOKENS)
+        if self.priority is not None:
+            body["priority"] = self.priority
         while True:
-            body = chat_body("Tell a long story.", LONG_TOKENS, stream=True)
-            async with http.stream("POST", f"{self.url}/v1/chat/completions", json=body) as reply:
-                async for _ in reply.aiter_bytes():
-                    pass
+            await http.post(f"{self.url}/v1/chat/completions", json=body, headers=self.headers)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Saturation]:

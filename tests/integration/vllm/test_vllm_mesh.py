@@ -70,7 +70,13 @@ from tests.integration.vllm.mesh import (
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(900), pytest.mark.slow]
 
 ATTACHED_CAPACITY = 2
-PRIORITY_ROUNDS = 5
+# Streams that keep the attached vLLM busy: three wait behind the two it runs, so that when generations end
+# (two may end together) and their replacements are still on the way, its /metrics never show an empty queue.
+SATURATING = ATTACHED_CAPACITY + 3
+# vLLM runs lower priority values first; the mesh sends HIGH as -1 and LOW as 1.
+BLOCKER_PRIORITY = -10
+# A paused engine core runs this long at a time while a test waits for its first text to come through the mesh.
+BURST_SECONDS = 0.05
 
 
 @dataclass
@@ -269,10 +275,11 @@ async def test_chat_streams_and_rest_are_answered_by_vllm(mesh: VllmMesh) -> Non
 # ---- 2. priorities in vLLM's scheduler ----
 
 
-async def priority_round(mesh: VllmMesh) -> list[str] | None:
-    """A long NORMAL request runs; a LOW then a HIGH one wait inside vLLM (max-num-seqs 1); the order they end in.
+async def test_priorities_reach_vllms_scheduler(mesh: VllmMesh) -> None:
+    """With one sequence at a time in vLLM, a LOW request then a HIGH one wait there: HIGH runs first.
 
-    None when the long one ended before both were seen waiting together: the round proves nothing then.
+    Requests sent to vLLM directly with a priority above both hold its one slot until both are seen waiting,
+    however long the mesh takes to deliver them; then they go, and vLLM's scheduler chooses between the two.
     """
     md = mesh.md()
     finished: list[str] = []
@@ -281,33 +288,17 @@ async def priority_round(mesh: VllmMesh) -> list[str] | None:
         await mesh.router.Chat(chat(max_tokens=40, priority=label), metadata=md, timeout=300)
         finished.append(label)
 
-    blocker = asyncio.ensure_future(mesh.router.Chat(chat(max_tokens=LONG_TOKENS), metadata=md, timeout=300))
-    await wait_metrics(mesh.vllm_url, lambda m: m.running == 1 or blocker.done(), what="the long request running")
-    if blocker.done():
-        blocker.result()  # raises what went wrong, if anything did
-        return None
-    low = asyncio.create_task(timed("low"))
-    both_waiting = False
-    try:
-        await wait_metrics(mesh.vllm_url, lambda m: m.waiting == 1 or blocker.done(), what="LOW waiting in vLLM")
+    # One runs, one waits: when the running one ends the other takes the slot, before LOW or HIGH could.
+    blockers = Saturation(mesh.vllm_url, streams=2, priority=BLOCKER_PRIORITY, headers=mesh.vllm_headers())
+    async with blockers.running():
+        await wait_metrics(mesh.vllm_url, lambda m: m.running == 1 and m.waiting == 1, what="the blockers in vLLM")
+        low = asyncio.create_task(timed("low"))
+        await wait_metrics(mesh.vllm_url, lambda m: m.waiting >= 2, what="LOW waiting in vLLM")
         high = asyncio.create_task(timed("high"))
-        seen = await wait_metrics(mesh.vllm_url, lambda m: m.waiting == 2 or blocker.done(), what="HIGH waiting in vLLM")
-        both_waiting = seen.waiting == 2 and not blocker.done()
-        await asyncio.gather(blocker, low, high)
-    finally:
-        for task in (blocker, low):
-            task.cancel()
-    return finished if both_waiting else None
+        await wait_metrics(mesh.vllm_url, lambda m: m.waiting >= 3, what="HIGH waiting in vLLM")
+    await asyncio.wait_for(asyncio.gather(low, high), 120)
 
-
-async def test_priorities_reach_vllms_scheduler(mesh: VllmMesh) -> None:
-    """With one sequence at a time in vLLM, a HIGH request sent after a LOW one, both waiting there, runs first."""
-    for _ in range(PRIORITY_ROUNDS):
-        order = await priority_round(mesh)
-        if order is not None:
-            assert order == ["high", "low"]
-            return
-    pytest.fail(f"in {PRIORITY_ROUNDS} rounds the long request never outlasted the queueing of the other two")
+    assert finished == ["high", "low"]
 
 
 # ---- 3. status and backend choice from vLLM's /metrics ----
@@ -355,7 +346,7 @@ async def test_the_router_sends_work_away_from_the_vllm_its_metrics_show_loaded(
             chosen.append((await job_of(replica.router, md, reply.request_id)).backend)
         return chosen
 
-    async with Saturation(replica.engine.url, streams=ATTACHED_CAPACITY + 1).running():
+    async with Saturation(replica.engine.url, streams=SATURATING).running():
         await wait_until(lambda: attached.server_waiting >= 1, timeout=60, what="the router reads the attached vLLM's queue")
         loaded = await backends_of(6)
         assert attached.server_waiting >= 1, "still loaded at the end"
@@ -393,23 +384,50 @@ async def test_stop_is_refused_whole_while_an_attached_backend_serves_the_model(
 # ---- 4. a vLLM killed mid-request ----
 
 
+async def read_into(stream: Any, messages: asyncio.Queue[Any]) -> None:
+    """Reads a gRPC stream to its end into `messages` (a wait for a message that times out leaves the call alone)."""
+    while (message := await stream.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
+        messages.put_nowait(message)
+
+
+async def first_text_in_bursts(engine_core: list[psutil.Process], messages: asyncio.Queue[Any]) -> None:
+    """Pauses vLLM's engine-core processes and lets them run BURST_SECONDS at a time until the stream's first text
+    arrives (tokens already made go on flowing from vLLM's API server); they stay paused."""
+    for process in engine_core:
+        process.suspend()
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            while not (await asyncio.wait_for(messages.get(), 0.5)).delta:
+                pass
+            return
+        except TimeoutError:
+            assert time.monotonic() < deadline, "no text came while vLLM ran in bursts"
+            for process in engine_core:
+                process.resume()
+            await asyncio.sleep(BURST_SECONDS)
+            for process in engine_core:
+                process.suspend()
+
+
 async def test_a_vllm_sigkilled_mid_request_is_retried_restarted_and_logged(replica: Replica, mesh: VllmMesh) -> None:
     md = mesh.md("crash")
     pid = mesh.vllm_pid()
     attached = replica.router_service.pool.views[ATTACHED]
     request = router_pb2.StreamChatRequest(model=MODEL, messages=chat().messages, max_tokens=LONG_TOKENS)
-    async with Saturation(replica.engine.url, streams=ATTACHED_CAPACITY + 1).running():
+    async with Saturation(replica.engine.url, streams=SATURATING).running():
         # The attached vLLM looks busy, so the request goes to the supervised one.
         await wait_until(lambda: attached.server_waiting >= 1, timeout=60, what="the router reads the attached vLLM's queue")
         stream = replica.router.StreamChat(request, metadata=md, timeout=300)
         request_id = (await stream.read()).request_id
-        while not (await stream.read()).delta:
-            pass
-        # The first text has arrived: vLLM is generating, with 1,899 tokens to go.
+        messages: asyncio.Queue[router_pb2.StreamChatResponse] = asyncio.Queue()
+        reader = asyncio.create_task(read_into(stream, messages))
+        # vLLM now generates in short bursts only, so its first text reaches this test long before it could
+        # finish the answer, however slowly the mesh and this busy event loop pass the text on.
+        await first_text_in_bursts(psutil.Process(pid).children(recursive=True), messages)
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        while await stream.read() is not grpc.aio.EOF:  # type: ignore[attr-defined]
-            pass
+        await asyncio.wait_for(reader, 60)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert request_id in str(err.value.details()), "the stream says where the retried answer will be"
 
@@ -450,6 +468,8 @@ async def test_admin_stops_and_starts_the_vllm_model(mesh: VllmMesh) -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     with pytest.raises(httpx.ConnectError):
         await metrics(mesh.vllm_url)
+    # The router learns it from its next status poll of the backend (until then: "no healthy backend holds it").
+    await wait_until(lambda: mesh.router_service.pool.stopped(MODEL), what="the router sees the model stopped")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await mesh.router.Chat(chat(max_tokens=4), metadata=md, timeout=30)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -40,6 +40,7 @@ class VllmStandIn:
         self.calls: list[str] = []
         self.bodies: list[bytes] = []
         self.metrics = METRICS
+        self.late = 0  # health probes still to answer too late
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -47,6 +48,9 @@ class VllmStandIn:
         if not self.healthy:
             raise httpx.ConnectError("refused", request=request)
         if path == "/health":
+            if self.late > 0:
+                self.late -= 1
+                raise httpx.ReadTimeout("busy", request=request)
             return httpx.Response(200)
         if path == "/metrics":
             return httpx.Response(200, text=self.metrics)
@@ -243,6 +247,25 @@ async def test_an_attached_server_that_stops_answering_is_crashed_and_recovers(
 
     await settle(lambda: running.health == [False, True, False, True])
     assert [kind for kind, _ in running.crash_log.events] == ["BACKEND_CRASH"]
+
+
+async def test_an_attached_server_that_answers_late_twice_stays_ready(running: Running) -> None:
+    """Two late health answers in a row are a busy server (the third probe answers): no crash, no health flap."""
+    backend, standin = running.backend, running.standin
+    states: list[ServerState] = []
+
+    standin.late = 2
+
+    def answered_again() -> bool:
+        states.append(backend.snapshot().state)
+        return standin.late == 0 and standin.calls[-1:] != ["GET /health"] and standin.calls.count("GET /health") > 3
+
+    await settle(answered_again)
+    await asyncio.sleep(0.1)  # more probes: still nothing
+
+    assert set(states) == {ServerState.READY}
+    assert running.crash_log.events == []
+    assert running.health == [False, True], "serving since start, never flapped"
 
 
 async def test_lifecycle_requests_that_cannot_apply_are_refused(running: Running) -> None:
