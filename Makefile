@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 PYTEST_ARGS ?=
-PY_DIRS := aigw_common services tools tests bench envoy
+PY_DIRS := aigw_server client/aigw_client harness tools tests bench envoy
 
 .PHONY: help setup system-deps ferretdb proto proto-check check lint typecheck buflint envoy-check test test-fast run bench chaos clean
 
@@ -49,7 +49,7 @@ lint: .venv/.synced ## ruff
 	.venv/bin/ruff format --check $(PY_DIRS)
 
 typecheck: .venv/.synced ## mypy --strict on hand-written code
-	.venv/bin/mypy aigw_common services tools tests bench envoy
+	.venv/bin/mypy aigw_server client/aigw_client harness tools tests bench envoy
 
 buflint: .venv/.synced ## buf lint, and buf breaking against main (or the previous commit when on main)
 	tools/gen_protos.sh >/dev/null 2>&1
@@ -68,7 +68,7 @@ test-fast: .venv/.synced ## unit tests only
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 run: setup ## start the whole mesh in the foreground (Ctrl-C stops it)
-	$(PY) -m aigw_common.launcher
+	$(PY) -m harness.launcher
 
 bench: setup ## performance benchmark (writes docs/bench/latest.json)
 	$(PY) -m bench.run

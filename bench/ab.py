@@ -22,11 +22,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from aigw_common.auth import TokenSigner
-from aigw_common.ferretdb import binary_path, free_port
-from aigw_common.mesh import Mesh, write_config
+from aigw_server.runtime.auth import TokenSigner
 from bench.report import emit
 from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, MODEL, REPO, cpu_per_request, cpu_seconds, mesh_config, upstream, wrk
+from harness.ferretdb import binary_path, free_port
+from harness.mesh import Mesh, write_config
 
 
 def start_mesh(tree: Path, data: Path, up_url: str) -> Mesh:
@@ -38,7 +38,7 @@ def start_mesh(tree: Path, data: Path, up_url: str) -> Mesh:
     out = os.open(data.parent / f"{data.name}-launcher.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(out, "ab") as log:
         mesh.proc = subprocess.Popen(
-            [sys.executable, "-m", "aigw_common.launcher"],
+            [sys.executable, "-m", "harness.launcher"],
             cwd=tree,
             env=env,
             stdout=log,

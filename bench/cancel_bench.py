@@ -30,11 +30,11 @@ import orjson
 
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.auth import TokenSigner
-from aigw_common.ferretdb import free_port
-from aigw_common.mesh import Mesh, write_config
+from aigw_server.runtime.auth import TokenSigner
 from bench.report import emit
 from bench.run import JWT_SECRET, MODEL, REPO, mesh_config
+from harness.ferretdb import free_port
+from harness.mesh import Mesh, write_config
 
 TOKENS = 3000
 TOKEN_MS = 2.0

@@ -28,10 +28,10 @@ import psutil
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_common.auth import TokenSigner
-from aigw_common.ferretdb import free_ports
-from aigw_common.mesh import Mesh, services_on, write_config
+from aigw_server.runtime.auth import TokenSigner
 from bench.documents import page_png
+from harness.ferretdb import free_ports
+from harness.mesh import Mesh, services_on, write_config
 
 JWT_SECRET = "chaos-secret-" + "c" * 40
 MODEL = "chaos-chat"

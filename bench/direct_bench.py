@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aigw_common.auth import TokenSigner
-from aigw_common.ferretdb import free_port
-from aigw_common.mesh import Mesh, write_config
+from aigw_server.runtime.auth import TokenSigner
 from bench.report import emit
 from bench.router_bench import cpu_per_request
 from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, mesh_config, sequential_grpc, sequential_http, upstream
+from harness.ferretdb import free_port
+from harness.mesh import Mesh, write_config
 
 
 def one_setting(direct: bool, up_url: str, requests: int) -> dict[str, float]:

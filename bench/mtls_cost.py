@@ -23,10 +23,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from aigw_common.authz import AuthorizationInterceptor, MeshTls
-from aigw_common.channels import make_channel
-from aigw_common.pki import ensure_mesh_pki
-from aigw_common.server import SERVER_OPTIONS, install_event_loop
+from aigw_server.runtime.authz import AuthorizationInterceptor, MeshTls
+from aigw_server.runtime.channels import make_channel
+from aigw_server.runtime.pki import ensure_mesh_pki
+from aigw_server.runtime.server import SERVER_OPTIONS, install_event_loop
 
 
 async def calls(stub: Any, count: int) -> tuple[list[float], float]:

@@ -27,11 +27,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
-from aigw_common.config import parse_config
-from aigw_common.server import create_server
+from aigw_server.ocr.resolution import TESSERACT_RENDER, Mode
+from aigw_server.ocr.service import build
+from aigw_server.runtime.config import parse_config
+from aigw_server.runtime.server import create_server
 from bench.report import emit
-from services.ocr.resolution import TESSERACT_RENDER, Mode
-from services.ocr.service import build
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf"
 VOCABULARY = (

@@ -1,7 +1,7 @@
 """Where the CPU goes under load: cProfile of every service while REST clients drive `/api/chat`.
 
 `python -m bench.profile --out build/profile` starts the local mesh (textgen attached to bench.upstream)
-with `AIGW_PROFILE_DIR` set, so that every service profiles its whole run (see `aigw_common.server.serve`),
+with `AIGW_PROFILE_DIR` set, so that every service profiles its whole run (see `aigw_server.runtime.server.serve`),
 drives `POST /api/chat` (or `/v1/chat/completions`) with `wrk` for a warm-up and a measured period, stops
 the mesh gracefully (which writes `<service>-<pid>.prof`) and prints each chosen service's functions by
 own time. The profiles cover start-up and warm-up too; under load both are small next to the measured
@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from aigw_common.auth import TokenSigner
-from aigw_common.ferretdb import free_port
-from aigw_common.mesh import Mesh, write_config
+from aigw_server.runtime.auth import TokenSigner
 from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, MODEL, mesh_config, upstream, wrk
+from harness.ferretdb import free_port
+from harness.mesh import Mesh, write_config
 
 
 def top(path: Path, lines: int, sort: str) -> str:

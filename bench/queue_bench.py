@@ -1,6 +1,6 @@
 """The queue's durable job cycle through the real gRPC service on the embedded FerretDB: cycles per second.
 
-`python -m bench.queue_bench` starts a private FerretDB and `python -m services.queue`, then drives the
+`python -m bench.queue_bench` starts a private FerretDB and `python -m aigw_server.queue`, then drives the
 cycle a router drives for each request (Submit -> AcquireJob -> CompleteJob, every step acknowledged
 by the store): one client at a time (latency and cycles/s), and with concurrent clients (cycles/s). It
 prints one JSON document. Nothing here is a timed test.
@@ -25,12 +25,12 @@ import yaml
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_common.authz import MeshTls
-from aigw_common.channels import make_channel
-from aigw_common.ferretdb import FerretDBProcess, ensure_built, free_port
-from aigw_common.healthcheck import check
-from aigw_common.pki import ensure_mesh_pki
-from aigw_common.server import install_event_loop
+from aigw_server.runtime.authz import MeshTls
+from aigw_server.runtime.channels import make_channel
+from aigw_server.runtime.healthcheck import check
+from aigw_server.runtime.pki import ensure_mesh_pki
+from aigw_server.runtime.server import install_event_loop
+from harness.ferretdb import FerretDBProcess, ensure_built, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "bench-chat"
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         tls_dir = ensure_mesh_pki(Path(tmp) / "pki") if args.mesh_tls == "mtls" else None
         config.write_text(yaml.safe_dump(queue_config(db.uri, port, tls_dir)))
         env = {**os.environ, "AIGW_CONFIG": str(config), "PYTHONPATH": f"{REPO}:{REPO / 'gen'}"}
-        queue = subprocess.Popen([sys.executable, "-m", "services.queue"], cwd=REPO, env=env)
+        queue = subprocess.Popen([sys.executable, "-m", "aigw_server.queue"], cwd=REPO, env=env)
         try:
             wait_ready(f"127.0.0.1:{port}", tls_dir)
             install_event_loop()

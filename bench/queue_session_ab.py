@@ -23,15 +23,15 @@ from typing import Any
 import psutil
 
 from aigw.queue.v1 import queue_pb2
-from aigw_common.auth import TokenSigner
-from aigw_common.authz import MeshTls
-from aigw_common.ferretdb import free_port
-from aigw_common.mesh import Mesh, write_config
+from aigw_server.router.clients import QueueClient
+from aigw_server.runtime.auth import TokenSigner
+from aigw_server.runtime.authz import MeshTls
 from bench.queue_bench import CHAT, RESULT
 from bench.report import emit
 from bench.router_bench import cpu_per_request
 from bench.run import JWT_SECRET, MODEL, mesh_config, sequential_grpc, upstream
-from services.router.clients import QueueClient
+from harness.ferretdb import free_port
+from harness.mesh import Mesh, write_config
 
 MODES = {"session": True, "unary": False}
 

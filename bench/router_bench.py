@@ -28,12 +28,15 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
-from aigw_common.auth import Authenticator, TokenSigner, TokenVerifier
-from aigw_common.authz import MeshTls
-from aigw_common.channels import make_channel
-from aigw_common.config import AuthConfig, GatewayConfig, RateLimit, RateLimitConfig, parse_config
-from aigw_common.ferretdb import free_port
-from aigw_common.mesh import Mesh, write_config
+from aigw_server.router import convert
+from aigw_server.router.catalog import ModelCatalog
+from aigw_server.router.chat import parse_priority, submission, validate_chat
+from aigw_server.router.gate import CallMeta, Gate
+from aigw_server.router.ratelimit import RateLimiter
+from aigw_server.runtime.auth import Authenticator, TokenSigner, TokenVerifier
+from aigw_server.runtime.authz import MeshTls
+from aigw_server.runtime.channels import make_channel
+from aigw_server.runtime.config import AuthConfig, GatewayConfig, RateLimit, RateLimitConfig, parse_config
 from bench.queue_bench import owner_cycle_with_lease
 from bench.report import emit
 from bench.run import (
@@ -48,11 +51,8 @@ from bench.run import (
     sequential_http,
     upstream,
 )
-from services.router import convert
-from services.router.catalog import ModelCatalog
-from services.router.chat import parse_priority, submission, validate_chat
-from services.router.gate import CallMeta, Gate
-from services.router.ratelimit import RateLimiter
+from harness.ferretdb import free_port
+from harness.mesh import Mesh, write_config
 
 WORKER = "router-bench-" + uuid.uuid4().hex[:6]
 CHAT = common_pb2.ChatJob(

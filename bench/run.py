@@ -29,10 +29,10 @@ import psutil
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.auth import TokenSigner
-from aigw_common.ferretdb import free_port, free_ports
-from aigw_common.mesh import Mesh, services_on, write_config
+from aigw_server.runtime.auth import TokenSigner
 from bench.documents import page_png
+from harness.ferretdb import free_port, free_ports
+from harness.mesh import Mesh, services_on, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 JWT_SECRET = "bench-secret-" + "b" * 40
@@ -337,8 +337,8 @@ async def _hop_runs(cfg: Any, edge_url: str, engine_url: str, token: str, count:
 
     The legs take turns, one request each per round, so that the machine's noise falls on all of them alike.
     """
-    from aigw_common.authz import MeshTls
-    from aigw_common.channels import make_channel
+    from aigw_server.runtime.authz import MeshTls
+    from aigw_server.runtime.channels import make_channel
 
     job = common_pb2.ChatJob(
         messages=[common_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in MESSAGES],

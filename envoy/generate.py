@@ -8,7 +8,7 @@
 Every gRPC service with `google.api.http` annotations is transcoded (REST) and routed natively (gRPC) to
 one HTTP/2 cluster named after its package (`aigw.<svc>.v1.*` -> cluster `<svc>` at the config's
 `services.<svc>` host and port), with gRPC health checks. Server-streaming methods get routes without a
-timeout. The operator console's static files (services/edge/console) are answered by Envoy itself under
+timeout. The operator console's static files (aigw_server/edge/console) are answered by Envoy itself under
 /ui/, inlined as direct responses with the embedded edge's security headers. The admin interface listens
 on 127.0.0.1 only; a second listener exposes just its /ready.
 """
@@ -29,9 +29,9 @@ from google.protobuf import json_format
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
-from aigw_common.config import GatewayConfig, load_config  # noqa: E402
-from services.edge.bindings import load_bindings  # noqa: E402
-from services.edge.console_files import CONSOLE_DIR, PREFIX, SECURITY_HEADERS, StaticFile, load_files  # noqa: E402
+from aigw_server.edge.bindings import load_bindings  # noqa: E402
+from aigw_server.edge.console_files import CONSOLE_DIR, PREFIX, SECURITY_HEADERS, StaticFile, load_files  # noqa: E402
+from aigw_server.runtime.config import GatewayConfig, load_config  # noqa: E402
 
 OUTPUT = REPO / "envoy" / "envoy.yaml"
 DESCRIPTOR_SET = REPO / "gen" / "aigw_descriptor.binpb"

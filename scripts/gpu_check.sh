@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What runs on a GPU, in one short script: `python -m services.textgen` supervising the tiny local model on vLLM
+# What runs on a GPU, in one short script: `python -m aigw_server.textgen` supervising the tiny local model on vLLM
 # (ENGINE=vllm, the default: VLLM_PYTHON must have vLLM's CUDA build; vLLM's CPU build stays on the CPU) or on
 # transformers serve (ENGINE=transformers, device auto = CUDA when present); tokens/s through Generate and
 # StreamGenerate; with vLLM, sleep levels 1 and 2 and textgen's wake sequences (the greedy answer after each wake
@@ -31,7 +31,7 @@ backends:
      models: [tiny-chat], initial_model: tiny-chat, capacity: 8, gpu_memory_utilization: 0.3,
      engine_python: "$([[ $ENGINE == vllm ]] && realpath "$VLLM_PYTHON")", sleep_mode: $([[ $ENGINE == vllm ]] && echo true || echo false)}
 EOF
-AIGW_CONFIG="$WORK/config.yaml" "$PYTHON" -m services.textgen >"$WORK/textgen.log" 2>&1 &
+AIGW_CONFIG="$WORK/config.yaml" "$PYTHON" -m aigw_server.textgen >"$WORK/textgen.log" 2>&1 &
 TEXTGEN_PID=$!
 
 "$PYTHON" - "127.0.0.1:$GRPC_PORT" "$TEXTGEN_PID" "$RUNS" "${1:-}" "$WORK/textgen.log" <<'EOF'
@@ -105,10 +105,10 @@ OCR_PORT=$("$PYTHON" -c 'import socket as s; x=s.socket(); x.bind(("127.0.0.1",0
 import subprocess, sys, time
 import httpx
 from PIL import Image
-from aigw_common.config import BackendConfig, ModelConfig
-from services.ocr.deepseek import chat_request, data_url, server_command
-from services.ocr.resolution import Mode, deepseek_render
-from services.ocr.results import OutputFormat
+from aigw_server.runtime.config import BackendConfig, ModelConfig
+from aigw_server.ocr.deepseek import chat_request, data_url, server_command
+from aigw_server.ocr.resolution import Mode, deepseek_render
+from aigw_server.ocr.results import OutputFormat
 path, port, vllm_python = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 backend = BackendConfig(name="gpu-check-ocr", kind="ocr", engine="deepseek-ocr", port=port, gpu_memory_utilization=0.3)
 argv = server_command(backend, "deepseek-ocr", ModelConfig(kind="ocr", path=path, served_name="deepseek-ocr"))

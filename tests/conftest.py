@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common.ferretdb import FerretDBProcess, ensure_built
+from harness.ferretdb import FerretDBProcess, ensure_built
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aigw_common import ferretdb
+from harness import ferretdb
 
 __all__ = ["connect_as_other_user", "free_port", "health_status", "tcp_listeners", "wait_serving"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from aigw_common.ferretdb import free_ports
-from aigw_common.mesh import Mesh, services_on, write_config
+from harness.ferretdb import free_ports
+from harness.mesh import Mesh, services_on, write_config
 
 JWT_SECRET = "e2e-secret-" + "x" * 40
 ADMIN_PASSWORD = "e2e-admin-password-123"

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from aigw_common.ferretdb import socket_path
-from aigw_common.mesh import REPO, Mesh, write_config
+from harness.ferretdb import socket_path
+from harness.mesh import REPO, Mesh, write_config
 from tests.e2e.conftest import mesh_config
 from tests.helpers import connect_as_other_user, tcp_listeners
 
@@ -79,7 +79,7 @@ def launch(mesh: Mesh, timeout: float) -> subprocess.CompletedProcess[str]:
     """Runs a second launcher on `mesh`'s config and data dir, as `make run` would."""
     env = {**os.environ, **mesh.env, "AIGW_CONFIG": str(mesh.config_path)}
     return subprocess.run(
-        [sys.executable, "-m", "aigw_common.launcher"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "harness.launcher"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -15,12 +15,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
-from aigw_common.channels import make_channel
-from aigw_common.config import ServiceName
-from aigw_common.errors import ResourceExhausted
-from aigw_common.logs import request_id_var
-from aigw_common.rpc_errors import INTERNAL_MESSAGE
-from aigw_common.server import Health, create_server
+from aigw_server.runtime.channels import make_channel
+from aigw_server.runtime.config import ServiceName
+from aigw_server.runtime.errors import ResourceExhausted
+from aigw_server.runtime.logs import request_id_var
+from aigw_server.runtime.rpc_errors import INTERNAL_MESSAGE
+from aigw_server.runtime.server import Health, create_server
 
 SERVICE = "aigw.test.v1.EchoService"
 

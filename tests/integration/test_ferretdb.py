@@ -15,7 +15,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, ProtocolError, PyMongoError
 
-from aigw_common.ferretdb import FerretDBError, FerretDBProcess, socket_path
+from harness.ferretdb import FerretDBError, FerretDBProcess, socket_path
 from tests.helpers import connect_as_other_user, tcp_listeners
 
 Doc = dict[str, Any]

@@ -11,8 +11,8 @@ from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from aigw.router.v1 import router_pb2
-from aigw_common.config import ServiceName
-from aigw_common.server import Health, create_server
+from aigw_server.runtime.config import ServiceName
+from aigw_server.runtime.server import Health, create_server
 
 ROUTER = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 

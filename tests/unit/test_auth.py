@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aigw_common.auth import (
+from aigw_server.runtime.auth import (
     Account,
     Authenticator,
     Principal,
@@ -26,8 +26,8 @@ from aigw_common.auth import (
     new_api_key,
     parse_api_key,
 )
-from aigw_common.config import AuthConfig, JwtKey
-from aigw_common.errors import PermissionDenied, Unauthenticated
+from aigw_server.runtime.config import AuthConfig, JwtKey
+from aigw_server.runtime.errors import PermissionDenied, Unauthenticated
 
 SECRET = "s" * 48
 CFG = AuthConfig(jwt_secret=SECRET)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2
 
-from aigw_common import authz
-from services.edge.service import descriptor_set_path
+from aigw_server.edge.service import descriptor_set_path
+from aigw_server.runtime import authz
 
 
 def mesh_methods() -> set[str]:

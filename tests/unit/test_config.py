@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common.config import ConfigError, expand_vars, load_config, parse_config
+from aigw_server.runtime.config import ConfigError, expand_vars, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common import datadir
+from aigw_server.runtime import datadir
 
 # Another process takes the lock, says so, and holds it until its stdin closes (or it is killed).
 HOLDER = """
 import sys
 from pathlib import Path
-from aigw_common import datadir
+from aigw_server.runtime import datadir
 datadir.lock(Path(sys.argv[1]))
 print("locked", flush=True)
 sys.stdin.read()

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aigw_common.server import Health
+from aigw_server.runtime.server import Health
 
 SERVICE = "aigw.example.v1.ExampleService"
 

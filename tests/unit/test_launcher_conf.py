@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common.config import parse_config
-from aigw_common.ferretdb import socket_path, socket_uri
-from aigw_common.launcher import mesh_programs, prepare, supervisord_conf, tied_to
-from aigw_common.lifeline import dying_with
-from services.queue.store import database_uri
+from aigw_server.queue.store import database_uri
+from aigw_server.runtime.config import parse_config
+from aigw_server.runtime.lifeline import dying_with
+from harness.ferretdb import socket_path, socket_uri
+from harness.launcher import mesh_programs, prepare, supervisord_conf, tied_to
 
 SECRET = "launcher-test-secret-" + "s" * 40
 

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from aigw_common.lifeline import EXIT_PARENT_GONE, dying_with
+from aigw_server.runtime.lifeline import EXIT_PARENT_GONE, dying_with
 
 # A parent that starts `sleep` through the lifeline, says the child's pid, and waits to be killed.
 PARENT = """
 import subprocess, sys
-from aigw_common.lifeline import dying_with
+from aigw_server.runtime.lifeline import dying_with
 child = subprocess.Popen(dying_with(__import__("os").getpid(), ["sleep", "120"], int(sys.argv[1])), start_new_session=True)
 print(child.pid, flush=True)
 child.wait()

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from aigw_common.pki import IDENTITIES, ensure_mesh_pki
+from aigw_server.runtime.pki import IDENTITIES, ensure_mesh_pki
 
 
 def mode(path: Path) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aigw_common.mesh import Mesh, write_config
+from harness.mesh import Mesh, write_config
 from tests.e2e.conformance.contract import RateLimitRetry
 from tests.e2e.conftest import ADMIN_PASSWORD, mesh_config
 

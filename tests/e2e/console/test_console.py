@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
-from aigw_common.mesh import Mesh
+from harness.mesh import Mesh
 from tests.e2e.conftest import ADMIN_PASSWORD
 
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}

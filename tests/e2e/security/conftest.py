@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aigw_common.mesh import Mesh, write_config
+from harness.mesh import Mesh, write_config
 from tests.e2e.conftest import ADMIN_PASSWORD, JWT_SECRET, mesh_config
 
 RSA_KID = "security-rsa"

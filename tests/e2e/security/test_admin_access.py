@@ -9,7 +9,7 @@ import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from services.edge.service import descriptor_set_path
+from aigw_server.edge.service import descriptor_set_path
 from tests.e2e.security.conftest import SecureMesh
 from tests.e2e.security.helpers import PERMISSION_DENIED, UNAUTHENTICATED, refusal
 

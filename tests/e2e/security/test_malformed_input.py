@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from aigw_common import authz
-from services.edge.service import descriptor_set_path
+from aigw_server.edge.service import descriptor_set_path
+from aigw_server.runtime import authz
 from tests.e2e.security.conftest import FUZZ_MODEL, SecureMesh
 from tests.e2e.security.helpers import CHAT, INVALID_ARGUMENT, NOT_FOUND, is_clean, refusal
 

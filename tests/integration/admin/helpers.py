@@ -15,11 +15,11 @@ from grpc_status import rpc_status
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.queue.v1 import queue_pb2_grpc
-from aigw_common.config import GatewayConfig, parse_config
-from aigw_common.rpc_errors import retry_after_of
-from aigw_common.server import create_server
-from services.admin.service import AdminService
-from services.queue.service import build as build_queue
+from aigw_server.admin.service import AdminService
+from aigw_server.queue.service import build as build_queue
+from aigw_server.runtime.config import GatewayConfig, parse_config
+from aigw_server.runtime.rpc_errors import retry_after_of
+from aigw_server.runtime.server import create_server
 
 SECRET = "admin-integration-secret-" + "k" * 40
 ADMIN_PASSWORD = "bootstrap-admin-password-1"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common.ferretdb import FerretDBProcess
+from harness.ferretdb import FerretDBProcess
 from tests.integration.admin.helpers import ADMIN_PASSWORD, Mesh, mesh, raw_config
 
 pytestmark = pytest.mark.timeout(120)

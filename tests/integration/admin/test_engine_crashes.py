@@ -18,11 +18,11 @@ import pytest
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
-from aigw_common.config import parse_config
-from aigw_common.ferretdb import FerretDBProcess
-from services.admin.service import AdminService
-from services.ocr.service import build as build_ocr
-from services.queue.service import build as build_queue
+from aigw_server.admin.service import AdminService
+from aigw_server.ocr.service import build as build_ocr
+from aigw_server.queue.service import build as build_queue
+from aigw_server.runtime.config import parse_config
+from harness.ferretdb import FerretDBProcess
 from tests.helpers import free_port
 from tests.integration.admin.helpers import READY_SECONDS, bearer, raw_config, serve
 

@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from aigw.admin.v1 import admin_pb2
-from aigw_common.auth import TokenVerifier
-from aigw_common.ferretdb import FerretDBProcess
+from aigw_server.runtime.auth import TokenVerifier
+from harness.ferretdb import FerretDBProcess
 from tests.integration.admin.helpers import ADMIN_PASSWORD, Mesh, bad_field, bearer, mesh, raw_config, retry_delay
 
 pytestmark = pytest.mark.timeout(120)
@@ -250,7 +250,7 @@ async def test_bootstrap_admin_password_is_generated_once(
 ) -> None:
     raw = raw_config(ferretdb.uri, db_name, tmp_path, auth={"jwt_secret": "s" * 48, "admin_password": ""})
     secret_file = tmp_path / "secrets" / "admin_password"
-    with caplog.at_level(logging.WARNING, logger="services.admin.bootstrap"):
+    with caplog.at_level(logging.WARNING, logger="aigw_server.admin.bootstrap"):
         async with mesh(raw) as gw:
             password = secret_file.read_text().strip()
             assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600

@@ -23,12 +23,12 @@ import pytest_asyncio
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_common.config import parse_config
-from aigw_common.ferretdb import FerretDBProcess
-from services.admin.service import AdminService
-from services.queue.service import build as build_queue
-from services.textgen.service import TextgenService
-from services.textgen.service import build as build_textgen
+from aigw_server.admin.service import AdminService
+from aigw_server.queue.service import build as build_queue
+from aigw_server.runtime.config import parse_config
+from aigw_server.textgen.service import TextgenService
+from aigw_server.textgen.service import build as build_textgen
+from harness.ferretdb import FerretDBProcess
 from tests.helpers import free_port
 from tests.integration.admin.helpers import READY_SECONDS, bearer, raw_config, serve
 

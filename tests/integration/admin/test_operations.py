@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aigw.admin.v1 import admin_pb2
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
-from aigw_common.ferretdb import FerretDBProcess
+from harness.ferretdb import FerretDBProcess
 from tests.integration.admin.helpers import Mesh, bad_field, bearer, mesh, raw_config, retry_delay
 
 pytestmark = pytest.mark.timeout(120)

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aigw_common.config import parse_config
-from aigw_common.ferretdb import FerretDBProcess
-from services.edge.service import build as build_edge
+from aigw_server.edge.service import build as build_edge
+from aigw_server.runtime.config import parse_config
+from harness.ferretdb import FerretDBProcess
 from tests.integration.admin.helpers import ADMIN_PASSWORD, mesh, raw_config
 
 pytestmark = pytest.mark.timeout(120)

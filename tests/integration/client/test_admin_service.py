@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common import client_text as text
-from aigw_common.client import AsyncAigwClient, AuthError, Conflict, InvalidRequest, TokenInfo
-from aigw_common.ferretdb import FerretDBProcess
+from aigw_client import render as text
+from aigw_client.client import AsyncAigwClient, AuthError, Conflict, InvalidRequest, TokenInfo
+from harness.ferretdb import FerretDBProcess
 from tests.integration.admin.helpers import ADMIN_PASSWORD, mesh, raw_config
 
 

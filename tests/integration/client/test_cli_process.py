@@ -44,11 +44,11 @@ def test_the_console_script_chats_and_prints_json(env: dict[str, str]) -> None:
 
 def test_errors_exit_with_their_code_and_no_traceback(env: dict[str, str], gateway: tuple[GatewayState, str]) -> None:
     gateway[0].full_times = 1
-    limited = run([sys.executable, "-m", "aigw_common.cli", "chat", "full"], env)
+    limited = run([sys.executable, "-m", "aigw_client.cli", "chat", "full"], env)
     assert limited.returncode == 4
     assert "queue of tiny-chat is full" in limited.stderr
     assert "Traceback" not in limited.stderr
-    usage = run([sys.executable, "-m", "aigw_common.cli", "chat", "x", "--priority", "urgent"], env)
+    usage = run([sys.executable, "-m", "aigw_client.cli", "chat", "x", "--priority", "urgent"], env)
     assert usage.returncode == 2
     assert "invalid choice" in usage.stderr
 
@@ -64,6 +64,6 @@ def test_login_from_stdin_writes_an_owner_only_credentials_file(env: dict[str, s
 
 
 def test_the_health_probe_process(gateway: tuple[GatewayState, str]) -> None:
-    probe = run([sys.executable, "-m", "aigw_common.healthcheck", gateway[1]], {})
+    probe = run([sys.executable, "-m", "aigw_server.runtime.healthcheck", gateway[1]], {})
     assert probe.returncode == 0
     assert probe.stderr == ""

@@ -11,13 +11,13 @@ import pytest
 import pytest_asyncio
 from PIL import Image, ImageDraw, ImageFont
 
-from aigw_common.auth import TokenSigner
-from aigw_common.client import AsyncAigwClient, AuthError, InvalidRequest, NotFound
-from aigw_common.ferretdb import FerretDBProcess
-from services.ocr.service import build as build_ocr
-from services.queue.service import build as build_queue
-from services.router.service import RouterService
-from services.textgen.service import build as build_textgen
+from aigw_client.client import AsyncAigwClient, AuthError, InvalidRequest, NotFound
+from aigw_server.ocr.service import build as build_ocr
+from aigw_server.queue.service import build as build_queue
+from aigw_server.router.service import RouterService
+from aigw_server.runtime.auth import TokenSigner
+from aigw_server.textgen.service import build as build_textgen
+from harness.ferretdb import FerretDBProcess
 from tests.helpers import free_port
 from tests.integration.router.harness import (
     MODEL,

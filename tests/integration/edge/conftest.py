@@ -16,12 +16,12 @@ from google.protobuf import duration_pb2, text_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from aigw_common.config import ServiceName
-from aigw_common.errors import InvalidArgument, Unavailable
-from aigw_common.server import Health, create_server
-from services.edge.gateway import Gateway
-from services.edge.protocol import Limits
-from services.edge.service import Edge
+from aigw_server.edge.gateway import Gateway
+from aigw_server.edge.protocol import Limits
+from aigw_server.edge.service import Edge
+from aigw_server.runtime.config import ServiceName
+from aigw_server.runtime.errors import InvalidArgument, Unavailable
+from aigw_server.runtime.server import Health, create_server
 from tests.protos.compile import SERVICE, EdgeTestProtos, compile_edgetest
 
 

@@ -7,7 +7,7 @@ import time
 
 import orjson
 
-from services.edge.protocol import Limits
+from aigw_server.edge.protocol import Limits
 from tests.integration.edge.conftest import Running, StartEdge
 
 GET = b"GET /v1/messages/%s HTTP/1.1\r\nhost: edge\r\n\r\n"

@@ -14,8 +14,8 @@ from google.rpc import code_pb2
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.config import parse_config
-from services.edge.service import build
+from aigw_server.edge.service import build
+from aigw_server.runtime.config import parse_config
 
 
 class StandInRouter(router_pb2_grpc.RouterServiceServicer):

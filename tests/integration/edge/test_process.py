@@ -1,4 +1,4 @@
-"""`python -m services.edge` as the launcher runs it: serves the configured port and metrics, stops on SIGTERM."""
+"""`python -m aigw_server.edge` as the launcher runs it: serves the configured port and metrics, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def edge_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int,
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "AIGW_CONFIG": str(tmp_path / "config.yaml"), "PYTHONPATH": f"{REPO}:{REPO / 'gen'}"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.edge"], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "aigw_server.edge"], cwd=REPO, env=env, stderr=subprocess.PIPE)
     yield proc, port, metrics_port
     if proc.poll() is None:
         proc.kill()

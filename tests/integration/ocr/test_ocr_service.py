@@ -20,10 +20,10 @@ from grpc_status import rpc_status
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
-from aigw_common.config import parse_config
-from aigw_common.server import create_server
-from services.ocr.deepseek import DeepSeekOcrEngine
-from services.ocr.service import OcrService, build
+from aigw_server.ocr.deepseek import DeepSeekOcrEngine
+from aigw_server.ocr.service import OcrService, build
+from aigw_server.runtime.config import parse_config
+from aigw_server.runtime.server import create_server
 from tests.helpers import free_port
 from tests.unit.ocr import samples
 

@@ -12,10 +12,10 @@ import pytest
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_common.config import GatewayConfig, parse_config
-from aigw_common.ferretdb import FerretDBProcess
-from aigw_common.server import create_server
-from services.queue.service import QueueService
+from aigw_server.queue.service import QueueService
+from aigw_server.runtime.config import GatewayConfig, parse_config
+from aigw_server.runtime.server import create_server
+from harness.ferretdb import FerretDBProcess
 
 CHAT = "chat-a"
 OCR = "ocr-a"

@@ -15,8 +15,8 @@ from pymongo.database import Database
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
-from aigw_common.config import GatewayConfig
-from aigw_common.ferretdb import FerretDBProcess
+from aigw_server.runtime.config import GatewayConfig
+from harness.ferretdb import FerretDBProcess
 from tests.integration.queue.conftest import CHAT, OCR, Queue, start_queue
 
 Doc = dict[str, Any]

@@ -20,7 +20,7 @@ from pymongo import MongoClient
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_common.ferretdb import FerretDBProcess
+from harness.ferretdb import FerretDBProcess
 from tests.helpers import free_port, health_status, wait_serving
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,9 @@ class Mesh:
 
     def start_queue(self) -> None:
         log = open(self.tmp / "queue.log", "ab")  # noqa: SIM115 - the child process owns it
-        self.queue = subprocess.Popen([sys.executable, "-m", "services.queue"], cwd=REPO, env=self.env(), stdout=log, stderr=log)
+        self.queue = subprocess.Popen(
+            [sys.executable, "-m", "aigw_server.queue"], cwd=REPO, env=self.env(), stdout=log, stderr=log
+        )
         wait_serving(self.address, 60)
 
     def kill_queue(self) -> None:

@@ -11,8 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
-from aigw_common.config import GatewayConfig
-from services.queue.stats import epoch_hour, hour_of_week
+from aigw_server.queue.stats import epoch_hour, hour_of_week
+from aigw_server.runtime.config import GatewayConfig
 from tests.integration.queue.conftest import CHAT, OCR, Queue, start_queue
 
 

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
-from aigw_common.passwords import PasswordHashing
+from aigw_server.runtime.passwords import PasswordHashing
 from tests.integration.queue.conftest import CHAT, OCR, Queue, start_queue
 
 

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from aigw.queue.v1 import queue_pb2
-from aigw_common.config import GatewayConfig
+from aigw_server.runtime.config import GatewayConfig
 from tests.integration.queue.conftest import CHAT, OCR, Queue, start_queue
 
 MINUTE = 60.0

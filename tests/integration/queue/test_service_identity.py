@@ -12,14 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_common.authz import MeshTls
-from aigw_common.channels import make_channel
-from aigw_common.config import GatewayConfig
-from aigw_common.errors import FailedPrecondition, PermissionDenied
-from aigw_common.pki import ensure_mesh_pki
-from aigw_common.server import create_server
-from services.queue.service import QueueService
-from services.router.clients import QueueClient
+from aigw_server.queue.service import QueueService
+from aigw_server.router.clients import QueueClient
+from aigw_server.runtime.authz import MeshTls
+from aigw_server.runtime.channels import make_channel
+from aigw_server.runtime.config import GatewayConfig
+from aigw_server.runtime.errors import FailedPrecondition, PermissionDenied
+from aigw_server.runtime.pki import ensure_mesh_pki
+from aigw_server.runtime.server import create_server
 from tests.integration.queue.conftest import CHAT
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,12 +20,12 @@ from grpc_status import rpc_status
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_common.config import GatewayConfig
-from aigw_common.errors import GatewayError, Unavailable
-from aigw_common.ferretdb import free_port
-from aigw_common.server import create_server
-from services.queue.service import QueueService
-from services.router.clients import QueueClient
+from aigw_server.queue.service import QueueService
+from aigw_server.router.clients import QueueClient
+from aigw_server.runtime.config import GatewayConfig
+from aigw_server.runtime.errors import GatewayError, Unavailable
+from aigw_server.runtime.server import create_server
+from harness.ferretdb import free_port
 from tests.integration.queue.conftest import CHAT, OCR
 
 pytestmark = pytest.mark.timeout(90)

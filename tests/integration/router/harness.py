@@ -21,13 +21,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2_grpc
-from aigw_common.auth import TokenSigner
-from aigw_common.config import GatewayConfig, parse_config
-from aigw_common.server import Service, create_server
-from services.ocr.service import build as build_ocr
-from services.queue.service import build as build_queue
-from services.router.service import RouterService
-from services.textgen.service import build as build_textgen
+from aigw_server.ocr.service import build as build_ocr
+from aigw_server.queue.service import build as build_queue
+from aigw_server.router.service import RouterService
+from aigw_server.runtime.auth import TokenSigner
+from aigw_server.runtime.config import GatewayConfig, parse_config
+from aigw_server.runtime.server import Service, create_server
+from aigw_server.textgen.service import build as build_textgen
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[3]

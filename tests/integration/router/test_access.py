@@ -22,10 +22,10 @@ from grpc_status import rpc_status
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2
-from aigw_common.auth import hash_secret, new_api_key
-from aigw_common.ferretdb import FerretDBProcess
-from aigw_common.rpc_errors import retry_after_of
-from services.admin.service import build as build_admin
+from aigw_server.admin.service import build as build_admin
+from aigw_server.runtime.auth import hash_secret, new_api_key
+from aigw_server.runtime.rpc_errors import retry_after_of
+from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import (
     MODEL,
     Mesh,

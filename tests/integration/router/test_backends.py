@@ -12,7 +12,7 @@ import pytest
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
-from aigw_common.ferretdb import FerretDBProcess
+from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import MODEL, bearer, mesh_config, running_mesh, textgen_backend, upstreams, wait_until
 
 pytestmark = pytest.mark.timeout(120)

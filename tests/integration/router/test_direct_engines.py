@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
-from aigw_common.ferretdb import FerretDBProcess
+from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import (
     MODEL,
     Mesh,

@@ -23,9 +23,9 @@ import pytest_asyncio
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.config import Endpoint
-from aigw_common.ferretdb import FerretDBProcess
-from services.edge.service import build as build_edge
+from aigw_server.edge.service import build as build_edge
+from aigw_server.runtime.config import Endpoint
+from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import (
     MODEL,
     OCR_MODEL,

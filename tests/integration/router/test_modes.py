@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
-from aigw_common.ferretdb import FerretDBProcess
+from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import (
     MODEL,
     Mesh,

@@ -15,8 +15,8 @@ from google.api import httpbody_pb2
 
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
-from aigw_common.ferretdb import FerretDBProcess
 from bench.documents import page_png
+from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import OCR_MODEL, Mesh, bearer, mesh_config, ocr_backend, running_mesh
 from tests.unit.ocr.samples import text_pdf
 

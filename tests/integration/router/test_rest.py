@@ -17,10 +17,10 @@ import pytest_asyncio
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.queue.v1 import queue_pb2
-from aigw_common.config import Endpoint, json_upload_bytes
-from aigw_common.ferretdb import FerretDBProcess
+from aigw_server.edge.service import build as build_edge
+from aigw_server.runtime.config import Endpoint, json_upload_bytes
 from bench.documents import page_png
-from services.edge.service import build as build_edge
+from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import (
     MODEL,
     OCR_MODEL,

@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
-from aigw_common.config import GatewayConfig, parse_config
-from aigw_common.server import create_server
-from services.textgen.service import TextgenService
+from aigw_server.runtime.config import GatewayConfig, parse_config
+from aigw_server.runtime.server import create_server
+from aigw_server.textgen.service import TextgenService
 
 STARTUP_SECONDS = 120.0
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from aigw.common.v1 import common_pb2
-from services.textgen.service import build
+from aigw_server.textgen.service import build
 from tests.helpers import free_port
 from tests.integration.textgen.helpers import config, serving
 

@@ -11,13 +11,13 @@ import grpc
 import pytest
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
-from aigw_common.authz import MeshTls
-from aigw_common.channels import make_channel
-from aigw_common.config import parse_config
-from aigw_common.pki import ensure_mesh_pki
-from aigw_common.server import create_server
-from services.textgen.service import TextgenService
-from services.textgen.settings import resolve_settings
+from aigw_server.runtime.authz import MeshTls
+from aigw_server.runtime.channels import make_channel
+from aigw_server.runtime.config import parse_config
+from aigw_server.runtime.pki import ensure_mesh_pki
+from aigw_server.runtime.server import create_server
+from aigw_server.textgen.service import TextgenService
+from aigw_server.textgen.settings import resolve_settings
 from tests.helpers import free_port
 from tests.integration.router.harness import upstreams, wait_until
 

@@ -1,4 +1,4 @@
-"""`python -m services.textgen` as the launcher runs it: serves its backend's address, and its model server dies with it."""
+"""`python -m aigw_server.textgen` as the launcher runs it: serves its backend's address, and its model server dies with it."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_model_server_dies_with_a_sigkilled_textgen_process(tiny_model_dir: Path
     log = tmp_path / "textgen.log"
     with log.open("wb") as out:
         textgen = subprocess.Popen(
-            [sys.executable, "-m", "services.textgen"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "aigw_server.textgen"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     servers: list[psutil.Process] = []
     try:

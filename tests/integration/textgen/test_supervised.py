@@ -25,10 +25,10 @@ from aigw.backend.v1 import backend_pb2
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2
-from aigw_common.ferretdb import FerretDBProcess
-from aigw_common.server import create_server
-from services.queue.service import build as build_queue
-from services.textgen.service import TextgenService, build
+from aigw_server.queue.service import build as build_queue
+from aigw_server.runtime.server import create_server
+from aigw_server.textgen.service import TextgenService, build
+from harness.ferretdb import FerretDBProcess
 from tests.helpers import free_port
 from tests.integration.textgen.helpers import STARTUP_SECONDS, Client, chat, config, serving
 

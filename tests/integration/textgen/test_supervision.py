@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from aigw_common.config import parse_config
-from aigw_common.errors import Unavailable
-from services.textgen.backend import TextgenBackend
-from services.textgen.model_server import ServerState
-from services.textgen.settings import resolve_settings
+from aigw_server.runtime.config import parse_config
+from aigw_server.runtime.errors import Unavailable
+from aigw_server.textgen.backend import TextgenBackend
+from aigw_server.textgen.model_server import ServerState
+from aigw_server.textgen.settings import resolve_settings
 from tests.helpers import free_port
 
 STANDIN = Path(__file__).with_name("standin_server.py")

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
-from aigw_common.config import parse_config
-from services.textgen.commands import server_command, server_env
-from services.textgen.metrics import ServerMetrics, parse_vllm_metrics
-from services.textgen.settings import resolve_settings
+from aigw_server.runtime.config import parse_config
+from aigw_server.textgen.commands import server_command, server_env
+from aigw_server.textgen.metrics import ServerMetrics, parse_vllm_metrics
+from aigw_server.textgen.settings import resolve_settings
 from tests.helpers import free_port
 from tests.integration.vllm.helpers import VLLM_PYTHON
 

@@ -18,13 +18,13 @@ import pytest_asyncio
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
-from aigw_common.config import parse_config
-from aigw_common.ferretdb import FerretDBProcess
-from services.admin.service import AdminService
-from services.edge.service import build as build_edge
-from services.ocr.service import build as build_ocr
-from services.queue.service import build as build_queue
-from services.textgen.service import build as build_textgen
+from aigw_server.admin.service import AdminService
+from aigw_server.edge.service import build as build_edge
+from aigw_server.ocr.service import build as build_ocr
+from aigw_server.queue.service import build as build_queue
+from aigw_server.runtime.config import parse_config
+from aigw_server.textgen.service import build as build_textgen
+from harness.ferretdb import FerretDBProcess
 from tests.integration.admin.helpers import READY_SECONDS, bad_field, bearer, raw_config, serve
 from tests.integration.vllm.test_sleep_wake import standin, vllm_routes  # noqa: F401  (the module's routes fixture)
 

@@ -25,9 +25,9 @@ import pytest_asyncio
 from aigw.backend.v1 import backend_pb2
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2
-from aigw_common.config import parse_config
-from services.textgen.metrics import parse_vllm_metrics
-from services.textgen.service import TextgenService, build
+from aigw_server.runtime.config import parse_config
+from aigw_server.textgen.metrics import parse_vllm_metrics
+from aigw_server.textgen.service import TextgenService, build
 from tests.helpers import free_port
 from tests.integration.textgen.helpers import Client, chat, serving
 from tests.integration.vllm.helpers import VLLM_PYTHON

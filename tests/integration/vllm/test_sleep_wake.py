@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from aigw.common.v1 import common_pb2
-from aigw_common.config import parse_config
-from services.textgen.backend import TextgenBackend
-from services.textgen.model_server import ServerState
-from services.textgen.settings import resolve_settings
+from aigw_server.runtime.config import parse_config
+from aigw_server.textgen.backend import TextgenBackend
+from aigw_server.textgen.model_server import ServerState
+from aigw_server.textgen.settings import resolve_settings
 from tests.helpers import free_port
 from tests.integration.vllm.helpers import VLLM_PYTHON
 

@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 from aigw.common.v1 import common_pb2
-from aigw_common.config import BackendConfig, ModelConfig, parse_config
-from services.engines.payloads import VLLM_PRIORITY, chat_body
-from services.ocr import deepseek
-from services.ocr.results import OutputFormat
-from services.textgen.commands import server_command
-from services.textgen.settings import TextgenSettings, resolve_settings
+from aigw_server.engines.payloads import VLLM_PRIORITY, chat_body
+from aigw_server.ocr import deepseek
+from aigw_server.ocr.results import OutputFormat
+from aigw_server.runtime.config import BackendConfig, ModelConfig, parse_config
+from aigw_server.textgen.commands import server_command
+from aigw_server.textgen.settings import TextgenSettings, resolve_settings
 from tests.integration.vllm.helpers import REPO, VllmChecker
 from tests.unit.deploy.helpers import compose_services, containers, workloads
 
@@ -210,7 +210,7 @@ def test_the_documented_deepseek_ocr_token_costs_are_vllms(vllm_checker: VllmChe
 
 
 def test_the_documented_modes_match_what_the_service_sends(vllm_checker: VllmChecker) -> None:
-    from services.ocr.resolution import VLLM_DEEPSEEK_VIEW, Mode, deepseek_render
+    from aigw_server.ocr.resolution import VLLM_DEEPSEEK_VIEW, Mode, deepseek_render
 
     assert (VLLM_DEEPSEEK_VIEW.base_size, VLLM_DEEPSEEK_VIEW.image_size) == (1024, 640)
     for mode in Mode:

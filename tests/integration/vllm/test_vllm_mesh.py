@@ -31,14 +31,14 @@ from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.auth import TokenSigner
-from aigw_common.config import Endpoint, GatewayConfig
-from aigw_common.ferretdb import FerretDBProcess
-from services.admin.service import AdminService
-from services.edge.service import build as build_edge
-from services.router.service import RouterService
-from services.textgen.service import TextgenService
-from services.textgen.service import build as build_textgen
+from aigw_server.admin.service import AdminService
+from aigw_server.edge.service import build as build_edge
+from aigw_server.router.service import RouterService
+from aigw_server.runtime.auth import TokenSigner
+from aigw_server.runtime.config import Endpoint, GatewayConfig
+from aigw_server.textgen.service import TextgenService
+from aigw_server.textgen.service import build as build_textgen
+from harness.ferretdb import FerretDBProcess
 from tests.helpers import free_port
 from tests.integration.router.harness import (
     SECRET,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from services.admin.autoswitch import (
+from aigw_server.admin.autoswitch import (
     COOLDOWN,
     STAY,
     SWITCH,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aigw_common.errors import ResourceExhausted
-from services.admin.login_limiter import LoginLimiter, client_ip, login_keys
+from aigw_server.admin.login_limiter import LoginLimiter, client_ip, login_keys
+from aigw_server.runtime.errors import ResourceExhausted
 
 
 class Clock:

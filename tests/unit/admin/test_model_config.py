@@ -8,8 +8,8 @@ import pytest
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
-from aigw_common.errors import InvalidArgument
-from services.admin.model_config import check_change
+from aigw_server.admin.model_config import check_change
+from aigw_server.runtime.errors import InvalidArgument
 
 
 def patch(**fields: Any) -> queue_pb2.ModelConfigPatch:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from aigw_common.errors import InvalidArgument
-from services.admin.passwords import PasswordHashing, check_password, generate_password
+from aigw_server.admin.passwords import PasswordHashing, check_password, generate_password
+from aigw_server.runtime.errors import InvalidArgument
 
 HASHING = PasswordHashing()
 

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from aigw.admin.v1 import admin_pb2
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
-from services.admin.servicer import recast
+from aigw_server.admin.servicer import recast
 
 PAIRS: list[tuple[type[Message], type[Message]]] = [
     (queue_pb2.GetQueueStatsResponse, admin_pb2.GetQueueStatsResponse),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aigw_common.errors import InvalidArgument
-from services.admin.token_request import TokenRequest, parse_token_request
+from aigw_server.admin.token_request import TokenRequest, parse_token_request
+from aigw_server.runtime.errors import InvalidArgument
 
 NO_FIELDS: dict[str, str] = {}
 FORM = "application/x-www-form-urlencoded"

@@ -22,8 +22,8 @@ from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_common.config import ServiceName
-from aigw_common.errors import (
+from aigw_server.runtime.config import ServiceName
+from aigw_server.runtime.errors import (
     Aborted,
     InvalidArgument,
     NotFound,
@@ -32,7 +32,7 @@ from aigw_common.errors import (
     Unauthenticated,
     Unavailable,
 )
-from aigw_common.server import Health, create_server
+from aigw_server.runtime.server import Health, create_server
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 PASSWORD = "correct horse battery"

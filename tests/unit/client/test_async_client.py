@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common.client import (
+from aigw_client.client import (
     AsyncAigwClient,
     AuthError,
     InvalidRequest,

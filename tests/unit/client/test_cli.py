@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common.cli import main
+from aigw_client.cli import main
 from tests.helpers import free_port
 from tests.unit.client.gateway import PASSWORD, GatewayState
 

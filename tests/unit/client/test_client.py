@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from aigw.common.v1 import common_pb2
-from aigw_common.client import (
+from aigw_client.calls import ChatInput
+from aigw_client.client import (
     AigwClient,
     AigwError,
     AuthError,
@@ -22,8 +23,7 @@ from aigw_common.client import (
     TokenInfo,
     Unavailable,
 )
-from aigw_common.client_requests import ChatInput
-from aigw_common.client_types import to_jsonable
+from aigw_client.values import to_jsonable
 from tests.helpers import free_port
 from tests.unit.client.gateway import PASSWORD, GatewayState
 

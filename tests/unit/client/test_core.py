@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from aigw.queue.v1 import queue_pb2
-from aigw_common.client_core import (
+from aigw_client.calls import config_patch, parse_languages, parse_pages
+from aigw_client.errors import Conflict, RateLimited, Unavailable
+from aigw_client.rpc import (
     DEFAULT_ADMIN_ADDRESS,
     DEFAULT_ROUTER_ADDRESS,
     RetryPolicy,
     resolve_credentials,
     resolve_settings,
 )
-from aigw_common.client_errors import Conflict, RateLimited, Unavailable
-from aigw_common.client_requests import config_patch, parse_languages, parse_pages
-from aigw_common.client_types import TokenInfo
+from aigw_client.values import TokenInfo
 
 
 def settings(address: str | None = None, admin: str | None = None, env: dict[str, str] | None = None) -> tuple[str, str]:

@@ -1,10 +1,10 @@
-"""`python -m aigw_common.healthcheck`: exit 0 only while the server says SERVING."""
+"""`python -m aigw_server.runtime.healthcheck`: exit 0 only while the server says SERVING."""
 
 from __future__ import annotations
 
 import pytest
 
-from aigw_common.healthcheck import check, main
+from aigw_server.runtime.healthcheck import check, main
 from tests.helpers import free_port
 from tests.unit.client.gateway import StandInGateway
 

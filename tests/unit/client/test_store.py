@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aigw_common.client_store import CredentialsFileError, SavedLogin, config_home, delete_login, load_login, save_login
-from aigw_common.client_types import TokenInfo
+from aigw_client.logins import CredentialsFileError, SavedLogin, config_home, delete_login, load_login, save_login
+from aigw_client.values import TokenInfo
 
 
 def mode(path: Path) -> int:

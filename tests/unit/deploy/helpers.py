@@ -15,7 +15,7 @@ from aigw.ocr.v1 import ocr_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2
 from aigw.textgen.v1 import textgen_pb2
-from aigw_common.config import GatewayConfig, parse_config
+from aigw_server.runtime.config import GatewayConfig, parse_config
 
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"

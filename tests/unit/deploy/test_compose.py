@@ -44,8 +44,8 @@ def test_aigw_services_build_from_the_dockerfile_and_run_a_real_module(name: str
 def test_healthchecks_probe_the_port_the_service_binds(name: str) -> None:
     service = AIGW[name]
     test = service["healthcheck"]["test"]
-    assert test[:4] == ["CMD", "python", "-m", "aigw_common.healthcheck"]
-    assert module_exists("aigw_common.healthcheck")
+    assert test[:4] == ["CMD", "python", "-m", "aigw_server.runtime.healthcheck"]
+    assert module_exists("aigw_server.runtime.healthcheck")
     cfg = production_config({k: str(v) for k, v in service["environment"].items()})
     backend = service["environment"].get("AIGW_BACKEND")
     bound = cfg.backend(backend).address if backend else cfg.endpoint(name).address  # type: ignore[arg-type]
@@ -56,7 +56,7 @@ def test_healthchecks_probe_the_port_the_service_binds(name: str) -> None:
 def test_backend_containers_run_a_backend_of_their_kind(name: str) -> None:
     service = AIGW[name]
     backend = production_config().backend(service["environment"]["AIGW_BACKEND"])
-    assert python_module(service["command"]) == f"services.{backend.kind}"
+    assert python_module(service["command"]) == f"aigw_server.{backend.kind}"
     if name == "ocr-tesseract" or name == "ocr":
         assert service["build"]["target"] == "ocr"
 

@@ -96,12 +96,12 @@ def test_probes_target_declared_ports_and_real_grpc_services(name: str) -> None:
 
 def readiness(container: dict[str, Any]) -> tuple[int, str]:
     """(port, gRPC service) of a pod's readiness check: Kubernetes' own gRPC probe on a public port, or
-    aigw_common.healthcheck with the probe identity on an mTLS-only port."""
+    aigw_server.runtime.healthcheck with the probe identity on an mTLS-only port."""
     probe = container["readinessProbe"]
     if "grpc" in probe:
         return int(probe["grpc"]["port"]), str(probe["grpc"].get("service", ""))
     command = probe["exec"]["command"]
-    assert command[:3] == ["python", "-m", "aigw_common.healthcheck"], command
+    assert command[:3] == ["python", "-m", "aigw_server.runtime.healthcheck"], command
     assert command[command.index("--tls-dir") + 1] == "/etc/aigw/tls"
     return int(command[3].rsplit(":", 1)[1]), command[command.index("--service") + 1]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aigw_common.pki import IDENTITIES
+from aigw_server.runtime.pki import IDENTITIES
 from tests.unit.deploy.helpers import K8S, containers, documents, k8s_objects, of_kind, production_config, workloads
 
 OBJECTS = k8s_objects()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.service import check_routing
-from services.textgen.settings import resolve_settings
+from aigw_server.router.service import check_routing
+from aigw_server.textgen.settings import resolve_settings
 from tests.unit.deploy.helpers import PLACEHOLDER_ENV, compose_services, production_config
 
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from services.edge.gateway import client_address
+from aigw_server.edge.gateway import client_address
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 

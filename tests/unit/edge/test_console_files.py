@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aigw_common.config import parse_config
-from services.edge.console_files import CONSOLE_DIR, ConsoleFiles
-from services.edge.gateway import Gateway
-from services.edge.protocol import Limits
-from services.edge.service import Edge, config_resolver, descriptor_set_path
+from aigw_server.edge.console_files import CONSOLE_DIR, ConsoleFiles
+from aigw_server.edge.gateway import Gateway
+from aigw_server.edge.protocol import Limits
+from aigw_server.edge.service import Edge, config_resolver, descriptor_set_path
+from aigw_server.runtime.config import parse_config
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aigw_common.config import parse_config
-from services.edge.bindings import annotated_services, load_bindings
-from services.edge.gateway import Gateway
-from services.edge.service import config_resolver, descriptor_set_path
+from aigw_server.edge.bindings import annotated_services, load_bindings
+from aigw_server.edge.gateway import Gateway
+from aigw_server.edge.service import config_resolver, descriptor_set_path
+from aigw_server.runtime.config import parse_config
 
 ROUTER = "aigw.router.v1.RouterService"
 ADMIN = "aigw.admin.v1.AdminService"

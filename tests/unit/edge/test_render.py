@@ -12,9 +12,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message import Message
 
-from services.edge.bindings import load_bindings
-from services.edge.render import JsonRenderer
-from services.edge.service import descriptor_set_path
+from aigw_server.edge.bindings import load_bindings
+from aigw_server.edge.render import JsonRenderer
+from aigw_server.edge.service import descriptor_set_path
 from tests.protos.compile import EdgeTestProtos
 
 F = FieldDescriptor

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.edge.status import error_reply, local_error, openai_error_json
+from aigw_server.edge.status import error_reply, local_error, openai_error_json
 
 ENVOY_MAP = {
     "CANCELLED": 499,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.edge.templates import ANY_METHOD, PathError, PathMatcher, PathTemplate, TemplateError, Variable, bind
+from aigw_server.edge.templates import ANY_METHOD, PathError, PathMatcher, PathTemplate, TemplateError, Variable, bind
 
 
 def matcher(*bindings: tuple[str, str]) -> PathMatcher[str]:

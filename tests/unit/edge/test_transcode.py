@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from aigw.router.v1 import router_pb2
-from services.edge.bindings import BindingError, HttpBinding, load_bindings
-from services.edge.jsonmap import FieldError, conform
-from services.edge.templates import PathMatcher
-from services.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeError, parse_query
+from aigw_server.edge.bindings import BindingError, HttpBinding, load_bindings
+from aigw_server.edge.jsonmap import FieldError, conform
+from aigw_server.edge.templates import PathMatcher
+from aigw_server.edge.transcode import RequestBuilder, ResponseRenderer, TranscodeError, parse_query
 from tests.protos.compile import EdgeTestProtos
 
 

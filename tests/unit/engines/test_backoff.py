@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.engines.process import Backoff
+from aigw_server.engines.process import Backoff
 
 
 def test_delays_double_up_to_the_cap() -> None:

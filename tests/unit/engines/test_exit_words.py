@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.engines.supervisor import exit_details, exit_words
+from aigw_server.engines.supervisor import exit_details, exit_words
 
 
 def test_a_plain_exit_is_its_code() -> None:

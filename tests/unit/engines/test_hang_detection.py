@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from typing import Any, cast
 
-from services.engines.process import ServerProcess
-from services.engines.supervisor import EngineSupervisor, ServerState
+from aigw_server.engines.process import ServerProcess
+from aigw_server.engines.supervisor import EngineSupervisor, ServerState
 
 
 class Signals:

@@ -9,8 +9,8 @@ import httpx
 import orjson
 import pytest
 
-from aigw_common.errors import GatewayError, InvalidArgument, Unavailable
-from services.engines.openai_http import EngineClient
+from aigw_server.engines.openai_http import EngineClient
+from aigw_server.runtime.errors import GatewayError, InvalidArgument, Unavailable
 
 BODY = {"model": "/models/llama", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 ANSWER = {"choices": [{"message": {"role": "assistant", "content": "Hey"}, "finish_reason": "stop"}]}

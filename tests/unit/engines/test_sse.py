@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.engines.sse import SseDecoder
+from aigw_server.engines.sse import SseDecoder
 
 
 def decode(lines: list[str]) -> list[str]:

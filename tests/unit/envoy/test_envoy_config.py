@@ -12,7 +12,7 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
-from aigw_common.config import load_config
+from aigw_server.runtime.config import load_config
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from services.edge.console_files import CONSOLE_DIR, SECURITY_HEADERS, load_files
+from aigw_server.edge.console_files import CONSOLE_DIR, SECURITY_HEADERS, load_files
 
 REPO = Path(__file__).resolve().parents[3]
 

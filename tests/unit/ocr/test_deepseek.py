@@ -20,9 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from aigw_common.config import BackendConfig, ModelConfig
-from aigw_common.errors import InvalidArgument, Unavailable
-from services.ocr.deepseek import (
+from aigw_server.ocr.deepseek import (
     NGRAM_ARGS,
     DeepSeekOcrEngine,
     base_url,
@@ -31,11 +29,13 @@ from services.ocr.deepseek import (
     parse_output,
     server_command,
 )
-from services.ocr.engine import EngineState
-from services.ocr.languages import LanguageIdentification
-from services.ocr.resolution import Mode
-from services.ocr.results import OutputFormat, PageImage, RecognizeOptions
-from services.ocr.workers import WorkerPool
+from aigw_server.ocr.engine import EngineState
+from aigw_server.ocr.languages import LanguageIdentification
+from aigw_server.ocr.resolution import Mode
+from aigw_server.ocr.results import OutputFormat, PageImage, RecognizeOptions
+from aigw_server.ocr.workers import WorkerPool
+from aigw_server.runtime.config import BackendConfig, ModelConfig
+from aigw_server.runtime.errors import InvalidArgument, Unavailable
 from tests.helpers import free_port
 from tests.unit.ocr import samples
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from aigw_common.errors import InvalidArgument
-from services.ocr.documents import DocumentLimits, fit, normalise, open_document, page_range, sniff
-from services.ocr.resolution import TESSERACT_RENDER, Mode, RenderSpec
+from aigw_server.ocr.documents import DocumentLimits, fit, normalise, open_document, page_range, sniff
+from aigw_server.ocr.resolution import TESSERACT_RENDER, Mode, RenderSpec
+from aigw_server.runtime.errors import InvalidArgument
 from tests.unit.ocr import samples
 
 LIMITS = DocumentLimits(max_bytes=10 * 2**20, max_pages=20, max_pixels=100_000_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.ocr.languages import (
+from aigw_server.ocr.languages import (
     BY_LANGID,
     LANGUAGES,
     LanguageIdentification,

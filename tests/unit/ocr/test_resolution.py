@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aigw_common.errors import InvalidArgument
-from services.ocr.resolution import TESSERACT_RENDER, VLLM_DEEPSEEK_VIEW, Mode, VisionView, deepseek_render, parse_mode
+from aigw_server.ocr.resolution import TESSERACT_RENDER, VLLM_DEEPSEEK_VIEW, Mode, VisionView, deepseek_render, parse_mode
+from aigw_server.runtime.errors import InvalidArgument
 
 
 def test_deepseek_modes_are_what_vllm_can_do() -> None:

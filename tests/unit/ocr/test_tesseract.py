@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
-from aigw_common.config import BackendConfig, ModelConfig
-from aigw_common.errors import FailedPrecondition, Unavailable
-from services.ocr.engine import EngineState
-from services.ocr.languages import LanguageIdentification
-from services.ocr.resolution import Mode
-from services.ocr.results import OutputFormat, PageImage, Recognition, RecognizeOptions
-from services.ocr.tesseract import TesseractEngine, parse_osd, parse_tsv
-from services.ocr.workers import WorkerPool
+from aigw_server.ocr.engine import EngineState
+from aigw_server.ocr.languages import LanguageIdentification
+from aigw_server.ocr.resolution import Mode
+from aigw_server.ocr.results import OutputFormat, PageImage, Recognition, RecognizeOptions
+from aigw_server.ocr.tesseract import TesseractEngine, parse_osd, parse_tsv
+from aigw_server.ocr.workers import WorkerPool
+from aigw_server.runtime.config import BackendConfig, ModelConfig
+from aigw_server.runtime.errors import FailedPrecondition, Unavailable
 from tests.unit.ocr import samples
 
 PACKS = frozenset({"eng", "deu", "fra", "rus", "ell"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.queue.jobs import (
+from aigw_server.queue.jobs import (
     END_LEASE_LOST,
     END_RELEASED,
     Grant,

@@ -6,10 +6,10 @@ import base64
 
 import pytest
 
-from aigw_common.auth import Principal
-from aigw_common.errors import InvalidArgument, NotFound, request_not_found
-from services.queue.crashlog import decode_cursor, encode_cursor
-from services.router.gate import Caller, Gate
+from aigw_server.queue.crashlog import decode_cursor, encode_cursor
+from aigw_server.router.gate import Caller, Gate
+from aigw_server.runtime.auth import Principal
+from aigw_server.runtime.errors import InvalidArgument, NotFound, request_not_found
 
 
 def b64(text: str) -> str:

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aigw_common.config import parse_config
-from aigw_common.errors import InvalidArgument
-from services.queue.jobs import State
-from services.queue.limits import ModelSettings, Patch, admits, apply_patch, retry_after, settings_from_config
-from services.queue.stats import ModelStats, Usage, hour_of_week, percentiles
+from aigw_server.queue.jobs import State
+from aigw_server.queue.limits import ModelSettings, Patch, admits, apply_patch, retry_after, settings_from_config
+from aigw_server.queue.stats import ModelStats, Usage, hour_of_week, percentiles
+from aigw_server.runtime.config import parse_config
+from aigw_server.runtime.errors import InvalidArgument
 
 
 def settings(max_concurrent: int = 10, max_waiting: int = 10) -> ModelSettings:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.queue.jobs import JobRecord, Kind, Priority
-from services.queue.ordering import ModelQueue, effective_priority
+from aigw_server.queue.jobs import JobRecord, Kind, Priority
+from aigw_server.queue.ordering import ModelQueue, effective_priority
 
 AGEING = 30.0
 

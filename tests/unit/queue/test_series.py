@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from services.queue.jobs import State
-from services.queue.series import LATENCY_BOUNDS_MS, WINDOW_MINUTES, Histogram, PastJob, QueueSeries
+from aigw_server.queue.jobs import State
+from aigw_server.queue.series import LATENCY_BOUNDS_MS, WINDOW_MINUTES, Histogram, PastJob, QueueSeries
 
 T0 = 1_800_000_000.0  # a whole minute (divisible by 60)
 MODEL = "m"

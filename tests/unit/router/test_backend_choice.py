@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from aigw_common.config import BackendConfig, RoutingConfig
-from services.router.backends import BackendPool, StatusReport
-from services.router.policies import affinity_key
+from aigw_server.router.backends import BackendPool, StatusReport
+from aigw_server.router.policies import affinity_key
+from aigw_server.runtime.config import BackendConfig, RoutingConfig
 
 
 class Clock:

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from aigw_common.config import ModelConfig
-from aigw_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.router.catalog import DynamicModel, ModelCatalog, SamplingParams
-from services.router.chat import MAX_CHAT_CHARS, ChatInput, Message, parse_priority, submission, validate_chat
+from aigw_server.router.catalog import DynamicModel, ModelCatalog, SamplingParams
+from aigw_server.router.chat import MAX_CHAT_CHARS, ChatInput, Message, parse_priority, submission, validate_chat
+from aigw_server.runtime.config import ModelConfig
+from aigw_server.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
 def catalog() -> ModelCatalog:

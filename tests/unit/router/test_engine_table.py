@@ -6,8 +6,8 @@ import asyncio
 
 from aigw.backend.v1 import backend_pb2
 from aigw.common.v1 import common_pb2
-from services.engines.openai_http import EngineClient
-from services.router.engines import EngineTable, reachable, status_fingerprint
+from aigw_server.engines.openai_http import EngineClient
+from aigw_server.router.engines import EngineTable, reachable, status_fingerprint
 
 MADE: list[tuple[str, str]] = []
 

@@ -8,7 +8,9 @@ from typing import Any
 import jwt
 import pytest
 
-from aigw_common.auth import (
+from aigw_server.router.gate import Caller, CallMeta, Gate
+from aigw_server.router.ratelimit import RateLimiter
+from aigw_server.runtime.auth import (
     API_KEY_CACHE_SECONDS,
     TOKEN_CACHE_SECONDS,
     Authenticator,
@@ -19,10 +21,8 @@ from aigw_common.auth import (
     hash_secret,
     new_api_key,
 )
-from aigw_common.config import AuthConfig, RateLimit, RateLimitConfig
-from aigw_common.errors import NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
-from services.router.gate import Caller, CallMeta, Gate
-from services.router.ratelimit import RateLimiter
+from aigw_server.runtime.config import AuthConfig, RateLimit, RateLimitConfig
+from aigw_server.runtime.errors import NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 
 SECRET = "k" * 48
 CFG = AuthConfig(jwt_secret=SECRET, access_token_ttl_seconds=86400)

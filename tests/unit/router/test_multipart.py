@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from aigw_common.errors import InvalidArgument
-from services.router.multipart import parse_form
-from services.router.ocr_input import OcrInput, parse_upload
+from aigw_server.router.multipart import parse_form
+from aigw_server.router.ocr_input import OcrInput, parse_upload
+from aigw_server.runtime.errors import InvalidArgument
 
 
 def encoded(files: dict[str, tuple[str, bytes, str]], data: dict[str, str]) -> tuple[bytes, str]:

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-from aigw_common.config import ModelConfig
-from aigw_common.errors import FailedPrecondition, InvalidArgument
-from services.router.catalog import DynamicModel, ModelCatalog
-from services.router.ocr_input import OcrInput, parse_json_upload, validate_ocr
+from aigw_server.router.catalog import DynamicModel, ModelCatalog
+from aigw_server.router.ocr_input import OcrInput, parse_json_upload, validate_ocr
+from aigw_server.runtime.config import ModelConfig
+from aigw_server.runtime.errors import FailedPrecondition, InvalidArgument
 
 DOC = b"%PDF-1.7 not really"
 LIMIT = len(DOC) + 1

@@ -8,9 +8,9 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from aigw_common.errors import InvalidArgument
-from services.router.chat import Message
-from services.router.openai_compat import DONE, ChunkWriter, Usage, completion_body, parse_completion_request
+from aigw_server.router.chat import Message
+from aigw_server.router.openai_compat import DONE, ChunkWriter, Usage, completion_body, parse_completion_request
+from aigw_server.runtime.errors import InvalidArgument
 
 
 def parse(**body: Any) -> Any:

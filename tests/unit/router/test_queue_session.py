@@ -12,8 +12,10 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_common.config import ConfigError, parse_config
-from aigw_common.errors import (
+from aigw_server.router.clients import QueueClient
+from aigw_server.router.queue_session import QueueSession
+from aigw_server.runtime.config import ConfigError, parse_config
+from aigw_server.runtime.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -21,8 +23,6 @@ from aigw_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from services.router.clients import QueueClient
-from services.router.queue_session import QueueSession
 
 pytestmark = pytest.mark.timeout(30)
 

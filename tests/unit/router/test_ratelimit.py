@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aigw_common.config import RateLimit, RateLimitConfig
-from aigw_common.errors import ResourceExhausted
-from services.router.ratelimit import PRUNE_AT, RATE_LIMITED, RateLimiter
+from aigw_server.router.ratelimit import PRUNE_AT, RATE_LIMITED, RateLimiter
+from aigw_server.runtime.config import RateLimit, RateLimitConfig
+from aigw_server.runtime.errors import ResourceExhausted
 
 
 class Clock:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aigw_common.config import BackendConfig, RoutingConfig
-from services.router.backends import BackendPool, StatusReport
-from services.router.readiness import assess
+from aigw_server.router.backends import BackendPool, StatusReport
+from aigw_server.router.readiness import assess
+from aigw_server.runtime.config import BackendConfig, RoutingConfig
 
 SERVING = "serving"
 

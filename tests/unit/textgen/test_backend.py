@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from aigw.common.v1 import common_pb2
-from aigw_common.config import parse_config
-from aigw_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.textgen.backend import TextgenBackend
-from services.textgen.model_server import ServerState
-from services.textgen.settings import resolve_settings
+from aigw_server.runtime.config import parse_config
+from aigw_server.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from aigw_server.textgen.backend import TextgenBackend
+from aigw_server.textgen.model_server import ServerState
+from aigw_server.textgen.settings import resolve_settings
 
 METRICS = """\
 vllm:num_requests_running{engine="0",model_name="llama"} 2.0

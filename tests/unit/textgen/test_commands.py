@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from aigw_common.config import ConfigError, parse_config
-from services.textgen.commands import server_command, server_env
-from services.textgen.settings import TextgenSettings, resolve_settings
+from aigw_server.runtime.config import ConfigError, parse_config
+from aigw_server.textgen.commands import server_command, server_env
+from aigw_server.textgen.settings import TextgenSettings, resolve_settings
 
 
 def settings(env: dict[str, str] | None = None, **backend: Any) -> TextgenSettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.textgen.metrics import NO_METRICS, ServerMetrics, parse_vllm_metrics, prefix_hit_rate
+from aigw_server.textgen.metrics import NO_METRICS, ServerMetrics, parse_vllm_metrics, prefix_hit_rate
 
 VLLM_SAMPLE = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from aigw.common.v1 import common_pb2
-from aigw_common.errors import InvalidArgument, Unavailable
-from services.engines.payloads import chat_body, chat_result, chunk_parts
-from services.textgen.settings import ModelSpec
+from aigw_server.engines.payloads import chat_body, chat_result, chunk_parts
+from aigw_server.runtime.errors import InvalidArgument, Unavailable
+from aigw_server.textgen.settings import ModelSpec
 
 SPEC = ModelSpec("llama", "/models/llama", "meta-llama/Llama-3-8B-Instruct", default_max_tokens=128)
 

@@ -1,1 +1,0 @@
-"""Shared runtime of the aigw services: config, bootstrap, auth, telemetry, clients."""

@@ -1,0 +1,112 @@
+"""ListJobs: request history newest first, with filters and page tokens, from memory (active) and the store."""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from typing import Any
+
+from aigw_server.queue import documents as docs
+from aigw_server.queue.crashlog import before_cursor, decode_cursor, encode_cursor, page_size
+from aigw_server.queue.engine import QueueEngine
+from aigw_server.queue.jobs import JobRecord, Kind, State
+from aigw_server.queue.store import JOBS, OUTCOMES
+from aigw_server.runtime.errors import InvalidArgument
+
+Doc = dict[str, Any]
+LIST_PROJECTION = {"payload": 0, "grant": 0}
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What ListJobs selects (zero values select everything)."""
+
+    model: str = ""
+    state: int = 0
+    client_id: str = ""
+    kind: int = 0
+    since: float = 0.0
+    until: float = 0.0
+    subject: str = ""
+
+    def check(self) -> None:
+        if self.state and self.state not in {int(s) for s in State}:
+            raise InvalidArgument(f"state: {self.state} is not a job state", field="state")
+        if self.kind and self.kind not in {int(k) for k in Kind}:
+            raise InvalidArgument(f"kind: {self.kind} is not a job kind", field="kind")
+
+
+def millis(t: float) -> int:
+    """A time as the store keeps it (whole milliseconds, as BSON encodes a datetime)."""
+    d = docs.to_datetime(t)
+    return calendar.timegm(d.utctimetuple()) * 1000 + d.microsecond // 1000
+
+
+def _query(f: JobFilter, token: str) -> Doc:
+    query: Doc = {}
+    for name in ("model", "client_id", "subject"):
+        if getattr(f, name):
+            query[name] = getattr(f, name)
+    if f.kind:
+        query["kind"] = f.kind
+    if f.state:
+        query["state"] = f.state
+    bounds: Doc = {}
+    if f.since:
+        bounds["$gte"] = docs.to_datetime(f.since)
+    if f.until:
+        bounds["$lt"] = docs.to_datetime(f.until)
+    if bounds:
+        query["submitted_at"] = bounds
+    if token:
+        query = {"$and": [query, before_cursor("submitted_at", token)]}
+    return query
+
+
+def _matches(rec: JobRecord, f: JobFilter, cursor: tuple[int, str] | None) -> bool:
+    if (f.model and rec.model != f.model) or (f.client_id and rec.client_id != f.client_id) or (f.kind and rec.kind != f.kind):
+        return False
+    if f.subject and rec.subject != f.subject:
+        return False
+    if (
+        (f.state and rec.state != f.state)
+        or (f.since and rec.submitted_at < f.since)
+        or (f.until and rec.submitted_at >= f.until)
+    ):
+        return False
+    return cursor is None or (millis(rec.submitted_at), rec.request_id) < cursor
+
+
+async def list_jobs(engine: QueueEngine, f: JobFilter, size: int, token: str) -> tuple[list[JobRecord], str]:
+    """One page of jobs, newest first, and the next page's token ("" at the end)."""
+    f.check()
+    limit = page_size(size)
+    if f.state in (State.QUEUED, State.RUNNING):
+        cursor = decode_cursor(token) if token else None
+        found = [r for r in engine.active.values() if _matches(r, f, cursor)]
+        found.sort(key=lambda r: (millis(r.submitted_at), r.request_id), reverse=True)
+        page = found[:limit]
+        more = len(found) > limit
+    elif f.state:
+        rows = await engine.store.find(OUTCOMES, _query(f, token), sort=[("submitted_at", -1), ("_id", -1)], limit=limit + 1)
+        page = [docs.finished_record(d) for d in rows[:limit]]
+        more = len(rows) > limit
+    else:
+        rows = await engine.store.find(
+            JOBS, _query(f, token), projection=LIST_PROJECTION, sort=[("submitted_at", -1), ("_id", -1)], limit=limit + 1
+        )
+        page = await _current(engine, rows[:limit])
+        more = len(rows) > limit
+    next_token = encode_cursor(millis(page[-1].submitted_at), page[-1].request_id) if more and page else ""
+    return page, next_token
+
+
+async def _current(engine: QueueEngine, rows: list[Doc]) -> list[JobRecord]:
+    """Each listed job as it stands now: from memory while at hand, else its outcome, else as submitted."""
+    known = {rid: rec for rid in (d["_id"] for d in rows) if (rec := engine.active.get(rid) or engine.recent.get(rid))}
+    missing = [d["_id"] for d in rows if d["_id"] not in known]
+    finished: dict[str, JobRecord] = {}
+    if missing:
+        for doc in await engine.store.find(OUTCOMES, {"_id": {"$in": missing}}):
+            finished[doc["_id"]] = docs.finished_record(doc)
+    return [known.get(d["_id"]) or finished.get(d["_id"]) or docs.record_from_document(d) for d in rows]

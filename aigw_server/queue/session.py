@@ -1,0 +1,185 @@
+"""QueueService.Session: one router's job calls over one stream, each run exactly as its unary RPC runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+
+from aigw.queue.v1 import queue_pb2
+from aigw_server.runtime.errors import GatewayError
+from aigw_server.runtime.interceptors import RPC_SECONDS, RPC_TOTAL
+from aigw_server.runtime.logs import request_id_var
+from aigw_server.runtime.rpc_errors import internal_status_proto, status_proto
+
+if TYPE_CHECKING:
+    from aigw_server.queue.servicer import JobCalls
+
+log = logging.getLogger("aigw.rpc")
+
+MAX_IN_FLIGHT = 1024
+"""Calls one stream may have running; the queue reads no further call from it until one ends (backpressure)."""
+
+Operation = Callable[[Any], Awaitable[Message]]
+
+
+def operations(calls: JobCalls) -> dict[str, tuple[str, Operation]]:
+    """The `SessionRequest.call` fields, each with its unary RPC's name and the one implementation both use."""
+    return {
+        "submit": ("Submit", calls.submit),
+        "get_job": ("GetJob", calls.get_job),
+        "cancel_job": ("CancelJob", calls.cancel_job),
+        "acquire_job": ("AcquireJob", calls.acquire_job),
+        "heartbeat": ("Heartbeat", calls.heartbeat),
+        "complete_job": ("CompleteJob", calls.complete_job),
+        "fail_job": ("FailJob", calls.fail_job),
+        "release_job": ("ReleaseJob", calls.release_job),
+    }
+
+
+def _error(call_id: int, status: status_pb2.Status) -> queue_pb2.SessionResponse:
+    return queue_pb2.SessionResponse(call_id=call_id, error=status)
+
+
+class SessionServicer:
+    """Runs the calls of Session streams; the authorization interceptor has admitted the stream's caller."""
+
+    def __init__(self, calls: JobCalls, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        self.operations = operations(calls)
+        self.max_in_flight = max_in_flight
+        self.streams: set[_Stream] = set()
+        self.draining = False
+
+    def drain(self) -> None:
+        """The server is stopping: every stream takes no further call, answers those it runs, then ends.
+
+        A router sees its stream end, fails what it sent meanwhile as UNAVAILABLE (never read, so never
+        admitted) and opens a new stream to whichever queue serves next.
+        """
+        self.draining = True
+        for stream in self.streams:
+            stream.stop_reading()
+
+    async def run(self, requests: AsyncIterator[queue_pb2.SessionRequest]) -> AsyncIterator[queue_pb2.SessionResponse]:
+        """Answers the stream's calls as they finish; ends once the caller half-closed and every call was answered.
+
+        When the stream breaks (the caller went away, the server stops), every call still running is
+        cancelled, as its unary call would be.
+        """
+        stream = _Stream(self.operations, self.max_in_flight)
+        reader = stream.reader = asyncio.create_task(stream.read(requests))
+        self.streams.add(stream)
+        if self.draining:
+            stream.stop_reading()
+        try:
+            while (reply := await stream.replies.get()) is not None:
+                yield reply
+            await reader
+        finally:
+            self.streams.discard(stream)
+            reader.cancel()
+            stream.cancel_all()
+
+
+class _Stream:
+    """The calls in flight on one Session stream and the replies waiting to be sent."""
+
+    def __init__(self, ops: dict[str, tuple[str, Operation]], max_in_flight: int) -> None:
+        self.ops = ops
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self.replies: asyncio.Queue[queue_pb2.SessionResponse | None] = asyncio.Queue()
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.waits: set[int] = set()
+        self.reader: asyncio.Task[None] | None = None
+        self.draining = False
+
+    def stop_reading(self) -> None:
+        """Reads no further call; the stream ends once the calls it runs are answered.
+
+        An AcquireJob still waiting for a grant is abandoned (it grants nothing), as its caller would.
+        """
+        if not self.draining and self.reader is not None:
+            self.draining = True
+            self.reader.cancel()
+            for call_id in self.waits:
+                self.running[call_id].cancel()
+
+    async def read(self, requests: AsyncIterator[queue_pb2.SessionRequest]) -> None:
+        try:
+            try:
+                async for request in requests:
+                    which = request.WhichOneof("call")
+                    if which == "abandon":
+                        task = self.running.get(request.call_id)
+                        if task is not None:
+                            task.cancel()
+                        continue
+                    await self.slots.acquire()
+                    self._start(request, which)
+            except asyncio.CancelledError:
+                if not self.draining:
+                    raise
+            while self.running:
+                await asyncio.wait(list(self.running.values()))
+        finally:
+            self.replies.put_nowait(None)
+
+    def _start(self, request: queue_pb2.SessionRequest, which: str | None) -> None:
+        call_id = request.call_id
+        if which is None or call_id in self.running:
+            self.slots.release()
+            why = "call: required (one of the job calls)" if which is None else f"call_id: {call_id} is already in flight"
+            self.replies.put_nowait(_error(call_id, status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=why)))
+            return
+        self.running[call_id] = asyncio.create_task(self._run(request, which))
+        if which == "acquire_job":
+            self.waits.add(call_id)
+
+    async def _run(self, request: queue_pb2.SessionRequest, which: str) -> None:
+        call_id = request.call_id
+        name, operation = self.ops[which]
+        message = getattr(request, which)
+        request_id_var.set(getattr(message, "request_id", ""))
+        start = time.perf_counter()
+        try:
+            reply = await self._answer(request, which, operation, message)
+            self.replies.put_nowait(reply)
+            code = reply.error.code if reply.HasField("error") else code_pb2.OK
+            RPC_TOTAL.labels("queue", name, code_pb2.Code.Name(code)).inc()
+            RPC_SECONDS.labels("queue", name).observe(time.perf_counter() - start)
+        finally:
+            del self.running[call_id]
+            self.waits.discard(call_id)
+            self.slots.release()
+
+    @staticmethod
+    async def _answer(
+        request: queue_pb2.SessionRequest, which: str, operation: Operation, message: Any
+    ) -> queue_pb2.SessionResponse:
+        call_id = request.call_id
+        deadline = asyncio.timeout(request.timeout_ms / 1000 if request.timeout_ms else None)
+        try:
+            async with deadline:
+                result = await operation(message)
+        except GatewayError as exc:
+            return _error(call_id, status_proto(exc))
+        except TimeoutError:
+            if not deadline.expired():
+                log.error("unhandled error in Session.%s", which, exc_info=True)
+                return _error(call_id, internal_status_proto())
+            return _error(call_id, status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="Deadline Exceeded"))
+        except Exception:  # the stream's boundary, as ErrorMappingInterceptor is the unary one's
+            log.error("unhandled error in Session.%s", which, exc_info=True)
+            return _error(call_id, internal_status_proto())
+        reply = queue_pb2.SessionResponse(call_id=call_id)
+        getattr(reply, which).CopyFrom(result)
+        return reply
+
+    def cancel_all(self) -> None:
+        for task in self.running.values():
+            task.cancel()

@@ -1,1 +1,0 @@
-"""The services of the aigw mesh, one package each."""
