@@ -68,7 +68,10 @@ def mesh_programs(cfg: GatewayConfig, python: str, ferretdb_binary: Path | None)
     for backend in cfg.backends:
         programs.append(
             Program(
-                f"{backend.kind}-{backend.name}", [python, "-m", f"aigw_server.{backend.kind}"], {"AIGW_BACKEND": backend.name}, 30
+                f"{backend.kind}-{backend.name}",
+                [python, "-m", f"aigw_server.{backend.kind}"],
+                {"AIGW_BACKEND": backend.name},
+                30,
             )
         )
     programs.append(Program("edge", [python, "-m", "aigw_server.edge"]))
