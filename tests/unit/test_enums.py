@@ -1,0 +1,21 @@
+"""The API's enum words come from the proto enums: every value but UNSPECIFIED has one, and back again."""
+
+from __future__ import annotations
+
+from aigw.common.v1 import common_pb2
+from aigw_server.runtime import enums
+
+
+def test_every_priority_has_a_word_highest_first() -> None:
+    assert enums.PRIORITIES == ("high", "normal", "low")
+    assert enums.PRIORITY_BY_WORD["high"] == common_pb2.PRIORITY_HIGH
+    assert enums.PRIORITY_WORDS[common_pb2.PRIORITY_LOW] == "low"
+    assert len(enums.PRIORITIES) == len(common_pb2.Priority.keys()) - 1
+
+
+def test_resolutions_smallest_first_and_states_as_the_rest_contract_shows_them() -> None:
+    assert enums.RESOLUTIONS == ("tiny", "small", "base", "large", "gundam")
+    assert enums.RESOLUTION_BY_WORD["gundam"] == common_pb2.RESOLUTION_GUNDAM
+    assert enums.JOB_STATE_WORDS[common_pb2.SUCCEEDED] == "SUCCEEDED"
+    assert enums.BACKEND_STATE_BY_WORD["sleeping"] == common_pb2.BACKEND_STATE_SLEEPING
+    assert set(enums.JOB_STATE_BY_WORD) == {n for n in common_pb2.JobState.keys() if n != "JOB_STATE_UNSPECIFIED"}
