@@ -14,10 +14,10 @@ import orjson
 from aigw_server.router.catalog import ModelCatalog, ModelEntry
 from aigw_server.router.multipart import FORM_DATA, FormPart, parse_form
 from aigw_server.runtime.documents import sniff
+from aigw_server.runtime.enums import RESOLUTIONS
 from aigw_server.runtime.errors import InvalidArgument, PayloadTooLarge
 
 JSON_TYPE = "application/json"
-RESOLUTIONS = ("tiny", "small", "base", "large", "gundam")
 OUTPUT_FORMATS = ("text", "markdown")
 MAX_LANGUAGES = 8
 LANGUAGE = re.compile(r"[a-z]{3}(_[a-z]{3,8})?")

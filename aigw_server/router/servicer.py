@@ -16,10 +16,11 @@ from aigw_server.router import convert
 from aigw_server.router.background import ReadinessWatch
 from aigw_server.router.catalog import ModelCatalog
 from aigw_server.router.chat import Submission, parse_priority, refuse_stream_flag, submission, validate_chat
-from aigw_server.router.clients import QueueClient
-from aigw_server.router.events import Page
 from aigw_server.router.gate import Caller, CallMeta, Gate
-from aigw_server.router.inference import Hold, Inference, Submitted, refuse_stopped
+from aigw_server.router.jobs.contracts import JobQueue
+from aigw_server.router.jobs.events import Page
+from aigw_server.router.jobs.inference import Hold, Inference, Submitted, refuse_stopped
+from aigw_server.router.jobs.runner import JobRunner
 from aigw_server.router.ocr_checks import OcrPreflight
 from aigw_server.router.ocr_input import OcrSpec, parse_upload, validate_ocr
 from aigw_server.router.openai_compat import (
@@ -32,7 +33,6 @@ from aigw_server.router.openai_compat import (
     completion_body,
     parse_completion_request,
 )
-from aigw_server.router.runner import JobRunner
 from aigw_server.runtime.errors import InvalidArgument, Unavailable
 from aigw_server.runtime.listing import check_listing
 
@@ -72,7 +72,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         gate: Gate,
         catalog: ModelCatalog,
         inference: Inference,
-        queue: QueueClient,
+        queue: JobQueue,
         runner: JobRunner,
         health: tuple[ReadinessWatch, str],
         preflight: OcrPreflight,
