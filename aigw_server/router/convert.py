@@ -32,7 +32,7 @@ OcrLike = router_pb2.OcrRequest | router_pb2.StreamOcrRequest
 
 
 def _optional_fields(message: ProtoMessage, names: tuple[str, ...]) -> dict[str, Any]:
-    """The named optional fields of a message, None where unset."""
+    """The named optional fields of a message, None where unset (Any: fields of several types, passed on by name)."""
     return {name: getattr(message, name) if message.HasField(name) else None for name in names}
 
 

@@ -36,6 +36,7 @@ from aigw_server.router.openai_compat import (
 from aigw_server.runtime.errors import InvalidArgument, Unavailable
 from aigw_server.runtime.listing import check_listing
 
+# One context type for RPCs whose request and response messages differ (grpc-stubs makes it generic in both).
 Ctx = grpc.aio.ServicerContext[Any, Any]
 NOT_READY_RETRY_SECONDS = 1.0
 HEADERS = {
@@ -259,6 +260,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def _hold(self, context: Ctx, submitted: Submitted, caller: Caller) -> Hold:
         """The caller waits for the answer: when the call ends before it (disconnect, cancel, deadline), the job stops."""
         hold = self.inference.hold(submitted, caller)
+        # grpc-stubs wants the callback typed for the context's messages, which a lambda cannot say.
         ended = cast("grpc.aio.DoneCallback[Any, Any]", lambda _context: hold.call_ended())
         context.add_done_callback(ended)
         return hold

@@ -96,7 +96,7 @@ class ScriptedQueue(queue_pb2_grpc.QueueServiceServicer):
 @pytest.fixture
 async def scripted() -> AsyncIterator[tuple[ScriptedQueue, str]]:
     server = grpc.aio.server()
-    servicer = ScriptedQueue()  # type: ignore[abstract]
+    servicer = ScriptedQueue()  # type: ignore[abstract]  # the generated base declares every RPC abstract
     queue_pb2_grpc.add_QueueServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -211,7 +211,7 @@ class UnaryOnlyQueue(queue_pb2_grpc.QueueServiceServicer):
 @pytest.mark.parametrize("session", [True, False])
 async def test_without_the_session_each_call_is_unary(session: bool) -> None:
     server = grpc.aio.server()
-    queue_pb2_grpc.add_QueueServiceServicer_to_server(UnaryOnlyQueue(), server)  # type: ignore[abstract]
+    queue_pb2_grpc.add_QueueServiceServicer_to_server(UnaryOnlyQueue(), server)  # type: ignore[abstract]  # as above
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     queue = QueueClient.connect(f"127.0.0.1:{port}", session=session)
