@@ -23,9 +23,9 @@ from typing import Any
 import psutil
 
 from aigw.queue.v1 import queue_pb2
-from aigw_server.router.clients import QueueClient
 from aigw_server.runtime.auth import TokenSigner
 from aigw_server.runtime.authz import MeshTls
+from aigw_server.runtime.queue_client import QueueClient
 from bench.queue_bench import CHAT, RESULT
 from bench.report import emit
 from bench.router_bench import cpu_per_request
@@ -50,7 +50,7 @@ async def queue_cycles(mesh: Mesh, cycles: int, batches: int) -> dict[str, Any]:
     queue_proc, me = psutil.Process(mesh.pids()["queue"]), psutil.Process()
     samples: dict[str, list[float]] = {mode: [] for mode in MODES}
     cpu: dict[str, dict[str, float]] = {mode: {"caller": 0.0, "queue": 0.0} for mode in MODES}
-    clients = {mode: QueueClient(cfg.services.queue.address, tls, session) for mode, session in MODES.items()}
+    clients = {mode: QueueClient.connect(cfg.services.queue.address, tls, session) for mode, session in MODES.items()}
     worker = "ab-" + uuid.uuid4().hex[:6]
     try:
         for client in clients.values():

@@ -20,6 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+# Re-exported: the usage rows the rule reads, defined beside the queue client that reports them.
+from aigw_server.runtime.usage import UsageCount as UsageCount
+
 HOURS_PER_WEEK = 168
 BUSY_STATES = frozenset({"loading", "draining", "crashed"})
 
@@ -28,15 +31,6 @@ STAY = "stay"
 WAIT_IDLE = "wait_idle"
 COOLDOWN = "cooldown"
 FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class UsageCount:
-    """Requests of one model in one hour of the week (0 = Monday 00:00 UTC) over the window."""
-
-    model: str
-    hour_of_week: int
-    count: int
 
 
 @dataclass(frozen=True)

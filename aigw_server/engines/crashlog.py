@@ -21,7 +21,11 @@ RETRY_DELAYS_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class QueueCrashLog:
-    """CrashLogService.RecordCrash at the queue; when the queue is unreachable the event stays in our log only."""
+    """CrashLogService.RecordCrash at the queue; when the queue is unreachable the event stays in our log only.
+
+    Not the shared `aigw_server.runtime.queue_client.QueueClient`: a backend calls the queue for this one RPC
+    only, fire-and-forget with its own retries and a shorter timeout, on a channel opened at the first crash.
+    """
 
     def __init__(self, address: str, backend: str, tls: MeshTls | None = None, service: str = "textgen") -> None:
         self.address = address

@@ -1,35 +1,49 @@
-"""The router's background loops: backend status polls, dynamic model config refresh, workers for orphaned jobs."""
+"""The router's background loops: backend status polls and dynamic model config refresh (orphans: `jobs.orphans`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from aigw.common.v1 import common_pb2
 from aigw_server.router.backends import BackendPool, StatusReport
-from aigw_server.router.catalog import ModelCatalog
-from aigw_server.router.clients import BackendClient, HealthClient, QueueClient
-from aigw_server.router.convert import dynamic_model
+from aigw_server.router.catalog import DynamicModel, ModelCatalog
 from aigw_server.router.readiness import SERVING, UNREACHABLE, Readiness, assess
-from aigw_server.router.runner import JobRunner
+from aigw_server.runtime.enums import BACKEND_STATE_WORDS
 from aigw_server.runtime.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_REFRESH_SECONDS = 3.0
-ORPHAN_WAIT_MS = 5_000
-IDLE_SECONDS = 0.5
 
 Observer = Callable[[], Awaitable[None]]
 """Called after each round of a background loop (the readiness watch re-reads what the round left behind)."""
 
+DynamicModels = Callable[[], Awaitable[Mapping[str, DynamicModel]]]
+"""Reads every model's dynamic config from the queue (ModelConfigService); a failure raises a domain error."""
+
+
+class PolledBackend(Protocol):
+    """A backend's status through the BackendService contract (`aigw_server.router.clients.BackendClient`)."""
+
+    async def status(self) -> tuple[common_pb2.BackendStatus, bool]:
+        """The backend's status and whether its health check says SERVING."""
+
+
+class ServiceHealth(Protocol):
+    """The standard health check of a service the router depends on (`aigw_server.router.clients.HealthClient`)."""
+
+    async def state(self) -> str:
+        """ "serving", "starting" or "unreachable"."""
+
 
 def status_report(status: common_pb2.BackendStatus, serving: bool) -> StatusReport:
     """What routing needs from a backend's GetStatus answer."""
-    state = common_pb2.BackendState.Name(status.state).removeprefix("BACKEND_STATE_").lower()
+    state = BACKEND_STATE_WORDS.get(status.state, "unspecified")
     return StatusReport(
         state=state,
         loaded_models=frozenset(status.loaded_models),
@@ -49,9 +63,9 @@ class StatusPoller:
     """Polls every backend's GetStatus and health check, and the admin service's health, every `interval` seconds."""
 
     pool: BackendPool
-    clients: dict[str, BackendClient]
+    clients: Mapping[str, PolledBackend]
     interval: float
-    admin: HealthClient | None = None
+    admin: ServiceHealth | None = None
     admin_state: str = UNREACHABLE
     observer: Observer | None = None
 
@@ -64,7 +78,7 @@ class StatusPoller:
         if self.admin is not None:
             self.admin_state = await self.admin.state()
 
-    async def _poll(self, name: str, client: BackendClient) -> None:
+    async def _poll(self, name: str, client: PolledBackend) -> None:
         try:
             status, serving = await client.status()
         except GatewayError as exc:
@@ -82,7 +96,7 @@ class StatusPoller:
 class ConfigRefresher:
     """Applies the queue's dynamic model config every few seconds, so admin changes need no restart."""
 
-    queue: QueueClient
+    load: DynamicModels
     catalog: ModelCatalog
     interval: float = MODEL_CONFIG_REFRESH_SECONDS
     clock: Callable[[], float] = time.monotonic
@@ -95,11 +109,11 @@ class ConfigRefresher:
 
     async def refresh_once(self) -> None:
         try:
-            configs = await self.queue.model_configs()
+            models = await self.load()
         except GatewayError as exc:
             log.warning("cannot refresh the model config", extra={"code": exc.code})
         else:
-            self.catalog.update({c.model: dynamic_model(c) for c in configs})
+            self.catalog.update(models)
             self.last_success = self.clock()
         if self.observer is not None:
             await self.observer()
@@ -140,36 +154,3 @@ class ReadinessWatch:
         else:
             log.warning("not ready to serve", extra={"reason": readiness.explanation()})
         await self.publish(readiness.ready)
-
-
-@dataclass
-class OrphanWorkers:
-    """`count` loops that take granted jobs nobody waits for (async ones, or ones whose router died) and run them."""
-
-    queue: QueueClient
-    runner: JobRunner
-    pool: BackendPool
-    count: int
-
-    async def run(self) -> None:
-        await asyncio.gather(*(self._loop() for _ in range(self.count)))
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self._take_one()
-            except GatewayError as exc:
-                log.warning("orphan worker: queue call failed", extra={"code": exc.code})
-                await asyncio.sleep(IDLE_SECONDS)
-            except Exception:
-                log.exception("orphan worker failed; continuing")
-                await asyncio.sleep(IDLE_SECONDS)
-
-    async def _take_one(self) -> None:
-        models = sorted(self.pool.servable_models())
-        if not models:
-            await asyncio.sleep(IDLE_SECONDS)
-            return
-        granted = await self.queue.acquire(self.runner.worker_id, ORPHAN_WAIT_MS, models=models)
-        if granted is not None:
-            await self.runner.run(granted.job, granted.lease, None, owner=False)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from aigw_server.router.catalog import ModelCatalog, ModelEntry, SamplingParams
+from aigw_server.runtime.enums import PRIORITIES
 from aigw_server.runtime.errors import InvalidArgument
 
-PriorityName = Literal["high", "normal", "low"]
-PRIORITIES: tuple[PriorityName, ...] = ("high", "normal", "low")
+PRIORITY_CHOICES = f"{', '.join(PRIORITIES[:-1])} or {PRIORITIES[-1]}"
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 MAX_MESSAGES = 2048
@@ -36,7 +35,8 @@ class Message:
 class Submission:
     """What every inference request carries besides its body."""
 
-    priority: PriorityName = "normal"
+    priority: str = "normal"
+    """A word of `aigw_server.runtime.enums.PRIORITIES`."""
     async_mode: bool = False
     idempotency_key: str = ""
     timeout_seconds: float = 0.0
@@ -61,7 +61,7 @@ class ChatSpec:
     params: SamplingParams
 
 
-def parse_priority(header: str, field_value: str) -> PriorityName:
+def parse_priority(header: str, field_value: str) -> str:
     """The request's priority: the x-priority header wins over the field; high|normal|low in any case."""
     raw = (header or field_value).strip().lower()
     if not raw:
@@ -70,10 +70,10 @@ def parse_priority(header: str, field_value: str) -> PriorityName:
         if raw == name:
             return name
     source = "x-priority" if header else "priority"
-    raise InvalidArgument(f"{source}: {raw[:32]!r} is not a priority (use high, normal or low)", field="priority")
+    raise InvalidArgument(f"{source}: {raw[:32]!r} is not a priority (use {PRIORITY_CHOICES})", field="priority")
 
 
-def submission(priority: PriorityName, async_mode: bool, idempotency_key: str, timeout_seconds: float) -> Submission:
+def submission(priority: str, async_mode: bool, idempotency_key: str, timeout_seconds: float) -> Submission:
     """Validates the fields every inference request shares."""
     if len(idempotency_key) > MAX_KEY_CHARS:
         raise InvalidArgument(f"idempotency_key: at most {MAX_KEY_CHARS} characters", field="idempotency_key")

@@ -10,23 +10,11 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2
 from aigw_server.router.catalog import DynamicModel, SamplingParams
-from aigw_server.router.chat import ChatInput, ChatSpec, Message, PriorityName
+from aigw_server.router.chat import ChatInput, ChatSpec, Message
 from aigw_server.router.ocr_input import OcrInput, OcrSpec, split_languages
 from aigw_server.router.openai_compat import Usage
+from aigw_server.runtime.enums import RESOLUTION_BY_WORD, RESOLUTION_WORDS
 
-PRIORITIES: dict[PriorityName, common_pb2.Priority.ValueType] = {
-    "high": common_pb2.PRIORITY_HIGH,
-    "normal": common_pb2.PRIORITY_NORMAL,
-    "low": common_pb2.PRIORITY_LOW,
-}
-RESOLUTIONS: dict[str, common_pb2.Resolution.ValueType] = {
-    "tiny": common_pb2.RESOLUTION_TINY,
-    "small": common_pb2.RESOLUTION_SMALL,
-    "base": common_pb2.RESOLUTION_BASE,
-    "large": common_pb2.RESOLUTION_LARGE,
-    "gundam": common_pb2.RESOLUTION_GUNDAM,
-}
-RESOLUTION_NAMES = {v: k for k, v in RESOLUTIONS.items()}
 FORMATS = {"text": common_pb2.OCR_OUTPUT_FORMAT_TEXT, "markdown": common_pb2.OCR_OUTPUT_FORMAT_MARKDOWN}
 WATCH_EVENTS = {
     queue_pb2.WATCH_EVENT_POSITION: "position",
@@ -44,7 +32,7 @@ OcrLike = router_pb2.OcrRequest | router_pb2.StreamOcrRequest
 
 
 def _optional_fields(message: ProtoMessage, names: tuple[str, ...]) -> dict[str, Any]:
-    """The named optional fields of a message, None where unset."""
+    """The named optional fields of a message, None where unset (Any: fields of several types, passed on by name)."""
     return {name: getattr(message, name) if message.HasField(name) else None for name in names}
 
 
@@ -94,7 +82,7 @@ def chat_job(spec: ChatSpec) -> common_pb2.ChatJob:
 def ocr_job(spec: OcrSpec) -> common_pb2.OcrJob:
     return common_pb2.OcrJob(
         document=spec.document,
-        resolution=RESOLUTIONS[spec.resolution],
+        resolution=RESOLUTION_BY_WORD[spec.resolution],
         languages=spec.languages,
         first_page=spec.first_page,
         last_page=spec.last_page,
@@ -110,7 +98,7 @@ def dynamic_model(config: queue_pb2.ModelConfig) -> DynamicModel:
         version=config.version,
         timeout_seconds=config.timeout_seconds,
         default_params=params_of(config.default_params),
-        default_resolution=RESOLUTION_NAMES.get(config.default_resolution, ""),
+        default_resolution=RESOLUTION_WORDS.get(config.default_resolution, ""),
         updated_at=config.updated_at.ToNanoseconds() / 1e9 if config.HasField("updated_at") else 0.0,
     )
 

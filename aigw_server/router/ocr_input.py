@@ -13,11 +13,12 @@ import orjson
 
 from aigw_server.router.catalog import ModelCatalog, ModelEntry
 from aigw_server.router.multipart import FORM_DATA, FormPart, parse_form
+from aigw_server.router.openai_compat import JsonObject
 from aigw_server.runtime.documents import sniff
+from aigw_server.runtime.enums import RESOLUTIONS
 from aigw_server.runtime.errors import InvalidArgument, PayloadTooLarge
 
 JSON_TYPE = "application/json"
-RESOLUTIONS = ("tiny", "small", "base", "large", "gundam")
 OUTPUT_FORMATS = ("text", "markdown")
 MAX_LANGUAGES = 8
 LANGUAGE = re.compile(r"[a-z]{3}(_[a-z]{3,8})?")
@@ -57,7 +58,8 @@ class OcrSpec:
     include_layout: bool
 
 
-def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], expected: str, default: Any) -> Any:
+def _field(body: JsonObject, name: str, kind: type | tuple[type, ...], expected: str, default: Any) -> Any:
+    # Any: the value is of `kind` (one type or several), which the signature cannot tie to its result.
     value = body.get(name)
     if value is None:
         return default
@@ -66,7 +68,7 @@ def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], expec
     raise InvalidArgument(f"{name}: expected {expected}, got {type(value).__name__}", field=name)
 
 
-def _languages(body: dict[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
+def _languages(body: JsonObject, default: tuple[str, ...]) -> tuple[str, ...]:
     value = body.get("languages")
     if value is None:
         return default
@@ -135,7 +137,7 @@ def _form_text(part: FormPart) -> str:
         raise InvalidArgument(f"{part.name}: not UTF-8 text", field=part.name) from None
 
 
-def _form_value(name: str, text: str) -> Any:
+def _form_value(name: str, text: str) -> int | bool | float | str:
     if name in _FORM_INT_FIELDS:
         if not re.fullmatch(r"-?\d{1,9}", text.strip()):
             raise InvalidArgument(f"{name} must be an integer; got {text[:32]!r}", field=name)
@@ -156,7 +158,7 @@ def parse_form_upload(data: bytes, content_type: str, base: OcrInput) -> OcrInpu
     """A multipart/form-data upload: the document in the `file` field, every other option a form field."""
     document: bytes | None = None
     languages: list[str] = []
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {}  # OcrInput fields of several types, for dataclasses.replace
     for part in parse_form(data, content_type):
         if part.name in FILE_FIELDS:
             if document is not None:

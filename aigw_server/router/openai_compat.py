@@ -16,6 +16,9 @@ DONE = b"data: [DONE]\n\n"
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream"
 
+JsonObject = dict[str, Any]
+"""A parsed JSON object (orjson answers Any): its values are checked field by field before use."""
+
 
 @dataclass(frozen=True)
 class CompletionRequest:
@@ -43,12 +46,12 @@ class Usage:
         }
 
 
-def _type_error(name: str, expected: str, value: Any) -> InvalidArgument:
+def _type_error(name: str, expected: str, value: object) -> InvalidArgument:
     got = "null" if value is None else type(value).__name__
     return InvalidArgument(f"{name}: expected {expected}, got {got}", field=name)
 
 
-def _opt_int(body: dict[str, Any], name: str) -> int | None:
+def _opt_int(body: JsonObject, name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -57,7 +60,7 @@ def _opt_int(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _opt_number(body: dict[str, Any], name: str) -> float | None:
+def _opt_number(body: JsonObject, name: str) -> float | None:
     value = body.get(name)
     if value is None:
         return None
@@ -66,7 +69,7 @@ def _opt_number(body: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _opt_bool(body: dict[str, Any], name: str, where: str = "") -> bool:
+def _opt_bool(body: JsonObject, name: str, where: str = "") -> bool:
     value = body.get(name)
     if value is None:
         return False
@@ -75,7 +78,7 @@ def _opt_bool(body: dict[str, Any], name: str, where: str = "") -> bool:
     return value
 
 
-def _opt_str(body: dict[str, Any], name: str, where: str = "") -> str:
+def _opt_str(body: JsonObject, name: str, where: str = "") -> str:
     value = body.get(name)
     if value is None:
         return ""
@@ -84,7 +87,7 @@ def _opt_str(body: dict[str, Any], name: str, where: str = "") -> str:
     return value
 
 
-def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+def _stop(body: JsonObject) -> tuple[str, ...]:
     value = body.get("stop")
     if value is None:
         return ()
@@ -95,7 +98,7 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
     raise _type_error("stop", "a string or a list of strings", value)
 
 
-def _content(value: Any, where: str) -> str:
+def _content(value: object, where: str) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
@@ -118,7 +121,7 @@ def _content(value: Any, where: str) -> str:
     return "".join(texts)
 
 
-def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
+def _messages(body: JsonObject) -> tuple[Message, ...]:
     value = body.get("messages")
     if not isinstance(value, list):
         raise _type_error("messages", "a list of messages", value)
@@ -135,7 +138,7 @@ def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
     return tuple(messages)
 
 
-def _stream_options(body: dict[str, Any]) -> bool:
+def _stream_options(body: JsonObject) -> bool:
     value = body.get("stream_options")
     if value is None:
         return False
@@ -196,7 +199,7 @@ class ChunkWriter:
     def __init__(self, request_id: str, created: int, model: str) -> None:
         self.head = {"id": completion_id(request_id), "object": "chat.completion.chunk", "created": created, "model": model}
 
-    def _event(self, data: dict[str, Any]) -> bytes:
+    def _event(self, data: JsonObject) -> bytes:
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
     def _choice(self, delta: dict[str, str], finish_reason: str | None) -> bytes:

@@ -8,24 +8,28 @@ import importlib.metadata
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 
 import grpc
 
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_server.router.backends import BackendPool
-from aigw_server.router.background import ConfigRefresher, OrphanWorkers, ReadinessWatch, StatusPoller
-from aigw_server.router.catalog import ModelCatalog
-from aigw_server.router.clients import BackendClient, HealthClient, QueueClient
+from aigw_server.router.background import ConfigRefresher, ReadinessWatch, StatusPoller
+from aigw_server.router.catalog import DynamicModel, ModelCatalog
+from aigw_server.router.clients import BackendClient, HealthClient
+from aigw_server.router.convert import dynamic_model
 from aigw_server.router.gate import Gate
-from aigw_server.router.inference import Inference
+from aigw_server.router.jobs.inference import Inference
+from aigw_server.router.jobs.orphans import OrphanWorkers
+from aigw_server.router.jobs.own_jobs import OwnJobs
+from aigw_server.router.jobs.runner import JobRunner
 from aigw_server.router.ocr_checks import DocumentRules, OcrPreflight
-from aigw_server.router.own_jobs import OwnJobs
 from aigw_server.router.ratelimit import RateLimiter
-from aigw_server.router.runner import JobRunner
 from aigw_server.router.servicer import RouterServicer
 from aigw_server.runtime.auth import Authenticator, TokenVerifier, resolve_jwt_secret
 from aigw_server.runtime.authz import mesh_tls
 from aigw_server.runtime.config import BackendConfig, ConfigError, GatewayConfig, ServiceName
+from aigw_server.runtime.queue_client import QueueClient
 from aigw_server.runtime.server import Health
 
 
@@ -72,7 +76,7 @@ class RouterService:
         self.cfg = cfg
         self.worker_id = worker_id or new_worker_id()
         tls = mesh_tls(cfg, "router")
-        self.queue = QueueClient(cfg.services.queue.address, tls, cfg.routing.queue_session)
+        self.queue = QueueClient.connect(cfg.services.queue.address, tls, cfg.routing.queue_session)
         self.catalog = ModelCatalog(cfg.models)
         self.pool = BackendPool(cfg.backends, cfg.routing)
         self.backends = {b.name: BackendClient(b, tls, cfg.routing.direct_engines) for b in cfg.backends}
@@ -85,11 +89,15 @@ class RouterService:
         self.inference = Inference(self.queue, self.own, self.worker_id)
         self.admin = HealthClient(cfg.endpoint("admin").address)
         self.poller = StatusPoller(self.pool, self.backends, cfg.routing.status_interval_seconds, self.admin)
-        self.refresher = ConfigRefresher(self.queue, self.catalog)
+        self.refresher = ConfigRefresher(self.dynamic_models, self.catalog)
         self.readiness = ReadinessWatch(self.refresher, self.poller)
         self.poller.observer = self.refresher.observer = self.readiness.observe
         self.workers = OrphanWorkers(self.queue, self.runner, self.pool, cfg.routing.workers)
         self.tasks: list[asyncio.Task[None]] = []
+
+    async def dynamic_models(self) -> Mapping[str, DynamicModel]:
+        """Every model's dynamic config as the queue's ModelConfigService has it now."""
+        return {c.model: dynamic_model(c) for c in await self.queue.model_configs()}
 
     def register(self, server: grpc.aio.Server) -> None:
         servicer = RouterServicer(

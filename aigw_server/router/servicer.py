@@ -16,10 +16,11 @@ from aigw_server.router import convert
 from aigw_server.router.background import ReadinessWatch
 from aigw_server.router.catalog import ModelCatalog
 from aigw_server.router.chat import Submission, parse_priority, refuse_stream_flag, submission, validate_chat
-from aigw_server.router.clients import QueueClient
-from aigw_server.router.events import Page
 from aigw_server.router.gate import Caller, CallMeta, Gate
-from aigw_server.router.inference import Hold, Inference, Submitted, refuse_stopped
+from aigw_server.router.jobs.contracts import JobQueue
+from aigw_server.router.jobs.events import Page
+from aigw_server.router.jobs.inference import Hold, Inference, Submitted, refuse_stopped
+from aigw_server.router.jobs.runner import JobRunner
 from aigw_server.router.ocr_checks import OcrPreflight
 from aigw_server.router.ocr_input import OcrSpec, parse_upload, validate_ocr
 from aigw_server.router.openai_compat import (
@@ -32,10 +33,10 @@ from aigw_server.router.openai_compat import (
     completion_body,
     parse_completion_request,
 )
-from aigw_server.router.runner import JobRunner
 from aigw_server.runtime.errors import InvalidArgument, Unavailable
 from aigw_server.runtime.listing import check_listing
 
+# One context type for RPCs whose request and response messages differ (grpc-stubs makes it generic in both).
 Ctx = grpc.aio.ServicerContext[Any, Any]
 NOT_READY_RETRY_SECONDS = 1.0
 HEADERS = {
@@ -72,7 +73,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         gate: Gate,
         catalog: ModelCatalog,
         inference: Inference,
-        queue: QueueClient,
+        queue: JobQueue,
         runner: JobRunner,
         health: tuple[ReadinessWatch, str],
         preflight: OcrPreflight,
@@ -259,6 +260,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def _hold(self, context: Ctx, submitted: Submitted, caller: Caller) -> Hold:
         """The caller waits for the answer: when the call ends before it (disconnect, cancel, deadline), the job stops."""
         hold = self.inference.hold(submitted, caller)
+        # grpc-stubs wants the callback typed for the context's messages, which a lambda cannot say.
         ended = cast("grpc.aio.DoneCallback[Any, Any]", lambda _context: hold.call_ended())
         context.add_done_callback(ended)
         return hold

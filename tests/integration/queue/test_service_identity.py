@@ -13,12 +13,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.queue.service import QueueService
-from aigw_server.router.clients import QueueClient
 from aigw_server.runtime.authz import MeshTls
 from aigw_server.runtime.channels import make_channel
 from aigw_server.runtime.config import GatewayConfig
 from aigw_server.runtime.errors import FailedPrecondition, PermissionDenied
 from aigw_server.runtime.pki import ensure_mesh_pki
+from aigw_server.runtime.queue_client import QueueClient
 from aigw_server.runtime.server import create_server
 from tests.integration.queue.conftest import CHAT
 
@@ -140,7 +140,7 @@ async def test_only_the_router_opens_a_session_and_a_refused_one_changes_nothing
         async for _ in stream:
             pass
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    queue = QueueClient(secure.address, MeshTls.load(secure.pki, identity))
+    queue = QueueClient.connect(secure.address, MeshTls.load(secure.pki, identity))
     try:
         with pytest.raises(PermissionDenied, match=r"may not call aigw\.queue\.v1\.QueueService/Session"):
             await queue.submit(chat_submit())
@@ -151,8 +151,8 @@ async def test_only_the_router_opens_a_session_and_a_refused_one_changes_nothing
 
 
 async def test_a_router_session_is_held_to_the_lease_checks_of_each_call(secure: SecureQueue) -> None:
-    router = QueueClient(secure.address, MeshTls.load(secure.pki, "router"))
-    other = QueueClient(secure.address, MeshTls.load(secure.pki, "router"))
+    router = QueueClient.connect(secure.address, MeshTls.load(secure.pki, "router"))
+    other = QueueClient.connect(secure.address, MeshTls.load(secure.pki, "router"))
     try:
         submitted = await router.submit(chat_submit())
         granted = await router.acquire("w1", 2000, models=[CHAT])

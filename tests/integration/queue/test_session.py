@@ -21,9 +21,9 @@ from grpc_status import rpc_status
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.queue.service import QueueService
-from aigw_server.router.clients import QueueClient
 from aigw_server.runtime.config import GatewayConfig
 from aigw_server.runtime.errors import GatewayError, Unavailable
+from aigw_server.runtime.queue_client import QueueClient
 from aigw_server.runtime.server import create_server
 from harness.ferretdb import free_port
 from tests.integration.queue.conftest import CHAT, OCR
@@ -88,7 +88,7 @@ async def running(make_queue: Callable[..., GatewayConfig]) -> AsyncIterator[Run
 
 @contextlib.asynccontextmanager
 async def client(address: str, session: bool) -> AsyncIterator[QueueClient]:
-    queue = QueueClient(address, session=session)
+    queue = QueueClient.connect(address, session=session)
     try:
         yield queue
     finally:

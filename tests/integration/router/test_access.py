@@ -222,7 +222,7 @@ async def test_the_61st_request_in_a_minute_is_limited_and_another_client_is_not
 
 
 def field_of(exc: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # grpc_status types only sync grpc.Call
     assert status is not None
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):

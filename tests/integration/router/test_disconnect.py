@@ -126,7 +126,7 @@ async def engine_gone(upstream: Upstream, request_id: str) -> float:
     """When the engine's connection for `request_id` closed (wall clock), waiting for it up to 5 s."""
     deadline = time.monotonic() + 5
     while True:
-        gone: dict[str, float] = (await asyncio.to_thread(upstream.stats))["gone"]  # type: ignore[assignment]
+        gone: dict[str, float] = (await asyncio.to_thread(upstream.stats))["gone"]  # type: ignore[assignment]  # the harness types every stat as int
         if request_id in gone:
             return gone[request_id]
         assert time.monotonic() < deadline, f"the engine request of {request_id} is still open"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -22,17 +22,39 @@ class Clock:
         return self.now
 
 
-def pool(policy: str = "least_loaded", names: tuple[str, ...] = ("a", "b"), **routing: float) -> tuple[BackendPool, Clock]:
+Policy = Literal["least_loaded", "prefix_affinity", "round_robin"]
+
+
+def pool(
+    policy: Policy = "least_loaded",
+    names: tuple[str, ...] = ("a", "b"),
+    down_retry_seconds: float = RoutingConfig.down_retry_seconds,
+) -> tuple[BackendPool, Clock]:
     clock = Clock()
     backends = [BackendConfig(name=n, address=f"127.0.0.1:{i + 1}", models=("m",), capacity=10) for i, n in enumerate(names)]
-    p = BackendPool(backends, RoutingConfig(policy=policy, **routing), clock)  # type: ignore[arg-type]
+    p = BackendPool(backends, RoutingConfig(policy=policy, down_retry_seconds=down_retry_seconds), clock)
     for n in names:
         p.observe(n, report())
     return p, clock
 
 
-def report(in_flight: int = 0, state: str = "ready", models: tuple[str, ...] = ("m",), **extra: float) -> StatusReport:
-    return StatusReport(state=state, loaded_models=frozenset(models), in_flight=in_flight, capacity=10, **extra)  # type: ignore[arg-type]
+def report(
+    in_flight: int = 0,
+    state: str = "ready",
+    models: tuple[str, ...] = ("m",),
+    server_waiting: int = -1,
+    server_running: int = -1,
+    kv_cache_usage: float = -1.0,
+) -> StatusReport:
+    return StatusReport(
+        state=state,
+        loaded_models=frozenset(models),
+        in_flight=in_flight,
+        capacity=10,
+        server_waiting=server_waiting,
+        server_running=server_running,
+        kv_cache_usage=kv_cache_usage,
+    )
 
 
 def shares(p: BackendPool, requests: int, duration: int, key: str = "") -> Counter[str]:
@@ -96,7 +118,9 @@ def test_work_other_routers_send_straight_to_the_engine_counts_as_in_flight() ->
     p.observe("b", report(in_flight=2, server_running=1))
 
     assert (p.views["a"].in_flight, p.views["b"].in_flight) == (6, 2)
-    assert p.choose("m").name == "b"  # type: ignore[union-attr]
+    choice = p.choose("m")
+    assert choice is not None
+    assert choice.name == "b"
 
 
 def test_no_candidate_means_no_choice() -> None:

@@ -12,8 +12,6 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
-from aigw_server.router.clients import QueueClient
-from aigw_server.router.queue_session import QueueSession
 from aigw_server.runtime.config import ConfigError, parse_config
 from aigw_server.runtime.errors import (
     DeadlineExceeded,
@@ -23,6 +21,8 @@ from aigw_server.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from aigw_server.runtime.queue_client import QueueClient
+from aigw_server.runtime.queue_session import QueueSession
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -96,7 +96,7 @@ class ScriptedQueue(queue_pb2_grpc.QueueServiceServicer):
 @pytest.fixture
 async def scripted() -> AsyncIterator[tuple[ScriptedQueue, str]]:
     server = grpc.aio.server()
-    servicer = ScriptedQueue()  # type: ignore[abstract]
+    servicer = ScriptedQueue()  # type: ignore[abstract]  # the generated base declares every RPC abstract
     queue_pb2_grpc.add_QueueServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -106,7 +106,7 @@ async def scripted() -> AsyncIterator[tuple[ScriptedQueue, str]]:
 
 @pytest.fixture
 async def client(scripted: tuple[ScriptedQueue, str]) -> AsyncIterator[QueueClient]:
-    queue = QueueClient(scripted[1])
+    queue = QueueClient.connect(scripted[1])
     yield queue
     await queue.close()
 
@@ -158,13 +158,15 @@ async def test_a_call_past_its_deadline_raises_deadline_exceeded_and_is_withdraw
     async with grpc.aio.insecure_channel(scripted[1]) as channel:
         session = QueueSession(queue_pb2_grpc.QueueServiceStub(channel).Session)
         with pytest.raises(DeadlineExceeded):
-            await session.call("get_job", queue_pb2.GetJobRequest(request_id="hang"), timeout=0.2)
-        waiter = asyncio.ensure_future(session.call("get_job", queue_pb2.GetJobRequest(request_id="hang"), timeout=10))
+            await session.call("get_job", queue_pb2.GetJobRequest(request_id="hang"), queue_pb2.GetJobResponse, timeout=0.2)
+        waiter = asyncio.ensure_future(
+            session.call("get_job", queue_pb2.GetJobRequest(request_id="hang"), queue_pb2.GetJobResponse, timeout=10)
+        )
         await asyncio.sleep(0.1)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
-        reply = await session.call("get_job", queue_pb2.GetJobRequest(request_id="x"), timeout=5)
+        reply = await session.call("get_job", queue_pb2.GetJobRequest(request_id="x"), queue_pb2.GetJobResponse, timeout=5)
         assert reply.job.request_id == "x"
         assert scripted[0].abandoned == [1, 2]
         assert scripted[0].timeouts[:2] == [200, 10_000]
@@ -175,15 +177,19 @@ async def test_calls_beyond_the_in_flight_bound_wait_for_a_slot(scripted: tuple[
     async with grpc.aio.insecure_channel(scripted[1]) as channel:
         session = QueueSession(queue_pb2_grpc.QueueServiceStub(channel).Session, max_in_flight=2)
         held = [
-            asyncio.ensure_future(session.call("get_job", queue_pb2.GetJobRequest(request_id="slow-400"), timeout=5))
+            asyncio.ensure_future(
+                session.call("get_job", queue_pb2.GetJobRequest(request_id="slow-400"), queue_pb2.GetJobResponse, timeout=5)
+            )
             for _ in range(2)
         ]
         await asyncio.sleep(0.1)
         with pytest.raises(DeadlineExceeded):
-            await session.call("get_job", queue_pb2.GetJobRequest(request_id="now"), timeout=0.1)
+            await session.call("get_job", queue_pb2.GetJobRequest(request_id="now"), queue_pb2.GetJobResponse, timeout=0.1)
         assert len(scripted[0].timeouts) == 2  # the third call never reached the queue
         await asyncio.gather(*held)
-        assert (await session.call("get_job", queue_pb2.GetJobRequest(request_id="now"), timeout=5)).job.request_id == "now"
+        assert (
+            await session.call("get_job", queue_pb2.GetJobRequest(request_id="now"), queue_pb2.GetJobResponse, timeout=5)
+        ).job.request_id == "now"
         await session.close()
 
 
@@ -205,10 +211,10 @@ class UnaryOnlyQueue(queue_pb2_grpc.QueueServiceServicer):
 @pytest.mark.parametrize("session", [True, False])
 async def test_without_the_session_each_call_is_unary(session: bool) -> None:
     server = grpc.aio.server()
-    queue_pb2_grpc.add_QueueServiceServicer_to_server(UnaryOnlyQueue(), server)  # type: ignore[abstract]
+    queue_pb2_grpc.add_QueueServiceServicer_to_server(UnaryOnlyQueue(), server)  # type: ignore[abstract]  # as above
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    queue = QueueClient(f"127.0.0.1:{port}", session=session)
+    queue = QueueClient.connect(f"127.0.0.1:{port}", session=session)
     try:
         assert (await queue.get("r1")).request_id == "r1"
         assert queue.session is None  # switched off, or dropped once the queue answered UNIMPLEMENTED

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aigw.common.v1 import common_pb2
@@ -16,8 +16,8 @@ from aigw.textgen.v1 import textgen_pb2
 from aigw_server.engines import chat as engine_chat
 from aigw_server.engines.chat import StreamPart, request_body
 from aigw_server.router.backends import BackendPool
-from aigw_server.router.clients import BackendClient, QueueClient
-from aigw_server.router.events import Listener
+from aigw_server.router.jobs.contracts import Backend, JobQueue
+from aigw_server.router.jobs.events import Listener
 from aigw_server.router.policies import affinity_key
 from aigw_server.runtime.errors import (
     Aborted,
@@ -89,9 +89,9 @@ def job_error(err: GatewayError, attempt: int, backend: str) -> common_pb2.JobEr
 class JobRunner:
     """Runs leased attempts for one router worker id and reports each to the queue."""
 
-    queue: QueueClient
+    queue: JobQueue
     pool: BackendPool
-    backends: dict[str, BackendClient]
+    backends: Mapping[str, Backend]
     worker_id: str
     no_backend_wait: float = NO_BACKEND_WAIT_SECONDS
     clock: Callable[[], float] = time.time
@@ -135,7 +135,7 @@ class JobRunner:
         finally:
             self.pool.finished(backend.name)
 
-    async def _choose(self, attempt: Attempt, owner: bool) -> BackendClient | None:
+    async def _choose(self, attempt: Attempt, owner: bool) -> Backend | None:
         job = attempt.job
         key = affinity_key([(m.role, m.content) for m in job.chat.messages]) if job.HasField("chat") else ""
         waited = 0.0
@@ -149,7 +149,7 @@ class JobRunner:
             await asyncio.sleep(NO_BACKEND_POLL_SECONDS)
             waited += NO_BACKEND_POLL_SECONDS
 
-    async def _call(self, attempt: Attempt, backend: BackendClient) -> Outcome:
+    async def _call(self, attempt: Attempt, backend: Backend) -> Outcome:
         left = seconds_left(attempt.job, self.clock())
         if left <= 0:
             return Outcome(error=DeadlineExceeded("the request's deadline passed"))
@@ -187,16 +187,14 @@ class JobRunner:
         log.warning("backend call failed; the job will be retried", extra={"backend": attempt.backend, "code": exc.code})
         return Outcome(error=exc, retryable=True)
 
-    async def _execute(
-        self, attempt: Attempt, backend: BackendClient, timeout: float
-    ) -> common_pb2.ChatResult | common_pb2.OcrResult:
+    async def _execute(self, attempt: Attempt, backend: Backend, timeout: float) -> common_pb2.ChatResult | common_pb2.OcrResult:
         job = attempt.job
         streaming = attempt.listener is None or attempt.listener.streaming
         if job.HasField("chat"):
             return await (self._stream_chat(attempt, backend, timeout) if streaming else self._chat(attempt, backend, timeout))
         return await (self._stream_ocr(attempt, backend, timeout) if streaming else self._ocr(attempt, backend, timeout))
 
-    async def _chat(self, attempt: Attempt, backend: BackendClient, timeout: float) -> common_pb2.ChatResult:
+    async def _chat(self, attempt: Attempt, backend: Backend, timeout: float) -> common_pb2.ChatResult:
         job = attempt.job
         async with backend.engine_route(job.model) as route:
             if route is not None:
@@ -205,7 +203,7 @@ class JobRunner:
         request = textgen_pb2.GenerateRequest(model=job.model, chat=job.chat, request_id=job.request_id, priority=job.priority)
         return await backend.generate(request, timeout)
 
-    async def _stream_chat(self, attempt: Attempt, backend: BackendClient, timeout: float) -> common_pb2.ChatResult:
+    async def _stream_chat(self, attempt: Attempt, backend: Backend, timeout: float) -> common_pb2.ChatResult:
         job = attempt.job
         parts: list[str] = []
         result = common_pb2.ChatResult(model=job.model)
@@ -229,11 +227,11 @@ class JobRunner:
         result.message.CopyFrom(common_pb2.ChatMessage(role="assistant", content="".join(parts)))
         return result
 
-    async def _ocr(self, attempt: Attempt, backend: BackendClient, timeout: float) -> common_pb2.OcrResult:
+    async def _ocr(self, attempt: Attempt, backend: Backend, timeout: float) -> common_pb2.OcrResult:
         job = attempt.job
         return await backend.recognize(ocr_pb2.RecognizeRequest(model=job.model, job=job.ocr, request_id=job.request_id), timeout)
 
-    async def _stream_ocr(self, attempt: Attempt, backend: BackendClient, timeout: float) -> common_pb2.OcrResult:
+    async def _stream_ocr(self, attempt: Attempt, backend: Backend, timeout: float) -> common_pb2.OcrResult:
         job = attempt.job
         request = ocr_pb2.StreamRecognizeRequest(model=job.model, job=job.ocr, request_id=job.request_id)
         result = common_pb2.OcrResult(model=job.model)
@@ -304,7 +302,7 @@ class JobRunner:
             return await self.queue.get(job.request_id)
 
 
-async def _relayed(backend: BackendClient, job: common_pb2.Job, timeout: float) -> AsyncGenerator[StreamPart, None]:
+async def _relayed(backend: Backend, job: common_pb2.Job, timeout: float) -> AsyncGenerator[StreamPart, None]:
     """A stream through the backend's StreamGenerate RPC, in the parts a direct engine stream yields."""
     request = textgen_pb2.StreamGenerateRequest(model=job.model, chat=job.chat, request_id=job.request_id, priority=job.priority)
     async with contextlib.aclosing(backend.stream_generate(request, timeout)) as chunks:

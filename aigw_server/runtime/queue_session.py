@@ -1,4 +1,4 @@
-"""The router's end of QueueService.Session: many concurrent job calls multiplexed over one long-lived stream.
+"""The client end of QueueService.Session: many concurrent job calls multiplexed over one long-lived stream.
 
 Each call gets a call id and a future; the stream's replies resolve the futures in whatever order
 they come. The stream is opened by the first call and again by the first call after it broke. A
@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import TypeAlias, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from aigw.queue.v1 import queue_pb2
 from aigw_server.runtime.errors import DeadlineExceeded, GatewayError, Unavailable
@@ -23,9 +23,12 @@ from aigw_server.runtime.rpc_errors import from_rpc_error, from_status_proto
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 256
-"""Calls one router may have in flight on its stream; more wait for a slot (within their deadline)."""
+"""Calls one client may have in flight on its stream; more wait for a slot (within their deadline)."""
 
-OpenStream = Callable[[None], "grpc.aio.StreamStreamCall[Any, Any]"]
+# Quoted: grpc's aio classes are not subscriptable at run time.
+OpenStream: TypeAlias = "grpc.aio.StreamStreamMultiCallable[queue_pb2.SessionRequest, queue_pb2.SessionResponse]"
+SessionCall: TypeAlias = "grpc.aio.StreamStreamCall[queue_pb2.SessionRequest, queue_pb2.SessionResponse]"
+R = TypeVar("R", bound=Message)
 ABANDON = queue_pb2.SessionAbandon()
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks it
 
@@ -37,7 +40,7 @@ REFUSALS = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSIO
 
 
 class QueueSession:
-    """One router process's Session stream to the queue, opened lazily and reopened after a break."""
+    """One process's Session stream to the queue, opened lazily and reopened after a break."""
 
     def __init__(self, open_stream: OpenStream, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.open_stream = open_stream
@@ -45,8 +48,8 @@ class QueueSession:
         self.ids = itertools.count(1)
         self.stream: _Stream | None = None
 
-    async def call(self, field: str, request: Any, timeout: float) -> Any:
-        """Sends `request` as the `SessionRequest.<field>` call and returns the reply's message of that field.
+    async def call(self, field: str, request: Message, reply_type: type[R], timeout: float) -> R:
+        """Sends `request` as the `SessionRequest.<field>` call and returns the reply's `reply_type` message of that field.
 
         Raises the domain error the unary RPC would raise: the queue's answer, DEADLINE_EXCEEDED after
         `timeout` seconds, UNAVAILABLE when the stream breaks first.
@@ -60,7 +63,9 @@ class QueueSession:
             raise DeadlineExceeded("Deadline Exceeded") from None
         if reply.HasField("error"):
             raise from_status_proto(reply.error)
-        return getattr(reply, field)
+        answer = getattr(reply, field)
+        assert isinstance(answer, reply_type), f"SessionResponse.{field} is not a {reply_type.__name__}"
+        return answer
 
     def _current(self) -> _Stream:
         if self.stream is None or self.stream.broken is not None:
@@ -84,7 +89,7 @@ class _Stream:
         # One write at a time on a gRPC stream; the lock is free (no suspension) unless another write is under way.
         self.writing = asyncio.Lock()
         self.abandons: set[asyncio.Task[None]] = set()
-        self.call = open_stream(None)  # no request iterator: callers write their messages
+        self.call: SessionCall = open_stream(None)  # no request iterator: callers write their messages
         self.reader = asyncio.create_task(self._read())
 
     async def _write(self, message: queue_pb2.SessionRequest) -> None:
@@ -96,7 +101,7 @@ class _Stream:
         except asyncio.InvalidStateError:  # closed meanwhile
             self._break(Unavailable("the queue session was closed"))
 
-    async def send(self, call_id: int, field: str, request: Any, timeout: float) -> queue_pb2.SessionResponse:
+    async def send(self, call_id: int, field: str, request: Message, timeout: float) -> queue_pb2.SessionResponse:
         if self.broken is not None:
             raise type(self.broken)(self.broken.message, retry_after=self.broken.retry_after)
         future: asyncio.Future[queue_pb2.SessionResponse] = asyncio.get_running_loop().create_future()

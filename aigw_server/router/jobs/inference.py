@@ -12,11 +12,11 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw_server.router.backends import BackendPool
 from aigw_server.router.chat import Submission
-from aigw_server.router.clients import QueueClient
-from aigw_server.router.convert import PRIORITIES
-from aigw_server.router.events import Delta, Finished, Listener, Page, Retrying
 from aigw_server.router.gate import Caller
-from aigw_server.router.own_jobs import OwnJobs, job_failure
+from aigw_server.router.jobs.contracts import JobQueue
+from aigw_server.router.jobs.events import Delta, Finished, Listener, Page, Retrying
+from aigw_server.router.jobs.own_jobs import OwnJobs, job_failure
+from aigw_server.runtime.enums import PRIORITY_BY_WORD
 from aigw_server.runtime.errors import GatewayError, Unavailable
 from aigw_server.runtime.logs import request_id_var
 
@@ -74,7 +74,7 @@ class Hold:
 class Inference:
     """Submits jobs for callers; synchronous and streaming ones are run by this router (OwnJobs)."""
 
-    def __init__(self, queue: QueueClient, own: OwnJobs, worker_id: str) -> None:
+    def __init__(self, queue: JobQueue, own: OwnJobs, worker_id: str) -> None:
         self.queue = queue
         self.own = own
         self.worker_id = worker_id
@@ -92,7 +92,7 @@ class Inference:
         request = queue_pb2.SubmitRequest(
             request_id=request_id,
             model=model,
-            priority=PRIORITIES[sub.priority],
+            priority=PRIORITY_BY_WORD[sub.priority],
             client_id=caller.client_id,
             subject=caller.principal.subject,
             idempotency_key=sub.idempotency_key,

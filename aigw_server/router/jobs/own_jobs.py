@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
-from aigw_server.router.clients import QueueClient
-from aigw_server.router.events import Listener
-from aigw_server.router.runner import JobRunner, seconds_left
+from aigw_server.router.jobs.contracts import JobQueue
+from aigw_server.router.jobs.events import Listener
+from aigw_server.router.jobs.runner import JobRunner, seconds_left
 from aigw_server.runtime.errors import Aborted, Cancelled, FailedPrecondition, GatewayError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def job_failure(job: common_pb2.Job) -> GatewayError | None:
 class OwnJobs:
     """Runs the jobs this router submitted for waiting clients; a client that goes away stops its job (`abandon`)."""
 
-    queue: QueueClient
+    queue: JobQueue
     runner: JobRunner
     clock: Callable[[], float] = time.time
     tasks: set[asyncio.Task[common_pb2.Job]] = field(default_factory=set)
