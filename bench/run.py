@@ -30,9 +30,11 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_server.runtime.auth import TokenSigner
+from aigw_server.runtime.config import RateLimit
 from bench.documents import page_png
-from harness.ferretdb import free_port, free_ports
-from harness.mesh import Mesh, services_on, write_config
+from harness.ferretdb import free_port
+from harness.mesh import Mesh
+from harness.mesh_config import AttachedEngine, Auth, ChatModel, MeshSpec, OcrModel, QueueKnobs, TesseractOcr
 
 REPO = Path(__file__).resolve().parent.parent
 JWT_SECRET = "bench-secret-" + "b" * 40
@@ -76,46 +78,24 @@ def finish(run: Run, samples_ms: list[float], seconds: float) -> Run:
     return run
 
 
-def mesh_config(data: Path, upstream_url: str) -> dict[str, Any]:
+def mesh_spec(data: Path, upstream_url: str) -> MeshSpec:
     """The local mesh with textgen attached to the fast upstream; limits high enough not to refuse benchmark load."""
-    ports = iter(free_ports(24))  # distinct: ports chosen one by one may repeat
-    return {
-        "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
-        "services": services_on(ports),
-        "data_dir": str(data),
-        "database": {"uri": ""},
-        "auth": {"jwt_secret": JWT_SECRET, "admin_password": "bench-admin-password"},
-        "rate_limit": {"default": {"requests_per_minute": 100_000_000, "burst": 1_000_000}},
-        "logging": {"level": "WARNING"},
-        "queue": {"max_waiting": 5000},
-        "models": {
-            MODEL: {"kind": "chat", "max_concurrent": 10, "max_waiting": 1000, "default_max_tokens": MAX_TOKENS},
-            PARKED: {"kind": "chat", "max_concurrent": 1, "max_waiting": 2000, "default_max_tokens": MAX_TOKENS},
-            "tesseract": {"kind": "ocr", "max_concurrent": 2, "max_waiting": 1000, "languages": ["eng"]},
-        },
-        "backends": [
-            {
-                "name": "upstream",
-                "kind": "textgen",
-                "address": f"127.0.0.1:{next(ports)}",
-                "engine": "openai",
-                "mode": "attach",
-                "url": upstream_url,
-                "models": [MODEL],
-                "initial_model": MODEL,
-                "capacity": 64,
-            },
-            {
-                "name": "tesseract-0",
-                "kind": "ocr",
-                "address": f"127.0.0.1:{next(ports)}",
-                "engine": "tesseract",
-                "models": ["tesseract"],
-                "initial_model": "tesseract",
-                "capacity": 2,
-            },
-        ],
-    }
+    return MeshSpec(
+        data_dir=data,
+        auth=Auth(JWT_SECRET, "bench-admin-password"),
+        rate_limit=RateLimit(requests_per_minute=100_000_000, burst=1_000_000),
+        log_level="WARNING",
+        queue=QueueKnobs(max_waiting=5000),
+        models=(
+            ChatModel(MODEL, max_concurrent=10, max_waiting=1000, default_max_tokens=MAX_TOKENS),
+            ChatModel(PARKED, max_concurrent=1, max_waiting=2000, default_max_tokens=MAX_TOKENS),
+            OcrModel("tesseract", max_concurrent=2, max_waiting=1000),
+        ),
+        backends=(
+            AttachedEngine("upstream", upstream_url, models=(MODEL,), capacity=64),
+            TesseractOcr(),
+        ),
+    )
 
 
 @contextmanager
@@ -540,8 +520,7 @@ def main(argv: list[str] | None = None) -> None:
     up_port = free_port()
     with tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp, upstream(up_port):
         up_url = f"http://127.0.0.1:{up_port}"
-        cfg_path = write_config(Path(tmp) / "bench.yaml", mesh_config(Path(tmp) / "data", up_url))
-        mesh = Mesh(cfg_path)
+        mesh = Mesh(mesh_spec(Path(tmp) / "data", up_url).write(Path(tmp) / "bench.yaml"))
         startup = mesh.start(timeout=180)
         try:
             time.sleep(2)
