@@ -70,7 +70,7 @@ class Probe:
         self.upstream_url = upstream_url
         self.token = token
         self.channel = grpc.aio.insecure_channel(mesh.cfg.services.router.address)
-        self.router: Any = router_pb2_grpc.RouterServiceStub(self.channel)
+        self.router = router_pb2_grpc.RouterServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),)
 
     async def gone_at(self, request_id: str) -> float:
@@ -130,6 +130,8 @@ class Probe:
         )
         call = self.router.StreamChat(request, metadata=self.metadata)
         first = await call.read()
+        if not isinstance(first, router_pb2.StreamChatResponse):
+            raise RuntimeError("StreamChat ended before its first event")
         deadline = time.monotonic() + READ_SECONDS
         while time.monotonic() < deadline:
             await call.read()

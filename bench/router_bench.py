@@ -90,9 +90,9 @@ async def paths(cfg: GatewayConfig, token: str, count: int, warmup: int) -> dict
         make_channel(cfg.services.queue.address, as_router, "queue") as qu,
         grpc.aio.insecure_channel(cfg.services.router.address) as ro,
     ):
-        textgen: Any = textgen_pb2_grpc.TextgenServiceStub(tg)
-        queue: Any = queue_pb2_grpc.QueueServiceStub(qu)
-        router: Any = router_pb2_grpc.RouterServiceStub(ro)
+        textgen = textgen_pb2_grpc.TextgenServiceStub(tg)
+        queue = queue_pb2_grpc.QueueServiceStub(qu)
+        router = router_pb2_grpc.RouterServiceStub(ro)
         return {
             "textgen": await sequential("textgen Generate direct", lambda: textgen.Generate(generate), count, warmup),
             "queue": await sequential("queue owner cycle", lambda: owner_cycle_with_lease(queue, WORKER), count, warmup),

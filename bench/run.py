@@ -30,7 +30,7 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_server.runtime.auth import TokenSigner
-from aigw_server.runtime.config import RateLimit
+from aigw_server.runtime.config import GatewayConfig, RateLimit
 from bench.documents import page_png
 from harness.ferretdb import free_port
 from harness.mesh import Mesh
@@ -312,7 +312,7 @@ def queue_depth(mesh: Mesh, token: str, depths: tuple[int, ...], count: int) -> 
     return runs
 
 
-async def _hop_runs(cfg: Any, edge_url: str, engine_url: str, token: str, count: int, warmup: int) -> dict[str, Run]:
+async def _hop_runs(cfg: GatewayConfig, edge_url: str, engine_url: str, token: str, count: int, warmup: int) -> dict[str, Run]:
     """Each leg of a REST chat measured on its own, as the service before it makes the call (same identity, mTLS).
 
     The legs take turns, one request each per round, so that the machine's noise falls on all of them alike.
@@ -336,8 +336,8 @@ async def _hop_runs(cfg: Any, edge_url: str, engine_url: str, token: str, count:
         make_channel(cfg.services.router.mesh_address, as_edge, "router") as ro,
         httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
     ):
-        queue: Any = queue_pb2_grpc.QueueServiceStub(qu)
-        router: Any = router_pb2_grpc.RouterServiceStub(ro)
+        queue = queue_pb2_grpc.QueueServiceStub(qu)
+        router = router_pb2_grpc.RouterServiceStub(ro)
         chat = router_pb2.ChatRequest(model=MODEL, messages=job.messages, max_tokens=MAX_TOKENS)
         health = router_pb2.GetHealthRequest()
         submit = queue_pb2.SubmitRequest(model=MODEL, chat=job, owner_id="bench-hops", accept_lease=True)
@@ -472,7 +472,7 @@ def ocr_runs(mesh: Mesh, token: str, pages: int) -> list[Run]:
     """
     import io
 
-    import pytesseract  # type: ignore[import-untyped]
+    import pytesseract  # type: ignore[import-untyped]  # pytesseract ships no type hints
     from PIL import Image
 
     images = [page_png(i) for i in range(pages)]
