@@ -472,7 +472,7 @@ def ocr_runs(mesh: Mesh, token: str, pages: int) -> list[Run]:
     """
     import io
 
-    import pytesseract  # type: ignore[import-untyped]  # pytesseract ships no type hints
+    import pytesseract
     from PIL import Image
 
     images = [page_png(i) for i in range(pages)]

@@ -242,7 +242,7 @@ async def test_openai_sdk_raises_the_matching_exception_with_the_message(openai_
         await openai_client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], temperature=5)
     assert bad.value.type == "invalid_request_error"
     assert bad.value.param == "temperature"
-    assert "temperature" in bad.value.body["message"]  # type: ignore[index]
+    assert "temperature" in bad.value.body["message"]  # type: ignore[index]  # openai types an error body as object
 
     with pytest.raises(openai.AuthenticationError) as unknown:
         await openai_client.with_options(api_key="not-a-credential").models.list()
