@@ -13,16 +13,18 @@ from typing import Any, Literal
 
 import yaml
 
-from aigw_server.runtime.config import JwtKey, RateLimit
+from aigw_server.runtime.config import SERVICE_NAMES, JwtKey, RateLimit
 from harness.ferretdb import free_ports
 
 HOST = "127.0.0.1"
 """Every service of a local mesh listens on loopback."""
 PORTS_PER_MESH = 24
 """More than a mesh with three backends takes: 2 for the edge, 12 for the services, 2 per backend."""
-GRPC_SERVICES = ("router", "queue", "textgen", "ocr", "admin")
+GRPC_SERVICES = tuple(name for name in SERVICE_NAMES if name != "edge")
+"""The services under `services:`, in the order they take their ports (the edge is `server:`)."""
 PUBLIC_SERVICES = ("router", "admin")
 """Services that have a public port and an mTLS port for the mesh's own calls."""
+Section = dict[str, Any]  # Any: a YAML mapping's values are of mixed types (str, int, lists, mappings)
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,8 @@ class ChatModel:
     path: Path | None = None
     """Where its weights are (the launcher generates the tiny local model there when it lies in the data dir)."""
 
-    def section(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": "chat", "max_concurrent": self.max_concurrent}
+    def section(self) -> Section:
+        out: Section = {"kind": "chat", "max_concurrent": self.max_concurrent}
         if self.max_waiting is not None:
             out["max_waiting"] = self.max_waiting
         if self.path is not None:
@@ -56,8 +58,8 @@ class OcrModel:
     max_waiting: int | None = None
     languages: tuple[str, ...] = ("eng",)
 
-    def section(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": "ocr", "max_concurrent": self.max_concurrent}
+    def section(self) -> Section:
+        out: Section = {"kind": "ocr", "max_concurrent": self.max_concurrent}
         if self.max_waiting is not None:
             out["max_waiting"] = self.max_waiting
         out["languages"] = list(self.languages)
@@ -74,7 +76,7 @@ class AttachedEngine:
     capacity: int
     engine: str = "openai"
 
-    def section(self, ports: Iterator[int]) -> dict[str, Any]:
+    def section(self, ports: Iterator[int]) -> Section:
         return {
             "name": self.name,
             "kind": "textgen",
@@ -98,8 +100,8 @@ class SupervisedEngine:
     """The server's command line (`{port}` stands for its port); empty: the engine's own."""
     startup_timeout_seconds: float | None = None
 
-    def section(self, ports: Iterator[int]) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def section(self, ports: Iterator[int]) -> Section:
+        out: Section = {
             "name": self.name,
             "kind": "textgen",
             "address": f"{HOST}:{next(ports)}",
@@ -123,7 +125,7 @@ class TesseractOcr:
     models: tuple[str, ...] = ("tesseract",)
     capacity: int = 2
 
-    def section(self, ports: Iterator[int]) -> dict[str, Any]:
+    def section(self, ports: Iterator[int]) -> Section:
         return {
             "name": self.name,
             "kind": "ocr",
@@ -133,7 +135,7 @@ class TesseractOcr:
         }
 
 
-def _serving(models: tuple[str, ...], capacity: int) -> dict[str, Any]:
+def _serving(models: tuple[str, ...], capacity: int) -> Section:
     """What every backend says about the models it serves: it starts with the first."""
     return {"models": list(models), "initial_model": models[0], "capacity": capacity}
 
@@ -153,8 +155,8 @@ class Auth:
     """Keys the mesh trusts for access tokens signed elsewhere."""
     login_attempts_per_minute: int | None = None
 
-    def section(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"jwt_secret": self.jwt_secret, "admin_password": self.admin_password}
+    def section(self) -> Section:
+        out: Section = {"jwt_secret": self.jwt_secret, "admin_password": self.admin_password}
         if self.algorithms:
             out["algorithms"] = list(self.algorithms)
         if self.public_keys:
@@ -181,7 +183,7 @@ class RoutingKnobs:
     queue_session: bool | None = None
 
 
-def _given(knobs: QueueKnobs | RoutingKnobs) -> dict[str, Any]:
+def _given(knobs: QueueKnobs | RoutingKnobs) -> Section:
     return {k: v for k, v in asdict(knobs).items() if v is not None}
 
 
@@ -201,11 +203,11 @@ class MeshSpec:
     tls: bool = True
     """Service identity (mTLS, the launcher makes the CA in the data dir); False: plaintext inside the mesh."""
 
-    def raw(self, ports: Iterator[int] | None = None) -> dict[str, Any]:
+    def raw(self, ports: Iterator[int] | None = None) -> Section:
         """The config as the YAML file holds it; ports are taken from `ports` (by default, distinct free ones)."""
         # Distinct ports: ones chosen one by one may repeat once each probe socket is closed.
         taken = iter(free_ports(PORTS_PER_MESH, HOST)) if ports is None else ports
-        raw: dict[str, Any] = {
+        raw: Section = {
             "server": {"host": HOST, "port": next(taken), "metrics_port": next(taken)},
             "services": _services_on(taken),
             "data_dir": str(self.data_dir),
@@ -230,9 +232,9 @@ class MeshSpec:
         return path
 
 
-def _services_on(ports: Iterator[int]) -> dict[str, dict[str, Any]]:
+def _services_on(ports: Iterator[int]) -> dict[str, Section]:
     """The `services` section on the given ports; router and admin get an mTLS port too."""
-    section: dict[str, dict[str, Any]] = {}
+    section: dict[str, Section] = {}
     for svc in GRPC_SERVICES:
         section[svc] = {"host": HOST, "port": next(ports), "metrics_port": next(ports)}
         if svc in PUBLIC_SERVICES:
