@@ -13,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
@@ -31,6 +30,7 @@ from aigw_server.runtime.config import Endpoint, GatewayConfig, parse_config
 from aigw_server.runtime.server import Service, create_server
 from aigw_server.textgen.service import build as build_textgen
 from harness.ferretdb import FerretDBProcess
+from harness.mesh_config import Section
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -99,7 +99,7 @@ def upstreams(*option_sets: tuple[str, ...]) -> Iterator[list[Upstream]]:
             up.stop()
 
 
-def textgen_backend(name: str, upstream: Upstream, capacity: int = 8) -> dict[str, Any]:
+def textgen_backend(name: str, upstream: Upstream, capacity: int = 8) -> Section:
     """A textgen backend attached to `upstream`, serving MODEL."""
     return {
         "name": name,
@@ -114,7 +114,7 @@ def textgen_backend(name: str, upstream: Upstream, capacity: int = 8) -> dict[st
     }
 
 
-def ocr_backend() -> dict[str, Any]:
+def ocr_backend() -> Section:
     """A Tesseract OCR backend serving OCR_MODEL."""
     return {
         "name": "tess-0",
@@ -128,11 +128,9 @@ def ocr_backend() -> dict[str, Any]:
     }
 
 
-def mesh_config(
-    ferretdb_uri: str, db_name: str, data_dir: Path, backends: list[dict[str, Any]], **sections: Any
-) -> GatewayConfig:
+def mesh_config(ferretdb_uri: str, db_name: str, data_dir: Path, backends: list[Section], **sections: Section) -> GatewayConfig:
     """A config on the test's own database; `sections` replace or extend sections."""
-    raw: dict[str, Any] = {
+    raw: Section = {
         "data_dir": str(data_dir),
         "mesh_tls": {"mode": "plaintext"},  # in-process services on loopback: no service identity
         "database": {"uri": ferretdb_uri, "name": db_name},
@@ -199,7 +197,7 @@ def bearer(token: str, **headers: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"), *((k.replace("_", "-"), v) for k, v in headers.items()))
 
 
-def forged(**claims: Any) -> str:
+def forged(**claims: object) -> str:
     """An HS256 token with the standard valid claims, changed by `claims` (None removes one)."""
     now = int(time.time())
     base = {
@@ -312,9 +310,7 @@ def own_database() -> str:
 
 
 @contextlib.asynccontextmanager
-async def mesh_on(
-    ferretdb: FerretDBProcess, data_dir: Path, backends: list[dict[str, Any]], **sections: Any
-) -> AsyncIterator[Mesh]:
+async def mesh_on(ferretdb: FerretDBProcess, data_dir: Path, backends: list[Section], **sections: Section) -> AsyncIterator[Mesh]:
     """`running_mesh` of `mesh_config` on a database of its own in `ferretdb` (`sections` as `mesh_config` takes them)."""
     async with running_mesh(mesh_config(ferretdb.uri, own_database(), data_dir, backends, **sections)) as mesh:
         yield mesh
