@@ -24,14 +24,14 @@ from typing import Any
 
 from aigw_server.runtime.auth import TokenSigner
 from bench.report import emit
-from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, MODEL, REPO, cpu_per_request, cpu_seconds, mesh_config, upstream, wrk
+from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, MODEL, REPO, cpu_per_request, cpu_seconds, mesh_spec, upstream, wrk
 from harness.ferretdb import binary_path, free_port
-from harness.mesh import Mesh, write_config
+from harness.mesh import Mesh
 
 
 def start_mesh(tree: Path, data: Path, up_url: str) -> Mesh:
     """The mesh of `tree` (its launcher and services run that tree's code) on fresh ports and data."""
-    mesh = Mesh(write_config(data.parent / f"{data.name}.yaml", mesh_config(data, up_url)))
+    mesh = Mesh(mesh_spec(data, up_url).write(data.parent / f"{data.name}.yaml"))
     Path(mesh.cfg.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {**os.environ, "AIGW_CONFIG": str(mesh.config_path), "PYTHONPATH": f"{tree}:{tree / 'gen'}"}
     env.pop("AIGW_PROFILE_DIR", None)

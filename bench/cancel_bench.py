@@ -32,9 +32,9 @@ from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_server.runtime.auth import TokenSigner
 from bench.report import emit
-from bench.run import JWT_SECRET, MODEL, REPO, mesh_config
+from bench.run import JWT_SECRET, MODEL, REPO, mesh_spec
 from harness.ferretdb import free_port
-from harness.mesh import Mesh, write_config
+from harness.mesh import Mesh
 
 TOKENS = 3000
 TOKEN_MS = 2.0
@@ -70,7 +70,7 @@ class Probe:
         self.upstream_url = upstream_url
         self.token = token
         self.channel = grpc.aio.insecure_channel(mesh.cfg.services.router.address)
-        self.router: Any = router_pb2_grpc.RouterServiceStub(self.channel)
+        self.router = router_pb2_grpc.RouterServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),)
 
     async def gone_at(self, request_id: str) -> float:
@@ -130,6 +130,8 @@ class Probe:
         )
         call = self.router.StreamChat(request, metadata=self.metadata)
         first = await call.read()
+        if not isinstance(first, router_pb2.StreamChatResponse):
+            raise RuntimeError("StreamChat ended before its first event")
         deadline = time.monotonic() + READ_SECONDS
         while time.monotonic() < deadline:
             await call.read()
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="", help="also write the report as JSON here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aigw-cancel-bench-") as tmp, slow_upstream(free_port()) as url:
-        mesh = Mesh(write_config(Path(tmp) / "bench.yaml", mesh_config(Path(tmp) / "data", url)))
+        mesh = Mesh(mesh_spec(Path(tmp) / "data", url).write(Path(tmp) / "bench.yaml"))
         mesh.start(timeout=180)
         try:
             report = asyncio.run(probe(mesh, url, args.tries))

@@ -29,9 +29,10 @@ import psutil
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.runtime.auth import TokenSigner
+from aigw_server.runtime.config import RateLimit
 from bench.documents import page_png
-from harness.ferretdb import free_ports
-from harness.mesh import Mesh, services_on, write_config
+from harness.mesh import Mesh
+from harness.mesh_config import Auth, ChatModel, MeshSpec, OcrModel, QueueKnobs, SupervisedEngine, TesseractOcr
 
 JWT_SECRET = "chaos-secret-" + "c" * 40
 MODEL = "chaos-chat"
@@ -65,9 +66,9 @@ class Kill:
     error: str = ""
 
 
-def mesh_config(data: Path, journal: Path) -> dict[str, Any]:
-    ports = iter(free_ports(24))  # distinct: ports chosen one by one may repeat
-    model_server = [
+def mesh_spec(data: Path, journal: Path) -> MeshSpec:
+    """The mesh under fault: textgen supervises a slow bench.upstream (journaling every run), short leases, small queues."""
+    model_server = (
         sys.executable,
         "-m",
         "bench.upstream",
@@ -81,45 +82,21 @@ def mesh_config(data: Path, journal: Path) -> dict[str, Any]:
         "250",
         "--journal",
         str(journal),
-    ]
-    return {
-        "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
-        "services": services_on(ports),
-        "data_dir": str(data),
-        "database": {"uri": ""},
-        "auth": {"jwt_secret": JWT_SECRET, "admin_password": "chaos-admin-password"},
-        "rate_limit": {"default": {"requests_per_minute": 1_000_000, "burst": 100_000}},
-        "queue": {"lease_ttl_seconds": 4, "timeout": 150, "max_waiting": 12},
-        "logging": {"level": "INFO"},
-        "models": {
-            MODEL: {"kind": "chat", "max_concurrent": 4, "max_waiting": 12, "default_max_tokens": 12},
-            "tesseract": {"kind": "ocr", "max_concurrent": 2, "max_waiting": 6, "languages": ["eng"]},
-        },
-        "backends": [
-            {
-                "name": "gpu-0",
-                "kind": "textgen",
-                "address": f"127.0.0.1:{next(ports)}",
-                "engine": "openai",
-                "mode": "supervise",
-                "command": model_server,
-                "port": next(ports),
-                "models": [MODEL],
-                "initial_model": MODEL,
-                "capacity": 8,
-                "startup_timeout_seconds": 30,
-            },
-            {
-                "name": "tesseract-0",
-                "kind": "ocr",
-                "address": f"127.0.0.1:{next(ports)}",
-                "engine": "tesseract",
-                "models": ["tesseract"],
-                "initial_model": "tesseract",
-                "capacity": 2,
-            },
-        ],
-    }
+    )
+    return MeshSpec(
+        data_dir=data,
+        auth=Auth(JWT_SECRET, "chaos-admin-password"),
+        rate_limit=RateLimit(requests_per_minute=1_000_000, burst=100_000),
+        queue=QueueKnobs(lease_ttl_seconds=4, timeout=150, max_waiting=12),
+        models=(
+            ChatModel(MODEL, max_concurrent=4, max_waiting=12, default_max_tokens=12),
+            OcrModel("tesseract", max_concurrent=2, max_waiting=6),
+        ),
+        backends=(
+            SupervisedEngine("gpu-0", "openai", models=(MODEL,), capacity=8, command=model_server, startup_timeout_seconds=30),
+            TesseractOcr(),
+        ),
+    )
 
 
 class Client:
@@ -359,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aigw-chaos-") as tmp:
         journal = Path(tmp) / "model-server.journal"
-        mesh = Mesh(write_config(Path(tmp) / "chaos.yaml", mesh_config(Path(tmp) / "data", journal)))
+        mesh = Mesh(mesh_spec(Path(tmp) / "data", journal).write(Path(tmp) / "chaos.yaml"))
         mesh.start(timeout=180)
         try:
             textgen = "textgen-gpu-0"

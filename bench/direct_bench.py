@@ -11,23 +11,24 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aigw_server.runtime.auth import TokenSigner
 from bench.report import emit
 from bench.router_bench import cpu_per_request
-from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, mesh_config, sequential_grpc, sequential_http, upstream
+from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, mesh_spec, sequential_grpc, sequential_http, upstream
 from harness.ferretdb import free_port
-from harness.mesh import Mesh, write_config
+from harness.mesh import Mesh
+from harness.mesh_config import RoutingKnobs
 
 
 def one_setting(direct: bool, up_url: str, requests: int) -> dict[str, float]:
     """One mesh with `routing.direct_engines` = `direct`: Chat latency and CPU per request."""
     with tempfile.TemporaryDirectory(prefix="aigw-direct-bench-") as tmp:
-        raw = mesh_config(Path(tmp) / "data", up_url)
-        raw["routing"] = {"direct_engines": direct}
-        mesh = Mesh(write_config(Path(tmp) / "bench.yaml", raw))
+        spec = replace(mesh_spec(Path(tmp) / "data", up_url), routing=RoutingKnobs(direct_engines=direct))
+        mesh = Mesh(spec.write(Path(tmp) / "bench.yaml"))
         mesh.start(timeout=180)
         try:
             cfg = mesh.cfg

@@ -29,7 +29,7 @@ from aigw_server.runtime.pki import ensure_mesh_pki
 from aigw_server.runtime.server import SERVER_OPTIONS, install_event_loop
 
 
-async def calls(stub: Any, count: int) -> tuple[list[float], float]:
+async def calls(stub: health_pb2_grpc.HealthAsyncStub, count: int) -> tuple[list[float], float]:
     """`count` sequential Check calls: their latencies and the CPU seconds the process spent."""
     request = health_pb2.HealthCheckRequest()
     samples: list[float] = []
@@ -54,7 +54,7 @@ def summary(samples: list[float], cpu: float) -> dict[str, float]:
 async def measure(pki: Path, count: int, rounds: int) -> dict[str, Any]:
     tls = MeshTls.load(pki, "queue")
     server = grpc.aio.server(interceptors=[AuthorizationInterceptor("queue")], options=SERVER_OPTIONS)
-    servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc_health types no `aio` re-export
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     plain_port = server.add_insecure_port("127.0.0.1:0")
     mtls_port = server.add_secure_port("127.0.0.1:0", tls.server_credentials())

@@ -41,7 +41,7 @@ VOCABULARY = (
 WORDS = VOCABULARY.split()
 PAGE_POINTS = (595, 842)
 DPI = TESSERACT_RENDER[Mode.BASE].dpi
-mupdf: Any = pymupdf
+mupdf: Any = pymupdf  # Any: PyMuPDF ships no type hints for Document, Rect, Matrix (untyped calls)
 
 
 def page_lines(seed: int, count: int = 32) -> list[str]:

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from aigw_server.runtime.auth import TokenSigner
-from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, MODEL, mesh_config, upstream, wrk
+from bench.run import JWT_SECRET, MAX_TOKENS, MESSAGES, MODEL, mesh_spec, upstream, wrk
 from harness.ferretdb import free_port
-from harness.mesh import Mesh, write_config
+from harness.mesh import Mesh
 
 
 def top(path: Path, lines: int, sort: str) -> str:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     up_port = free_port()
     with tempfile.TemporaryDirectory(prefix="aigw-profile-") as tmp, upstream(up_port):
         up_url = f"http://127.0.0.1:{up_port}"
-        mesh = Mesh(write_config(Path(tmp) / "bench.yaml", mesh_config(Path(tmp) / "data", up_url)))
+        mesh = Mesh(mesh_spec(Path(tmp) / "data", up_url).write(Path(tmp) / "bench.yaml"))
         mesh.start(timeout=180)
         try:
             token, _ = TokenSigner(mesh.cfg.auth, JWT_SECRET).issue_access("admin", "user")

@@ -115,7 +115,7 @@ async def concurrent(stub: Stub, clients: int, seconds: float) -> dict[str, floa
 async def measure(address: str, count: int, clients: int, seconds: float, tls_dir: Path | None = None) -> dict[str, Any]:
     tls = MeshTls.load(tls_dir, "router") if tls_dir else None
     async with make_channel(address, tls, "queue") as channel:
-        stub: Stub = queue_pb2_grpc.QueueServiceStub(channel)  # type: ignore[assignment]
+        stub = queue_pb2_grpc.QueueServiceStub(channel)
         return {
             "owner_cycle_sequential": await sequential(stub, owner_cycle, count),
             "owner_cycle_with_lease_sequential": await sequential(stub, owner_cycle_with_lease, count),

@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,10 @@ from aigw_server.runtime.queue_client import QueueClient
 from bench.queue_bench import CHAT, RESULT
 from bench.report import emit
 from bench.router_bench import cpu_per_request
-from bench.run import JWT_SECRET, MODEL, mesh_config, sequential_grpc, upstream
+from bench.run import JWT_SECRET, MODEL, mesh_spec, sequential_grpc, upstream
 from harness.ferretdb import free_port
-from harness.mesh import Mesh, write_config
+from harness.mesh import Mesh
+from harness.mesh_config import RoutingKnobs
 
 MODES = {"session": True, "unary": False}
 
@@ -84,9 +86,8 @@ def _cpu(proc: psutil.Process) -> float:
 
 
 def chat_run(tmp: Path, up_url: str, session: bool, requests: int) -> tuple[Mesh, dict[str, Any]]:
-    raw = mesh_config(tmp / f"data-{uuid.uuid4().hex[:6]}", up_url)
-    raw["routing"] = {**raw.get("routing", {}), "queue_session": session}
-    mesh = Mesh(write_config(tmp / f"bench-{uuid.uuid4().hex[:6]}.yaml", raw))
+    spec = replace(mesh_spec(tmp / f"data-{uuid.uuid4().hex[:6]}", up_url), routing=RoutingKnobs(queue_session=session))
+    mesh = Mesh(spec.write(tmp / f"bench-{uuid.uuid4().hex[:6]}.yaml"))
     mesh.start(timeout=180)
     token, _ = TokenSigner(mesh.cfg.auth, JWT_SECRET).issue_access("admin", "user")
     address = mesh.cfg.services.router.address

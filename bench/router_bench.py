@@ -46,13 +46,13 @@ from bench.run import (
     MODEL,
     Run,
     finish,
-    mesh_config,
+    mesh_spec,
     sequential_grpc,
     sequential_http,
     upstream,
 )
 from harness.ferretdb import free_port
-from harness.mesh import Mesh, write_config
+from harness.mesh import Mesh
 
 WORKER = "router-bench-" + uuid.uuid4().hex[:6]
 CHAT = common_pb2.ChatJob(
@@ -90,9 +90,9 @@ async def paths(cfg: GatewayConfig, token: str, count: int, warmup: int) -> dict
         make_channel(cfg.services.queue.address, as_router, "queue") as qu,
         grpc.aio.insecure_channel(cfg.services.router.address) as ro,
     ):
-        textgen: Any = textgen_pb2_grpc.TextgenServiceStub(tg)
-        queue: Any = queue_pb2_grpc.QueueServiceStub(qu)
-        router: Any = router_pb2_grpc.RouterServiceStub(ro)
+        textgen = textgen_pb2_grpc.TextgenServiceStub(tg)
+        queue = queue_pb2_grpc.QueueServiceStub(qu)
+        router = router_pb2_grpc.RouterServiceStub(ro)
         return {
             "textgen": await sequential("textgen Generate direct", lambda: textgen.Generate(generate), count, warmup),
             "queue": await sequential("queue owner cycle", lambda: owner_cycle_with_lease(queue, WORKER), count, warmup),
@@ -155,7 +155,7 @@ def measure(requests: int) -> dict[str, Any]:
     warm = max(50, requests // 10)
     with tempfile.TemporaryDirectory(prefix="aigw-router-bench-") as tmp, upstream(up_port):
         up_url = f"http://127.0.0.1:{up_port}"
-        mesh = Mesh(write_config(Path(tmp) / "bench.yaml", mesh_config(Path(tmp) / "data", up_url)))
+        mesh = Mesh(mesh_spec(Path(tmp) / "data", up_url).write(Path(tmp) / "bench.yaml"))
         mesh.start(timeout=180)
         try:
             cfg = mesh.cfg

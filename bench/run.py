@@ -30,9 +30,11 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_server.runtime.auth import TokenSigner
+from aigw_server.runtime.config import GatewayConfig, RateLimit
 from bench.documents import page_png
-from harness.ferretdb import free_port, free_ports
-from harness.mesh import Mesh, services_on, write_config
+from harness.ferretdb import free_port
+from harness.mesh import Mesh
+from harness.mesh_config import AttachedEngine, Auth, ChatModel, MeshSpec, OcrModel, QueueKnobs, TesseractOcr
 
 REPO = Path(__file__).resolve().parent.parent
 JWT_SECRET = "bench-secret-" + "b" * 40
@@ -76,46 +78,24 @@ def finish(run: Run, samples_ms: list[float], seconds: float) -> Run:
     return run
 
 
-def mesh_config(data: Path, upstream_url: str) -> dict[str, Any]:
+def mesh_spec(data: Path, upstream_url: str) -> MeshSpec:
     """The local mesh with textgen attached to the fast upstream; limits high enough not to refuse benchmark load."""
-    ports = iter(free_ports(24))  # distinct: ports chosen one by one may repeat
-    return {
-        "server": {"host": "127.0.0.1", "port": next(ports), "metrics_port": next(ports)},
-        "services": services_on(ports),
-        "data_dir": str(data),
-        "database": {"uri": ""},
-        "auth": {"jwt_secret": JWT_SECRET, "admin_password": "bench-admin-password"},
-        "rate_limit": {"default": {"requests_per_minute": 100_000_000, "burst": 1_000_000}},
-        "logging": {"level": "WARNING"},
-        "queue": {"max_waiting": 5000},
-        "models": {
-            MODEL: {"kind": "chat", "max_concurrent": 10, "max_waiting": 1000, "default_max_tokens": MAX_TOKENS},
-            PARKED: {"kind": "chat", "max_concurrent": 1, "max_waiting": 2000, "default_max_tokens": MAX_TOKENS},
-            "tesseract": {"kind": "ocr", "max_concurrent": 2, "max_waiting": 1000, "languages": ["eng"]},
-        },
-        "backends": [
-            {
-                "name": "upstream",
-                "kind": "textgen",
-                "address": f"127.0.0.1:{next(ports)}",
-                "engine": "openai",
-                "mode": "attach",
-                "url": upstream_url,
-                "models": [MODEL],
-                "initial_model": MODEL,
-                "capacity": 64,
-            },
-            {
-                "name": "tesseract-0",
-                "kind": "ocr",
-                "address": f"127.0.0.1:{next(ports)}",
-                "engine": "tesseract",
-                "models": ["tesseract"],
-                "initial_model": "tesseract",
-                "capacity": 2,
-            },
-        ],
-    }
+    return MeshSpec(
+        data_dir=data,
+        auth=Auth(JWT_SECRET, "bench-admin-password"),
+        rate_limit=RateLimit(requests_per_minute=100_000_000, burst=1_000_000),
+        log_level="WARNING",
+        queue=QueueKnobs(max_waiting=5000),
+        models=(
+            ChatModel(MODEL, max_concurrent=10, max_waiting=1000, default_max_tokens=MAX_TOKENS),
+            ChatModel(PARKED, max_concurrent=1, max_waiting=2000, default_max_tokens=MAX_TOKENS),
+            OcrModel("tesseract", max_concurrent=2, max_waiting=1000),
+        ),
+        backends=(
+            AttachedEngine("upstream", upstream_url, models=(MODEL,), capacity=64),
+            TesseractOcr(),
+        ),
+    )
 
 
 @contextmanager
@@ -332,7 +312,7 @@ def queue_depth(mesh: Mesh, token: str, depths: tuple[int, ...], count: int) -> 
     return runs
 
 
-async def _hop_runs(cfg: Any, edge_url: str, engine_url: str, token: str, count: int, warmup: int) -> dict[str, Run]:
+async def _hop_runs(cfg: GatewayConfig, edge_url: str, engine_url: str, token: str, count: int, warmup: int) -> dict[str, Run]:
     """Each leg of a REST chat measured on its own, as the service before it makes the call (same identity, mTLS).
 
     The legs take turns, one request each per round, so that the machine's noise falls on all of them alike.
@@ -356,8 +336,8 @@ async def _hop_runs(cfg: Any, edge_url: str, engine_url: str, token: str, count:
         make_channel(cfg.services.router.mesh_address, as_edge, "router") as ro,
         httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
     ):
-        queue: Any = queue_pb2_grpc.QueueServiceStub(qu)
-        router: Any = router_pb2_grpc.RouterServiceStub(ro)
+        queue = queue_pb2_grpc.QueueServiceStub(qu)
+        router = router_pb2_grpc.RouterServiceStub(ro)
         chat = router_pb2.ChatRequest(model=MODEL, messages=job.messages, max_tokens=MAX_TOKENS)
         health = router_pb2.GetHealthRequest()
         submit = queue_pb2.SubmitRequest(model=MODEL, chat=job, owner_id="bench-hops", accept_lease=True)
@@ -492,7 +472,7 @@ def ocr_runs(mesh: Mesh, token: str, pages: int) -> list[Run]:
     """
     import io
 
-    import pytesseract  # type: ignore[import-untyped]
+    import pytesseract
     from PIL import Image
 
     images = [page_png(i) for i in range(pages)]
@@ -540,8 +520,7 @@ def main(argv: list[str] | None = None) -> None:
     up_port = free_port()
     with tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp, upstream(up_port):
         up_url = f"http://127.0.0.1:{up_port}"
-        cfg_path = write_config(Path(tmp) / "bench.yaml", mesh_config(Path(tmp) / "data", up_url))
-        mesh = Mesh(cfg_path)
+        mesh = Mesh(mesh_spec(Path(tmp) / "data", up_url).write(Path(tmp) / "bench.yaml"))
         startup = mesh.start(timeout=180)
         try:
             time.sleep(2)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import uvicorn
 
-Scope = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]  # Any: ASGI scopes and messages are plain dicts of mixed values (the ASGI spec)
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]

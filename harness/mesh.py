@@ -9,23 +9,23 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from supervisor.xmlrpc import SupervisorTransport
 
 from aigw_server.runtime.authz import MeshTls
-from aigw_server.runtime.config import ConfigError, GatewayConfig, load_config
+from aigw_server.runtime.config import ConfigError, GatewayConfig, ServiceName, load_config
 from aigw_server.runtime.healthcheck import PROBE_IDENTITY, open_channel
 from harness.ferretdb import socket_path
 
 REPO = Path(__file__).resolve().parent.parent
+FRONT_PROGRAMS: tuple[ServiceName, ...] = ("queue", "admin", "router")
+"""The gRPC services the launcher runs once each, whatever the backends."""
 
 
 def health_of(address: str, timeout: float = 1.0, tls: MeshTls | None = None, server: str = "") -> str:
@@ -37,22 +37,6 @@ def health_of(address: str, timeout: float = 1.0, tls: MeshTls | None = None, se
             return "UNREACHABLE"
         name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         return name
-
-
-def services_on(ports: Iterator[int], host: str = "127.0.0.1") -> dict[str, dict[str, Any]]:
-    """The `services` section of a mesh config on the given (free) ports; router and admin get an mTLS port too."""
-    section: dict[str, dict[str, Any]] = {}
-    for svc in ("router", "queue", "textgen", "ocr", "admin"):
-        section[svc] = {"host": host, "port": next(ports), "metrics_port": next(ports)}
-        if svc in ("router", "admin"):
-            section[svc]["mesh_port"] = next(ports)
-    return section
-
-
-def write_config(path: Path, raw: dict[str, Any]) -> Path:
-    """Writes a mesh config file (YAML) and returns its path."""
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 @dataclass
@@ -95,7 +79,7 @@ class Mesh:
     def grpc_addresses(self) -> dict[str, str]:
         """Program name → gRPC address of every supervised gRPC service."""
         cfg = self.cfg
-        out = {svc: cfg.endpoint(svc).address for svc in ("queue", "admin", "router")}  # type: ignore[arg-type]
+        out: dict[str, str] = {svc: cfg.endpoint(svc).address for svc in FRONT_PROGRAMS}
         for b in cfg.backends:
             out[f"{b.kind}-{b.name}"] = b.address or cfg.endpoint(b.kind).address
         return out
@@ -149,7 +133,7 @@ class Mesh:
             tail = (Path(self.cfg.data_dir) / "launcher.out").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the launcher exited with {self.proc.returncode}:\n{tail}")
 
-    def supervisor(self) -> Any:
+    def supervisor(self) -> Any:  # Any: an XML-RPC proxy's methods and answers are untyped (resolved remotely)
         """An XML-RPC proxy to supervisord."""
         sock = Path(self.cfg.data_dir).resolve() / "supervisor.sock"
         transport = SupervisorTransport(None, None, f"unix://{sock}")

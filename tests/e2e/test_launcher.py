@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,9 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from harness.ferretdb import socket_path
-from harness.mesh import REPO, Mesh, write_config
-from tests.e2e.conftest import mesh_config
+from harness.mesh import REPO, Mesh
+from harness.mesh_config import Auth
+from tests.e2e.conftest import mesh_spec
 from tests.helpers import connect_as_other_user, tcp_listeners
 
 # What `make run` leaves to be generated: no JWT secret and no admin password from the environment.
@@ -30,9 +32,8 @@ CHAT = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hello"}]
 def mesh(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Mesh]:
     """The whole mesh with generated secrets, started once for this module (its last test kills it)."""
     root = tmp_path_factory.mktemp("launcher")
-    raw = mesh_config(root / "data", tiny_model_dir)
-    raw["auth"] = {"jwt_secret": "", "admin_password": ""}
-    running = Mesh(write_config(root / "config.yaml", raw), dict(NO_SECRETS_GIVEN))
+    spec = replace(mesh_spec(root / "data", tiny_model_dir), auth=Auth(jwt_secret="", admin_password=""))
+    running = Mesh(spec.write(root / "config.yaml"), dict(NO_SECRETS_GIVEN))
     try:
         running.start(timeout=240)
         yield running

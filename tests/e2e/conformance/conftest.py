@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from harness.mesh import Mesh, write_config
+from aigw_server.runtime.config import RateLimit
+from harness.mesh import Mesh
+from harness.mesh_config import MeshSpec
 from tests.e2e.conformance.contract import RateLimitRetry
-from tests.e2e.conftest import ADMIN_PASSWORD, mesh_config
+from tests.e2e.conftest import ADMIN_PASSWORD, mesh_spec
 
 TIMEOUT = 120.0
 
@@ -89,10 +91,9 @@ def deployed_gateway(url: str) -> Gateway:
     return with_session(Gateway(url.rstrip("/"), username, password, chat, ocr))
 
 
-def local_config(data: Path, tiny_model_dir: Path) -> dict[str, Any]:
-    raw = mesh_config(data, tiny_model_dir)
-    raw["rate_limit"] = {"default": {"requests_per_minute": 60000, "burst": 1000}}
-    return raw
+def local_mesh(data: Path, tiny_model_dir: Path) -> MeshSpec:
+    """The e2e mesh with a rate limit the whole package's requests stay under."""
+    return replace(mesh_spec(data, tiny_model_dir), rate_limit=RateLimit(requests_per_minute=60000, burst=1000))
 
 
 @pytest.fixture(scope="package")
@@ -104,7 +105,7 @@ def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         return
     root = tmp_path_factory.mktemp("conformance")
     tiny_model_dir: Path = request.getfixturevalue("tiny_model_dir")  # only built when the local mesh is used
-    mesh = Mesh(write_config(root / "config.yaml", local_config(root / "data", tiny_model_dir)))
+    mesh = Mesh(local_mesh(root / "data", tiny_model_dir).write(root / "config.yaml"))
     try:
         mesh.start(timeout=150)
         yield with_session(Gateway(mesh.edge_url, "admin", ADMIN_PASSWORD, "tiny-chat", "tesseract", local=True))

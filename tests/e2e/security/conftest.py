@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness.mesh import Mesh, write_config
-from tests.e2e.conftest import ADMIN_PASSWORD, JWT_SECRET, mesh_config
+from aigw_server.runtime.config import JwtKey, RateLimit
+from harness.mesh import Mesh
+from harness.mesh_config import ChatModel, MeshSpec
+from tests.e2e.conftest import ADMIN_PASSWORD, JWT_SECRET, mesh_spec
 
 RSA_KID = "security-rsa"
 LOGIN_LIMIT = 5
@@ -97,17 +99,20 @@ class SecureMesh:
         assert self.mesh.pids() == self.pids, "a supervised process died and was restarted"
 
 
-def security_config(data: Path, tiny_model_dir: Path, pem_file: Path) -> dict[str, Any]:
-    raw = mesh_config(data, tiny_model_dir)
-    raw["auth"] = {
-        **raw["auth"],
-        "algorithms": ["HS256", "RS256"],
-        "public_keys": [{"kid": RSA_KID, "algorithm": "RS256", "pem_file": str(pem_file)}],
-        "login_attempts_per_minute": LOGIN_LIMIT,
-    }
-    raw["rate_limit"] = {"default": {"requests_per_minute": 60000, "burst": 1000}}
-    raw["models"][FUZZ_MODEL] = {"kind": "chat", "max_concurrent": 1}
-    return raw
+def security_mesh(data: Path, tiny_model_dir: Path, pem_file: Path) -> MeshSpec:
+    """The e2e mesh that also trusts RS256 tokens of `RSA_KID`, limits logins, and serves FUZZ_MODEL nowhere."""
+    base = mesh_spec(data, tiny_model_dir)
+    return replace(
+        base,
+        auth=replace(
+            base.auth,
+            algorithms=("HS256", "RS256"),
+            public_keys=(JwtKey(RSA_KID, "RS256", str(pem_file)),),
+            login_attempts_per_minute=LOGIN_LIMIT,
+        ),
+        rate_limit=RateLimit(requests_per_minute=60000, burst=1000),
+        models=(*base.models, ChatModel(FUZZ_MODEL, max_concurrent=1)),
+    )
 
 
 TOKEN_SUBJECTS = ("sec-user", "log-user", "injection-victim", "fuzz-user", "mallory", "bob", "alice", "carol")
@@ -136,7 +141,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     key = new_rsa_key()
     pem = root / "jwt-rs256.pem"
     pem.write_bytes(public_pem(key))
-    config = write_config(root / "config.yaml", security_config(root / "data", tiny_model_dir, pem))
+    config = security_mesh(root / "data", tiny_model_dir, pem).write(root / "config.yaml")
     running = SecureMesh(Mesh(config), key)
     try:
         running.mesh.start(timeout=150)

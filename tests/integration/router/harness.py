@@ -9,10 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
@@ -21,13 +21,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw.router.v1 import router_pb2_grpc
+from aigw_server.edge.service import build as build_edge
 from aigw_server.ocr.service import build as build_ocr
 from aigw_server.queue.service import build as build_queue
 from aigw_server.router.service import RouterService
 from aigw_server.runtime.auth import TokenSigner
-from aigw_server.runtime.config import GatewayConfig, parse_config
+from aigw_server.runtime.config import Endpoint, GatewayConfig, parse_config
 from aigw_server.runtime.server import Service, create_server
 from aigw_server.textgen.service import build as build_textgen
+from harness.ferretdb import FerretDBProcess
+from harness.mesh_config import Section
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -51,6 +54,11 @@ class Upstream:
     def stats(self) -> dict[str, int]:
         reply: dict[str, int] = httpx.get(f"{self.url}/stats", timeout=5).json()
         return reply
+
+    def gone(self) -> dict[str, float]:
+        """Request id → when (wall clock) the upstream saw that request's client connection close."""
+        gone: dict[str, float] = httpx.get(f"{self.url}/stats", timeout=5).json()["gone"]
+        return gone
 
     def kill(self) -> None:
         """SIGKILL: the process dies mid-request, as a crashed model server does."""
@@ -91,7 +99,7 @@ def upstreams(*option_sets: tuple[str, ...]) -> Iterator[list[Upstream]]:
             up.stop()
 
 
-def textgen_backend(name: str, upstream: Upstream, capacity: int = 8) -> dict[str, Any]:
+def textgen_backend(name: str, upstream: Upstream, capacity: int = 8) -> Section:
     """A textgen backend attached to `upstream`, serving MODEL."""
     return {
         "name": name,
@@ -106,7 +114,7 @@ def textgen_backend(name: str, upstream: Upstream, capacity: int = 8) -> dict[st
     }
 
 
-def ocr_backend() -> dict[str, Any]:
+def ocr_backend() -> Section:
     """A Tesseract OCR backend serving OCR_MODEL."""
     return {
         "name": "tess-0",
@@ -120,11 +128,9 @@ def ocr_backend() -> dict[str, Any]:
     }
 
 
-def mesh_config(
-    ferretdb_uri: str, db_name: str, data_dir: Path, backends: list[dict[str, Any]], **sections: Any
-) -> GatewayConfig:
+def mesh_config(ferretdb_uri: str, db_name: str, data_dir: Path, backends: list[Section], **sections: Section) -> GatewayConfig:
     """A config on the test's own database; `sections` replace or extend sections."""
-    raw: dict[str, Any] = {
+    raw: Section = {
         "data_dir": str(data_dir),
         "mesh_tls": {"mode": "plaintext"},  # in-process services on loopback: no service identity
         "database": {"uri": ferretdb_uri, "name": db_name},
@@ -170,14 +176,14 @@ class QueueProcess:
 
 @dataclass
 class Mesh:
-    """The running servers of one test and typed-as-Any stubs (grpc-stubs types aio stubs as sync)."""
+    """The running servers of one test and asyncio stubs of the router and the queue's services."""
 
     cfg: GatewayConfig
     router_service: RouterService
-    router: Any
-    jobs: Any
-    identity: Any
-    configs: Any
+    router: router_pb2_grpc.RouterServiceAsyncStub
+    jobs: queue_pb2_grpc.QueueServiceAsyncStub
+    identity: queue_pb2_grpc.IdentityServiceAsyncStub
+    configs: queue_pb2_grpc.ModelConfigServiceAsyncStub
     queue: QueueProcess
     router_address: str = ""
 
@@ -191,7 +197,7 @@ def bearer(token: str, **headers: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"), *((k.replace("_", "-"), v) for k, v in headers.items()))
 
 
-def forged(**claims: Any) -> str:
+def forged(**claims: object) -> str:
     """An HS256 token with the standard valid claims, changed by `claims` (None removes one)."""
     now = int(time.time())
     base = {
@@ -230,7 +236,7 @@ async def serving(service: Service, address: str, until_serving: bool = True) ->
 async def wait_health(address: str, wanted: str, service: str = "", timeout: float = READY_SECONDS, what: str = "") -> None:
     """Waits until the standard health check at `address` (of `service`, "" overall) says `wanted`."""
     async with grpc.aio.insecure_channel(address) as channel:
-        check: Any = health_pb2_grpc.HealthStub(channel).Check
+        check = health_pb2_grpc.HealthStub(channel).Check
         deadline = time.monotonic() + timeout
         while True:
             reply = await check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -241,7 +247,7 @@ async def wait_health(address: str, wanted: str, service: str = "", timeout: flo
             await asyncio.sleep(0.05)
 
 
-async def wait_until(condition: Any, timeout: float = READY_SECONDS, what: str = "condition") -> None:
+async def wait_until(condition: Callable[[], object], timeout: float = READY_SECONDS, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -256,7 +262,7 @@ token's own role is what counts."""
 
 async def create_users(queue_address: str, names: tuple[str, ...]) -> None:
     async with grpc.aio.insecure_channel(queue_address) as channel:
-        identity: Any = queue_pb2_grpc.IdentityServiceStub(channel)
+        identity = queue_pb2_grpc.IdentityServiceStub(channel)
         for name in names:
             user = queue_pb2.User(username=name, role="admin", password_hash="unused")
             await identity.CreateUser(queue_pb2.CreateUserRequest(user=user))
@@ -296,3 +302,27 @@ async def running_mesh(cfg: GatewayConfig) -> AsyncIterator[Mesh]:
             queue,
             f"127.0.0.1:{port}",
         )
+
+
+def own_database() -> str:
+    """A database name no other test mesh uses, so that each sees only its own jobs and users."""
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def mesh_on(ferretdb: FerretDBProcess, data_dir: Path, backends: list[Section], **sections: Section) -> AsyncIterator[Mesh]:
+    """`running_mesh` of `mesh_config` on a database of its own in `ferretdb` (`sections` as `mesh_config` takes them)."""
+    async with running_mesh(mesh_config(ferretdb.uri, own_database(), data_dir, backends, **sections)) as mesh:
+        yield mesh
+
+
+@contextlib.asynccontextmanager
+async def edge_before(mesh: Mesh) -> AsyncIterator[int]:
+    """The embedded REST edge in process in front of `mesh`'s router, on a free port, which it yields."""
+    host, port = mesh.router_address.rsplit(":", 1)
+    edge = build_edge(replace(mesh.cfg, services=replace(mesh.cfg.services, router=Endpoint(host, int(port)))))
+    edge_port = await edge.start("127.0.0.1", 0)
+    try:
+        yield edge_port
+    finally:
+        await edge.stop(0)

@@ -7,7 +7,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -33,8 +33,7 @@ from tests.integration.router.harness import (
     bearer,
     create_users,
     forged,
-    mesh_config,
-    running_mesh,
+    mesh_on,
     serving,
     textgen_backend,
     upstreams,
@@ -48,20 +47,16 @@ ANSWER = "Hello from the fast upstream."
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
-    with upstreams(()) as started:
-        yield started[0]
+    with upstreams(()) as (up,):
+        yield up
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(ferretdb: FerretDBProcess, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
-    cfg = mesh_config(
-        ferretdb.uri,
-        f"t_{uuid.uuid4().hex[:12]}",
-        tmp_path_factory.mktemp("router-access"),
-        [textgen_backend("tg-0", upstream)],
-        rate_limit={"default": {"requests_per_minute": 60, "burst": 60}},
-    )
-    async with running_mesh(cfg) as running:
+    rate_limit = {"default": {"requests_per_minute": 60, "burst": 60}}
+    async with mesh_on(
+        ferretdb, tmp_path_factory.mktemp("router-access"), [textgen_backend("tg-0", upstream)], rate_limit=rate_limit
+    ) as running:
         yield running
 
 
@@ -70,7 +65,7 @@ def chat(**fields: Any) -> router_pb2.ChatRequest:
     return router_pb2.ChatRequest(**{**base, **fields})
 
 
-async def code_of(call: Any) -> grpc.StatusCode:
+async def code_of(call: Awaitable[object]) -> grpc.StatusCode:
     try:
         await call
     except grpc.aio.AioRpcError as exc:
@@ -135,7 +130,7 @@ async def test_credentials_give_the_right_code(
     assert await code_of(mesh.router.ListModels(router_pb2.ListModelsRequest(), metadata=metadata(mesh))) == code
 
 
-async def health(mesh: Mesh) -> tuple[grpc.StatusCode, Any]:
+async def health(mesh: Mesh) -> tuple[grpc.StatusCode, Any]:  # Any: the answer, or the error's message
     """GetHealth's code and its answer (or its error's message), with no credential."""
     try:
         return grpc.StatusCode.OK, await mesh.router.GetHealth(router_pb2.GetHealthRequest())
@@ -222,7 +217,7 @@ async def test_the_61st_request_in_a_minute_is_limited_and_another_client_is_not
 
 
 def field_of(exc: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # grpc_status types only sync grpc.Call
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # grpcio-status types a sync grpc.Call; aio errors work alike
     assert status is not None
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -232,7 +227,7 @@ def field_of(exc: grpc.aio.AioRpcError) -> str:
     return ""
 
 
-INVALID: list[tuple[str, Any, tuple[tuple[str, str], ...], grpc.StatusCode, str]] = [
+INVALID: list[tuple[str, router_pb2.ChatRequest, tuple[tuple[str, str], ...], grpc.StatusCode, str]] = [
     ("unknown model", chat(model="nope"), (), grpc.StatusCode.NOT_FOUND, ""),
     ("disabled model", chat(model="chat-off"), (), grpc.StatusCode.FAILED_PRECONDITION, ""),
     ("no messages", chat(messages=[]), (), grpc.StatusCode.INVALID_ARGUMENT, "messages"),
@@ -253,7 +248,7 @@ INVALID: list[tuple[str, Any, tuple[tuple[str, str], ...], grpc.StatusCode, str]
 
 @pytest.mark.parametrize(("case", "request_", "extra", "code", "field"), INVALID, ids=[c[0] for c in INVALID])
 async def test_bad_chat_requests_are_refused_and_submit_nothing(
-    mesh: Mesh, case: str, request_: Any, extra: tuple[tuple[str, str], ...], code: grpc.StatusCode, field: str
+    mesh: Mesh, case: str, request_: router_pb2.ChatRequest, extra: tuple[tuple[str, str], ...], code: grpc.StatusCode, field: str
 ) -> None:
     client = f"validator-{uuid.uuid4().hex[:6]}"
     await create_users(mesh.cfg.services.queue.address, (client,))

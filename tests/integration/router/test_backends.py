@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import grpc
@@ -13,7 +12,7 @@ from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
 from harness.ferretdb import FerretDBProcess
-from tests.integration.router.harness import MODEL, bearer, mesh_config, running_mesh, textgen_backend, upstreams, wait_until
+from tests.integration.router.harness import MODEL, bearer, mesh_on, textgen_backend, upstreams, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 ANSWER = "Hello from the fast upstream."
@@ -27,8 +26,7 @@ async def test_a_backend_killed_mid_request_leaves_the_job_to_another(ferretdb: 
     slow = ("--delay-ms", "1500")
     with upstreams(slow, slow) as (up_a, up_b):
         backends = [textgen_backend("tg-a", up_a), textgen_backend("tg-b", up_b)]
-        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, backends)
-        async with running_mesh(cfg) as mesh:
+        async with mesh_on(ferretdb, tmp_path, backends) as mesh:
             call = asyncio.ensure_future(mesh.router.Chat(chat(), metadata=bearer(mesh.token())))
             busy: list[str] = []
 
@@ -53,8 +51,10 @@ async def test_the_busier_backend_gets_a_bounded_share(ferretdb: FerretDBProcess
     long_streams = ("--tokens", "400", "--chunk-delay-ms", "50")
     with upstreams((), long_streams) as (idle_up, busy_up):
         backends = [textgen_backend("tg-idle", idle_up), textgen_backend("tg-busy", busy_up)]
-        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, backends, routing={"policy": "least_loaded"})
-        async with running_mesh(cfg) as mesh, grpc.aio.insecure_channel(cfg.backend("tg-busy").address) as channel:
+        async with (
+            mesh_on(ferretdb, tmp_path, backends, routing={"policy": "least_loaded"}) as mesh,
+            grpc.aio.insecure_channel(mesh.cfg.backend("tg-busy").address) as channel,
+        ):
             textgen = textgen_pb2_grpc.TextgenServiceStub(channel)
             job = common_pb2.ChatJob(
                 messages=[common_pb2.ChatMessage(role="user", content="long")], params=common_pb2.GenerationParams(max_tokens=400)
@@ -82,8 +82,7 @@ async def test_a_queue_restart_mid_request_loses_nothing(ferretdb: FerretDBProce
         # A lease longer than the outage (the harness's 1.5 s TTL is shorter than stop + restart on a busy
         # machine): what is tested is that a queue restart within the lease neither loses nor re-runs the job.
         lease = {"lease_ttl_seconds": 6, "orphan_grace_seconds": 1.0, "sweep_interval_seconds": 0.2}
-        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, [textgen_backend("tg-0", up)], queue=lease)
-        async with running_mesh(cfg) as mesh:
+        async with mesh_on(ferretdb, tmp_path, [textgen_backend("tg-0", up)], queue=lease) as mesh:
             call = asyncio.ensure_future(mesh.router.Chat(chat(), metadata=bearer(mesh.token())))
             await wait_until(lambda: up.stats()["in_flight"] == 1, timeout=10, what="the request reached the upstream")
             await mesh.queue.stop()

@@ -21,8 +21,7 @@ from tests.integration.router.harness import (
     Mesh,
     Upstream,
     bearer,
-    mesh_config,
-    running_mesh,
+    mesh_on,
     textgen_backend,
     upstreams,
     wait_until,
@@ -52,21 +51,15 @@ def chat(max_tokens: int | None = None) -> router_pb2.ChatRequest:
 async def answers(mesh: Mesh) -> list[str]:
     """One unary and one streamed chat through the router."""
     unary = await mesh.router.Chat(chat(), metadata=bearer(mesh.token()))
-    streamed = [r async for r in mesh.router.StreamChat(chat(), metadata=bearer(mesh.token()))]
+    stream_chat = router_pb2.StreamChatRequest(model=MODEL, messages=chat().messages)
+    streamed = [r async for r in mesh.router.StreamChat(stream_chat, metadata=bearer(mesh.token()))]
     return [unary.response, "".join(r.delta for r in streamed)]
 
 
 @pytest.mark.parametrize("direct", [True, False])
 async def test_chat_skips_textgen_when_direct(ferretdb: FerretDBProcess, tmp_path: Path, direct: bool) -> None:
     with upstreams(()) as (up,):
-        cfg = mesh_config(
-            ferretdb.uri,
-            f"t_{uuid.uuid4().hex[:12]}",
-            tmp_path,
-            [textgen_backend("tg-a", up)],
-            routing={"direct_engines": direct},
-        )
-        async with running_mesh(cfg) as mesh:
+        async with mesh_on(ferretdb, tmp_path, [textgen_backend("tg-a", up)], routing={"direct_engines": direct}) as mesh:
             before_rpcs, before_upstream = generate_rpcs(), up.stats()["requests"]
             assert await answers(mesh) == [ANSWER, ANSWER]
             assert up.stats()["requests"] - before_upstream == 2
@@ -76,8 +69,7 @@ async def test_chat_skips_textgen_when_direct(ferretdb: FerretDBProcess, tmp_pat
 async def test_an_engine_4xx_fails_the_job_once(ferretdb: FerretDBProcess, tmp_path: Path) -> None:
     with upstreams(("--max-tokens-limit", "8"), ("--max-tokens-limit", "8")) as (up_a, up_b):
         backends = [textgen_backend("tg-a", up_a), textgen_backend("tg-b", up_b)]
-        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, backends)
-        async with running_mesh(cfg) as mesh:
+        async with mesh_on(ferretdb, tmp_path, backends) as mesh:
             before_rpcs = generate_rpcs()
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await mesh.router.Chat(chat(max_tokens=20), metadata=bearer(mesh.token()))
@@ -97,12 +89,11 @@ async def test_a_keyed_engine_refuses_callers_without_its_key(
     monkeypatch.setenv(KEY_VAR, key)
     with upstreams(("--api-key-env", KEY_VAR)) as (up,):
         backend = {**textgen_backend("tg-a", up), "api_key_env": KEY_VAR}
-        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, [backend])
-        async with running_mesh(cfg) as mesh:
+        async with mesh_on(ferretdb, tmp_path, [backend]) as mesh:
             assert await answers(mesh) == [ANSWER, ANSWER]
             assert up.stats()["refused"] == 0
             # The router learns the key from GetEngines only; the status everyone else reads does not hold it.
-            async with grpc.aio.insecure_channel(cfg.backend("tg-a").address) as channel:
+            async with grpc.aio.insecure_channel(mesh.cfg.backend("tg-a").address) as channel:
                 stub = backend_pb2_grpc.BackendServiceStub(channel)
                 status = await stub.GetStatus(backend_pb2.GetStatusRequest())
                 assert key not in str(status)
@@ -125,8 +116,7 @@ async def test_an_engine_killed_mid_request_leaves_the_job_to_another_without_te
     slow = ("--delay-ms", "1500")
     with upstreams(slow, slow) as (up_a, up_b):
         backends = [textgen_backend("tg-a", up_a), textgen_backend("tg-b", up_b)]
-        cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path, backends)
-        async with running_mesh(cfg) as mesh:
+        async with mesh_on(ferretdb, tmp_path, backends) as mesh:
             before_rpcs = generate_rpcs()
             call = asyncio.ensure_future(mesh.router.Chat(chat(), metadata=bearer(mesh.token())))
             busy: list[Upstream] = []

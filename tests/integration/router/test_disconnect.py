@@ -12,7 +12,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -23,8 +22,6 @@ import pytest_asyncio
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
-from aigw_server.edge.service import build as build_edge
-from aigw_server.runtime.config import Endpoint
 from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import (
     MODEL,
@@ -32,11 +29,11 @@ from tests.integration.router.harness import (
     Mesh,
     Upstream,
     bearer,
-    mesh_config,
+    edge_before,
+    mesh_on,
     ocr_backend,
-    running_mesh,
-    start_upstream,
     textgen_backend,
+    upstreams,
 )
 from tests.unit.ocr.samples import scanned_pdf, text_image
 
@@ -51,36 +48,22 @@ SLACK = 0.15
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
-    up = start_upstream(
-        "--answer", "tok", "--tokens", str(LONG_TOKENS), "--chunk-delay-ms", "2", "--delay-ms", str(LONG_SECONDS * 1000)
-    )
-    try:
+    options = ("--answer", "tok", "--tokens", str(LONG_TOKENS), "--chunk-delay-ms", "2", "--delay-ms", str(LONG_SECONDS * 1000))
+    with upstreams(options) as (up,):
         yield up
-    finally:
-        up.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(ferretdb: FerretDBProcess, tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> AsyncIterator[Mesh]:
-    cfg = mesh_config(
-        ferretdb.uri,
-        f"t_{uuid.uuid4().hex[:12]}",
-        tmp_path_factory.mktemp("router-gone"),
-        [textgen_backend("tg-0", upstream), ocr_backend()],
-    )
-    async with running_mesh(cfg) as running:
+    backends = [textgen_backend("tg-0", upstream), ocr_backend()]
+    async with mesh_on(ferretdb, tmp_path_factory.mktemp("router-gone"), backends) as running:
         yield running
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def edge_port(mesh: Mesh) -> AsyncIterator[int]:
-    host, router_port = mesh.router_address.rsplit(":", 1)
-    edge = build_edge(replace(mesh.cfg, services=replace(mesh.cfg.services, router=Endpoint(host, int(router_port)))))
-    port = await edge.start("127.0.0.1", 0)
-    try:
+    async with edge_before(mesh) as port:
         yield port
-    finally:
-        await edge.stop(0)
 
 
 def client() -> str:
@@ -126,7 +109,7 @@ async def engine_gone(upstream: Upstream, request_id: str) -> float:
     """When the engine's connection for `request_id` closed (wall clock), waiting for it up to 5 s."""
     deadline = time.monotonic() + 5
     while True:
-        gone: dict[str, float] = (await asyncio.to_thread(upstream.stats))["gone"]  # type: ignore[assignment]  # the harness types every stat as int
+        gone = await asyncio.to_thread(upstream.gone)
         if request_id in gone:
             return gone[request_id]
         assert time.monotonic() < deadline, f"the engine request of {request_id} is still open"
@@ -219,7 +202,7 @@ async def test_calls_cut_by_a_graceful_shutdown_leave_their_jobs_to_another_work
 async def test_an_async_chat_whose_submitter_leaves_still_succeeds(mesh: Mesh) -> None:
     cid = client()
     async with grpc.aio.insecure_channel(mesh.router_address) as channel:
-        stub: Any = router_pb2_grpc.RouterServiceStub(channel)
+        stub = router_pb2_grpc.RouterServiceStub(channel)
         reply = await stub.Chat(chat(max_tokens=200, async_mode=True), metadata=meta(mesh, cid))
     job = await finished(mesh, reply.request_id)
     assert common_pb2.JobState.Name(job.state) == "SUCCEEDED", job.error
@@ -228,7 +211,7 @@ async def test_an_async_chat_whose_submitter_leaves_still_succeeds(mesh: Mesh) -
 async def test_a_job_that_finished_is_unchanged_when_its_client_leaves(mesh: Mesh) -> None:
     cid = client()
     async with grpc.aio.insecure_channel(mesh.router_address) as channel:
-        stub: Any = router_pb2_grpc.RouterServiceStub(channel)
+        stub = router_pb2_grpc.RouterServiceStub(channel)
         request = router_pb2.StreamChatRequest(model=MODEL, messages=[TALK], max_tokens=20)
         call = stub.StreamChat(request, metadata=meta(mesh, cid))
         replies = [r async for r in call]
@@ -287,6 +270,7 @@ async def test_a_cancelled_stream_ocr_stops_the_job(mesh: Mesh) -> None:
     request = router_pb2.StreamOcrRequest(document=long_scan(), model=OCR_MODEL)
     call = mesh.router.StreamOcr(request, metadata=meta(mesh, cid))
     first = await call.read()
+    assert isinstance(first, router_pb2.StreamOcrResponse)
     await asyncio.sleep(0.5)
     call.cancel()
     left_at = time.time()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,10 +15,8 @@ import pytest_asyncio
 
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
-from aigw_server.edge.service import build as build_edge
-from aigw_server.runtime.config import Endpoint
 from harness.ferretdb import FerretDBProcess
-from tests.integration.router.harness import MODEL, Mesh, Upstream, bearer, mesh_config, running_mesh, textgen_backend, upstreams
+from tests.integration.router.harness import MODEL, Mesh, Upstream, bearer, edge_before, mesh_on, textgen_backend, upstreams
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -40,8 +37,8 @@ class History:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
-    with upstreams(()) as started:
-        yield started[0]
+    with upstreams(()) as (up,):
+        yield up
 
 
 async def chat(mesh: Mesh, subject: str, role: str = "user", client_id: str = "") -> str:
@@ -61,10 +58,7 @@ def rfc3339(at: datetime) -> str:
 async def history(
     ferretdb: FerretDBProcess, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[History]:
-    cfg = mesh_config(
-        ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path_factory.mktemp("router-history"), [textgen_backend("tg-0", upstream)]
-    )
-    async with running_mesh(cfg) as mesh:
+    async with mesh_on(ferretdb, tmp_path_factory.mktemp("router-history"), [textgen_backend("tg-0", upstream)]) as mesh:
         made: dict[str, list[str]] = {"alice": [], "bob": [], "root": []}
         made["alice"].append(await chat(mesh, "alice"))
         made["bob"].append(await chat(mesh, "bob"))
@@ -75,13 +69,8 @@ async def history(
         made["alice"].append(await chat(mesh, "alice"))
         made["bob"].append(await chat(mesh, "bob"))
         made["root"].append(await chat(mesh, "root", role="admin"))
-        host, port = mesh.router_address.rsplit(":", 1)
-        edge = build_edge(replace(mesh.cfg, services=replace(mesh.cfg.services, router=Endpoint(host, int(port)))))
-        edge_port = await edge.start("127.0.0.1", 0)
-        try:
+        async with edge_before(mesh) as edge_port:
             yield History(mesh, f"http://127.0.0.1:{edge_port}", made, middle)
-        finally:
-            await edge.stop(0)
 
 
 async def listed(client: httpx.AsyncClient, **params: Any) -> list[str]:

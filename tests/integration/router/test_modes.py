@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import grpc
 import orjson
@@ -23,8 +21,7 @@ from tests.integration.router.harness import (
     Mesh,
     Upstream,
     bearer,
-    mesh_config,
-    running_mesh,
+    mesh_on,
     textgen_backend,
     upstreams,
     wait_until,
@@ -38,16 +35,13 @@ WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
     options = ("--answer", " ".join(WORDS), "--tokens", "500", "--chunk-delay-ms", str(TOKEN_DELAY_MS))
-    with upstreams(options) as started:
-        yield started[0]
+    with upstreams(options) as (up,):
+        yield up
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(ferretdb: FerretDBProcess, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
-    cfg = mesh_config(
-        ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path_factory.mktemp("router-modes"), [textgen_backend("tg-0", upstream)]
-    )
-    async with running_mesh(cfg) as running:
+    async with mesh_on(ferretdb, tmp_path_factory.mktemp("router-modes"), [textgen_backend("tg-0", upstream)]) as running:
         yield running
 
 
@@ -69,7 +63,7 @@ async def test_stream_chat_delivers_tokens_as_the_backend_produces_them(mesh: Me
     call = mesh.router.StreamChat(
         router_pb2.StreamChatRequest(model=MODEL, messages=messages(), max_tokens=12), metadata=bearer(mesh.token())
     )
-    events: list[tuple[float, Any]] = [(time.monotonic(), e) async for e in call]
+    events: list[tuple[float, router_pb2.StreamChatResponse]] = [(time.monotonic(), e) async for e in call]
     header = dict(await call.initial_metadata())
     first, deltas, last = events[0][1], [(t, e) for t, e in events if e.delta], events[-1]
     assert first.status == common_pb2.RUNNING or first.status == common_pb2.QUEUED
@@ -89,7 +83,7 @@ async def test_openai_stream_is_sse_ending_in_done(mesh: Mesh) -> None:
         httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(body)), metadata=bearer(mesh.token())
     )
     parts = [p async for p in call]
-    request_id = dict(await call.initial_metadata())["x-request-id"]
+    request_id = str(dict(await call.initial_metadata())["x-request-id"])
     assert {p.content_type for p in parts} == {"text/event-stream"}
     assert parts[-1].data == b"data: [DONE]\n\n"
     chunks = [ChatCompletionChunk.model_validate_json(p.data.removeprefix(b"data: ")) for p in parts[:-1]]
@@ -113,7 +107,7 @@ async def test_openai_unary_answer_and_request_id_header(mesh: Mesh) -> None:
         httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(body)), metadata=bearer(mesh.token())
     )
     parts = [p async for p in call]
-    request_id = dict(await call.initial_metadata())["x-request-id"]
+    request_id = str(dict(await call.initial_metadata())["x-request-id"])
     assert len(parts) == 1
     assert parts[0].content_type == "application/json"
     answer = ChatCompletion.model_validate_json(parts[0].data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
 from bench.documents import page_png
 from harness.ferretdb import FerretDBProcess
-from tests.integration.router.harness import OCR_MODEL, Mesh, bearer, mesh_config, ocr_backend, running_mesh
+from tests.integration.router.harness import OCR_MODEL, Mesh, bearer, mesh_on, ocr_backend
 from tests.unit.ocr.samples import text_pdf
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -25,8 +24,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(ferretdb: FerretDBProcess, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
-    cfg = mesh_config(ferretdb.uri, f"t_{uuid.uuid4().hex[:12]}", tmp_path_factory.mktemp("router-ocr"), [ocr_backend()])
-    async with running_mesh(cfg) as running:
+    async with mesh_on(ferretdb, tmp_path_factory.mktemp("router-ocr"), [ocr_backend()]) as running:
         yield running
 
 

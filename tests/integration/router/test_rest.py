@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -17,19 +16,18 @@ import pytest_asyncio
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.queue.v1 import queue_pb2
-from aigw_server.edge.service import build as build_edge
-from aigw_server.runtime.config import Endpoint, json_upload_bytes
+from aigw_server.runtime.config import json_upload_bytes
 from bench.documents import page_png
 from harness.ferretdb import FerretDBProcess
 from tests.integration.router.harness import (
     MODEL,
     OCR_MODEL,
     Mesh,
-    mesh_config,
+    edge_before,
+    mesh_on,
     ocr_backend,
-    running_mesh,
-    start_upstream,
     textgen_backend,
+    upstreams,
     wait_until,
 )
 from tests.unit.ocr.samples import encrypted_pdf, text_pdf
@@ -40,34 +38,21 @@ DOCUMENT_LIMIT = 300_000
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def mesh(ferretdb: FerretDBProcess, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
-    upstream = start_upstream("--answer", "hello there")
-    try:
+    with upstreams(("--answer", "hello there")) as (upstream,):
         backends = [textgen_backend("tg-0", upstream), {**ocr_backend(), "max_document_bytes": DOCUMENT_LIMIT}]
-        cfg = mesh_config(
-            ferretdb.uri,
-            f"t_{uuid.uuid4().hex[:12]}",
-            tmp_path_factory.mktemp("router-rest"),
-            backends,
-            server={"max_body_bytes": json_upload_bytes(DOCUMENT_LIMIT)},
-        )
-        async with running_mesh(cfg) as running:
+        server = {"max_body_bytes": json_upload_bytes(DOCUMENT_LIMIT)}
+        async with mesh_on(ferretdb, tmp_path_factory.mktemp("router-rest"), backends, server=server) as running:
             yield running
-    finally:
-        upstream.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rest(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
-    host, router_port = mesh.router_address.rsplit(":", 1)
-    router = Endpoint(host, int(router_port))
-    edge = build_edge(replace(mesh.cfg, services=replace(mesh.cfg.services, router=router)))
-    port = await edge.start("127.0.0.1", 0)
     headers = {"authorization": f"Bearer {mesh.token()}"}
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers) as client:
-            yield client
-    finally:
-        await edge.stop(0)
+    async with (
+        edge_before(mesh) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers) as client,
+    ):
+        yield client
 
 
 def violation(reply: httpx.Response) -> str:
@@ -141,7 +126,7 @@ async def test_a_form_with_a_bad_boundary_is_400(rest: httpx.AsyncClient) -> Non
 # one size rule
 
 
-def _send(rest: httpx.AsyncClient, encoding: str, document: bytes) -> Any:
+def _send(rest: httpx.AsyncClient, encoding: str, document: bytes) -> Awaitable[httpx.Response]:
     async_headers = {"prefer": "respond-async"}
     if encoding == "raw":
         return rest.post("/api/ocr", content=document, headers={**async_headers, "content-type": "image/png"})
@@ -257,7 +242,7 @@ async def test_openai_sdk_raises_the_matching_exception_with_the_message(openai_
         await openai_client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], temperature=5)
     assert bad.value.type == "invalid_request_error"
     assert bad.value.param == "temperature"
-    assert "temperature" in bad.value.body["message"]  # type: ignore[index]  # openai types the body as object
+    assert "temperature" in bad.value.body["message"]  # type: ignore[index]  # openai types an error body as object
 
     with pytest.raises(openai.AuthenticationError) as unknown:
         await openai_client.with_options(api_key="not-a-credential").models.list()
@@ -284,7 +269,7 @@ async def test_a_stopped_model_is_503_at_once_with_retry_after_and_how_to_start_
     backend = next(b for b in mesh.cfg.backends if b.kind == "ocr")
     document, png_type = page_png(2), {"content-type": "image/png"}
     async with grpc.aio.insecure_channel(backend.address) as channel:
-        ocr: Any = backend_pb2_grpc.BackendServiceStub(channel)
+        ocr = backend_pb2_grpc.BackendServiceStub(channel)
         await ocr.UnloadModel(backend_pb2.UnloadModelRequest(model=OCR_MODEL))
         try:
             await wait_until(lambda: mesh.router_service.pool.stopped(OCR_MODEL), what="the router to see the model stopped")

@@ -1,0 +1,242 @@
+"""The one builder of a whole local mesh's config (ports, data dir, models, backends, TLS, queue and routing knobs).
+
+Benchmarks, the chaos run and the end-to-end tests describe the mesh they want as a `MeshSpec` and get the
+YAML the launcher reads; each varies only what its typed fields name, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from aigw_server.runtime.config import SERVICE_NAMES, JwtKey, RateLimit
+from harness.ferretdb import free_ports
+
+HOST = "127.0.0.1"
+"""Every service of a local mesh listens on loopback."""
+PORTS_PER_MESH = 24
+"""More than a mesh with three backends takes: 2 for the edge, 12 for the services, 2 per backend."""
+GRPC_SERVICES = tuple(name for name in SERVICE_NAMES if name != "edge")
+"""The services under `services:`, in the order they take their ports (the edge is `server:`)."""
+PUBLIC_SERVICES = ("router", "admin")
+"""Services that have a public port and an mTLS port for the mesh's own calls."""
+Section = dict[str, Any]  # Any: a YAML mapping's values are of mixed types (str, int, lists, mappings)
+
+
+@dataclass(frozen=True)
+class ChatModel:
+    """A chat model of the mesh's catalogue."""
+
+    name: str
+    max_concurrent: int
+    max_waiting: int | None = None
+    default_max_tokens: int | None = None
+    path: Path | None = None
+    """Where its weights are (the launcher generates the tiny local model there when it lies in the data dir)."""
+
+    def section(self) -> Section:
+        out: Section = {"kind": "chat", "max_concurrent": self.max_concurrent}
+        if self.max_waiting is not None:
+            out["max_waiting"] = self.max_waiting
+        if self.path is not None:
+            out["path"] = str(self.path)
+        if self.default_max_tokens is not None:
+            out["default_max_tokens"] = self.default_max_tokens
+        return out
+
+
+@dataclass(frozen=True)
+class OcrModel:
+    """An OCR model of the mesh's catalogue."""
+
+    name: str
+    max_concurrent: int
+    max_waiting: int | None = None
+    languages: tuple[str, ...] = ("eng",)
+
+    def section(self) -> Section:
+        out: Section = {"kind": "ocr", "max_concurrent": self.max_concurrent}
+        if self.max_waiting is not None:
+            out["max_waiting"] = self.max_waiting
+        out["languages"] = list(self.languages)
+        return out
+
+
+@dataclass(frozen=True)
+class AttachedEngine:
+    """A textgen backend attached to an OpenAI-compatible server that runs already (at `url`)."""
+
+    name: str
+    url: str
+    models: tuple[str, ...]
+    capacity: int
+    engine: str = "openai"
+
+    def section(self, ports: Iterator[int]) -> Section:
+        return {
+            "name": self.name,
+            "kind": "textgen",
+            "address": f"{HOST}:{next(ports)}",
+            "engine": self.engine,
+            "mode": "attach",
+            "url": self.url,
+            **_serving(self.models, self.capacity),
+        }
+
+
+@dataclass(frozen=True)
+class SupervisedEngine:
+    """A textgen backend that starts its model server itself, on a port of its own, and restarts it when it dies."""
+
+    name: str
+    engine: Literal["openai", "transformers", "vllm"]
+    models: tuple[str, ...]
+    capacity: int
+    command: tuple[str, ...] = ()
+    """The server's command line (`{port}` stands for its port); empty: the engine's own."""
+    startup_timeout_seconds: float | None = None
+
+    def section(self, ports: Iterator[int]) -> Section:
+        out: Section = {
+            "name": self.name,
+            "kind": "textgen",
+            "address": f"{HOST}:{next(ports)}",
+            "engine": self.engine,
+            "mode": "supervise",
+        }
+        if self.command:
+            out["command"] = list(self.command)
+        out["port"] = next(ports)
+        out.update(_serving(self.models, self.capacity))
+        if self.startup_timeout_seconds is not None:
+            out["startup_timeout_seconds"] = self.startup_timeout_seconds
+        return out
+
+
+@dataclass(frozen=True)
+class TesseractOcr:
+    """An OCR backend running Tesseract."""
+
+    name: str = "tesseract-0"
+    models: tuple[str, ...] = ("tesseract",)
+    capacity: int = 2
+
+    def section(self, ports: Iterator[int]) -> Section:
+        return {
+            "name": self.name,
+            "kind": "ocr",
+            "address": f"{HOST}:{next(ports)}",
+            "engine": "tesseract",
+            **_serving(self.models, self.capacity),
+        }
+
+
+def _serving(models: tuple[str, ...], capacity: int) -> Section:
+    """What every backend says about the models it serves: it starts with the first."""
+    return {"models": list(models), "initial_model": models[0], "capacity": capacity}
+
+
+Model = ChatModel | OcrModel
+Backend = AttachedEngine | SupervisedEngine | TesseractOcr
+
+
+@dataclass(frozen=True)
+class Auth:
+    """The `auth` section: empty secrets are generated by the launcher into the data dir."""
+
+    jwt_secret: str
+    admin_password: str
+    algorithms: tuple[str, ...] = ()
+    public_keys: tuple[JwtKey, ...] = ()
+    """Keys the mesh trusts for access tokens signed elsewhere."""
+    login_attempts_per_minute: int | None = None
+
+    def section(self) -> Section:
+        out: Section = {"jwt_secret": self.jwt_secret, "admin_password": self.admin_password}
+        if self.algorithms:
+            out["algorithms"] = list(self.algorithms)
+        if self.public_keys:
+            out["public_keys"] = [asdict(k) for k in self.public_keys]
+        if self.login_attempts_per_minute is not None:
+            out["login_attempts_per_minute"] = self.login_attempts_per_minute
+        return out
+
+
+@dataclass(frozen=True)
+class QueueKnobs:
+    """The `queue` section's settings that differ from the gateway's defaults (None: the default)."""
+
+    max_waiting: int | None = None
+    timeout: float | None = None
+    lease_ttl_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class RoutingKnobs:
+    """The `routing` section's settings that differ from the gateway's defaults (None: the default)."""
+
+    direct_engines: bool | None = None
+    queue_session: bool | None = None
+
+
+def _given(knobs: QueueKnobs | RoutingKnobs) -> Section:
+    return {k: v for k, v in asdict(knobs).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class MeshSpec:
+    """A whole local mesh as the launcher runs it: embedded FerretDB, every service on a free loopback port."""
+
+    data_dir: Path
+    auth: Auth
+    models: tuple[Model, ...]
+    backends: tuple[Backend, ...]
+    log_level: str = "INFO"
+    rate_limit: RateLimit | None = None
+    """The default per-client limit; None: the gateway's default."""
+    queue: QueueKnobs = field(default_factory=QueueKnobs)
+    routing: RoutingKnobs = field(default_factory=RoutingKnobs)
+    tls: bool = True
+    """Service identity (mTLS, the launcher makes the CA in the data dir); False: plaintext inside the mesh."""
+
+    def raw(self, ports: Iterator[int] | None = None) -> Section:
+        """The config as the YAML file holds it; ports are taken from `ports` (by default, distinct free ones)."""
+        # Distinct ports: ones chosen one by one may repeat once each probe socket is closed.
+        taken = iter(free_ports(PORTS_PER_MESH, HOST)) if ports is None else ports
+        raw: Section = {
+            "server": {"host": HOST, "port": next(taken), "metrics_port": next(taken)},
+            "services": _services_on(taken),
+            "data_dir": str(self.data_dir),
+            "database": {"uri": ""},
+            "auth": self.auth.section(),
+        }
+        if not self.tls:
+            raw["mesh_tls"] = {"mode": "plaintext"}
+        if self.rate_limit is not None:
+            raw["rate_limit"] = {"default": asdict(self.rate_limit)}
+        raw["logging"] = {"level": self.log_level}
+        for name, knobs in (("queue", self.queue), ("routing", self.routing)):
+            if given := _given(knobs):
+                raw[name] = given
+        raw["models"] = {m.name: m.section() for m in self.models}
+        raw["backends"] = [b.section(taken) for b in self.backends]
+        return raw
+
+    def write(self, path: Path) -> Path:
+        """Writes the config (YAML, on fresh free ports) to `path` and returns the path."""
+        path.write_text(yaml.safe_dump(self.raw(), sort_keys=False))
+        return path
+
+
+def _services_on(ports: Iterator[int]) -> dict[str, Section]:
+    """The `services` section on the given ports; router and admin get an mTLS port too."""
+    section: dict[str, Section] = {}
+    for svc in GRPC_SERVICES:
+        section[svc] = {"host": HOST, "port": next(ports), "metrics_port": next(ports)}
+        if svc in PUBLIC_SERVICES:
+            section[svc]["mesh_port"] = next(ports)
+    return section
