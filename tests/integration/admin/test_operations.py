@@ -33,18 +33,18 @@ async def submit(gw: Mesh, model: str = "chat-a", client: str = "app-1") -> Any:
     return await gw.queue.Submit(request, timeout=10)
 
 
-async def get_config(gw: Mesh, md: Any, model: str = "chat-a") -> queue_pb2.ModelConfig:
+async def get_config(gw: Mesh, md: Any, model: str = "chat-a") -> admin_pb2.ModelConfig:
     reply = await gw.admin.GetModelConfig(admin_pb2.GetModelConfigRequest(model=model), metadata=md, timeout=10)
-    config: queue_pb2.ModelConfig = reply.config
+    config: admin_pb2.ModelConfig = reply.config
     return config
 
 
-async def update(gw: Mesh, md: Any, version: int, **patch: Any) -> queue_pb2.ModelConfig:
+async def update(gw: Mesh, md: Any, version: int, **patch: Any) -> admin_pb2.ModelConfig:
     request = admin_pb2.UpdateModelConfigRequest(
-        model="chat-a", expected_version=version, patch=queue_pb2.ModelConfigPatch(**patch)
+        model="chat-a", expected_version=version, patch=admin_pb2.ModelConfigPatch(**patch)
     )
     reply = await gw.admin.UpdateModelConfig(request, metadata=md, timeout=10)
-    config: queue_pb2.ModelConfig = reply.config
+    config: admin_pb2.ModelConfig = reply.config
     return config
 
 
@@ -142,9 +142,9 @@ async def test_queue_stats_and_request_history(gw: Mesh) -> None:
 async def test_crash_log_filters(gw: Mesh) -> None:
     md = bearer(await gw.admin_token())
     for service, model, kind in (
-        ("textgen", "chat-a", queue_pb2.CRASH_KIND_BACKEND_CRASH),
-        ("router", "chat-a", queue_pb2.CRASH_KIND_RETRY),
-        ("textgen", "chat-b", queue_pb2.CRASH_KIND_ENGINE_RESTART),
+        ("textgen", "chat-a", admin_pb2.CRASH_KIND_BACKEND_CRASH),
+        ("router", "chat-a", admin_pb2.CRASH_KIND_RETRY),
+        ("textgen", "chat-b", admin_pb2.CRASH_KIND_ENGINE_RESTART),
     ):
         event = queue_pb2.CrashEvent(service=service, model=model, kind=kind, message=f"{service} {model}")
         await gw.crashes.RecordCrash(queue_pb2.RecordCrashRequest(event=event), timeout=10)
@@ -155,7 +155,7 @@ async def test_crash_log_filters(gw: Mesh) -> None:
 
     assert await listed() == ["textgen chat-b", "router chat-a", "textgen chat-a"]
     assert await listed(service="textgen") == ["textgen chat-b", "textgen chat-a"]
-    assert await listed(model="chat-a", kind=queue_pb2.CRASH_KIND_RETRY) == ["router chat-a"]
+    assert await listed(model="chat-a", kind=admin_pb2.CRASH_KIND_RETRY) == ["router chat-a"]
     now = int(time.time())
     assert len(await listed(since=Timestamp(seconds=now - 600), until=Timestamp(seconds=now + 600))) == 3
     assert await listed(since=Timestamp(seconds=now + 600)) == []
