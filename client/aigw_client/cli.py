@@ -20,12 +20,11 @@ from typing import Any
 from aigw_client import render as text
 from aigw_client.calls import GenerationOptions, OcrOptions
 from aigw_client.client import AigwClient, AigwError, AuthError, PermissionDenied, RateLimited, Unavailable, to_jsonable
+from aigw_client.enums import PRIORITIES, RESOLUTIONS
 from aigw_client.logins import SavedLogin, credentials_path, delete_login, load_login, save_login
 from aigw_client.values import ChatResult, OcrResult, TokenInfo
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_BUSY = 0, 1, 2, 3, 4
-RESOLUTIONS = ("tiny", "small", "base", "large", "gundam")
-PRIORITIES = ("high", "normal", "low")
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
