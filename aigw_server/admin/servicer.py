@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -10,8 +11,8 @@ from google.protobuf.message import Message
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
+from aigw.queue.v1 import queue_pb2
 from aigw_server.admin.access import Access
-from aigw_server.admin.clients import QueueClient
 from aigw_server.admin.fleet import BackendSnapshot, Fleet, ModelView
 from aigw_server.admin.identity import Accounts, UserChange
 from aigw_server.admin.login_limiter import client_ip
@@ -49,6 +50,16 @@ def metadata(context: Ctx, key: str) -> str:
     return ""
 
 
+class History(Protocol):
+    """The queue's request history and crash log, read page by page."""
+
+    async def list_jobs(self, request: queue_pb2.ListJobsRequest) -> queue_pb2.ListJobsResponse:
+        """A page of jobs, newest first."""
+
+    async def list_crashes(self, request: queue_pb2.ListCrashesRequest) -> queue_pb2.ListCrashesResponse:
+        """A page of crash events, newest first."""
+
+
 @dataclass(frozen=True)
 class AdminDomain:
     """The domain objects the servicer adapts."""
@@ -59,7 +70,7 @@ class AdminDomain:
     fleet: Fleet
     settings: ModelSettings
     switcher: AutoSwitcher
-    queue: QueueClient
+    history: History
 
 
 def token_response(pair: TokenPair) -> admin_pb2.IssueTokenResponse:
@@ -196,12 +207,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListCrashes(self, request: admin_pb2.ListCrashesRequest, context: Ctx) -> admin_pb2.ListCrashesResponse:
         await self._admin(context)
         check_listing(request.page_size, *_time_range(request))
-        return crash_page(await self.d.queue.list_crashes(crash_filter(request)))
+        return crash_page(await self.d.history.list_crashes(crash_filter(request)))
 
     async def ListRequests(self, request: admin_pb2.ListRequestsRequest, context: Ctx) -> admin_pb2.ListRequestsResponse:
         await self._admin(context)
         check_listing(request.page_size, *_time_range(request))
-        return history_page(await self.d.queue.list_jobs(history_filter(request)))
+        return history_page(await self.d.history.list_jobs(history_filter(request)))
 
     async def GetModelConfig(self, request: admin_pb2.GetModelConfigRequest, context: Ctx) -> admin_pb2.GetModelConfigResponse:
         await self._admin(context)

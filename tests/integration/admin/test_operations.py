@@ -142,9 +142,9 @@ async def test_queue_stats_and_request_history(gw: Mesh) -> None:
 async def test_crash_log_filters(gw: Mesh) -> None:
     md = bearer(await gw.admin_token())
     for service, model, kind in (
-        ("textgen", "chat-a", admin_pb2.CRASH_KIND_BACKEND_CRASH),
-        ("router", "chat-a", admin_pb2.CRASH_KIND_RETRY),
-        ("textgen", "chat-b", admin_pb2.CRASH_KIND_ENGINE_RESTART),
+        ("textgen", "chat-a", queue_pb2.CRASH_KIND_BACKEND_CRASH),
+        ("router", "chat-a", queue_pb2.CRASH_KIND_RETRY),
+        ("textgen", "chat-b", queue_pb2.CRASH_KIND_ENGINE_RESTART),
     ):
         event = queue_pb2.CrashEvent(service=service, model=model, kind=kind, message=f"{service} {model}")
         await gw.crashes.RecordCrash(queue_pb2.RecordCrashRequest(event=event), timeout=10)
