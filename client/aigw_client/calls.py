@@ -74,6 +74,15 @@ def build_messages(prompt: str | None, messages: Sequence[ChatInput] | None, sys
     return out
 
 
+# Generation options sent only when given: the gateway's defaults (or the model's) apply otherwise.
+OPTIONAL_GENERATION_FIELDS: tuple[Literal["max_tokens", "temperature", "top_p", "seed"], ...] = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+)
+
+
 def _generation_fields(opts: GenerationOptions) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "model": opts.get("model", ""),
@@ -82,9 +91,9 @@ def _generation_fields(opts: GenerationOptions) -> dict[str, Any]:
         "idempotency_key": opts.get("idempotency_key", ""),
         "timeout_seconds": opts.get("timeout") or 0.0,
     }
-    for name in ("max_tokens", "temperature", "top_p", "seed"):
+    for name in OPTIONAL_GENERATION_FIELDS:
         if opts.get(name) is not None:
-            fields[name] = opts[name]  # type: ignore[literal-required]
+            fields[name] = opts[name]
     return fields
 
 
@@ -184,14 +193,14 @@ def watch_request(request_id: str, timeout: float | None) -> Rpc[RequestEvent]:
 
 
 def health() -> Rpc[router_pb2.GetHealthResponse]:
-    return Rpc("router", "GetHealth", router_pb2.GetHealthRequest(), _same, authenticated=False)
+    return Rpc("router", "GetHealth", router_pb2.GetHealthRequest(), _health, authenticated=False)
 
 
 def served_models() -> Rpc[list[str]]:
     return Rpc("router", "ListModels", router_pb2.ListModelsRequest(), lambda r: [m.id for m in r.data])
 
 
-def _same(reply: Any) -> Any:
+def _health(reply: router_pb2.GetHealthResponse) -> router_pb2.GetHealthResponse:
     return reply
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aigw_client import render as text
 from aigw_client.calls import GenerationOptions, OcrOptions
@@ -146,12 +146,33 @@ def _read_password(args: argparse.Namespace, confirm: bool = False) -> str:
     return password
 
 
+# The command-line options copied as they are into the call's options.
+GENERATION_ARGS: tuple[Literal["model", "system", "max_tokens", "temperature", "top_p", "seed", "priority", "timeout"], ...] = (
+    "model",
+    "system",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "priority",
+    "timeout",
+)
+OCR_ARGS: tuple[Literal["model", "resolution", "languages", "pages", "priority", "timeout"], ...] = (
+    "model",
+    "resolution",
+    "languages",
+    "pages",
+    "priority",
+    "timeout",
+)
+
+
 def _generation(args: argparse.Namespace) -> GenerationOptions:
     opts: GenerationOptions = {}
-    for name in ("model", "system", "max_tokens", "temperature", "top_p", "seed", "priority", "timeout"):
+    for name in GENERATION_ARGS:
         value = getattr(args, name, None)
         if value is not None:
-            opts[name] = value  # type: ignore[literal-required]
+            opts[name] = value
     if args.stop:
         opts["stop"] = args.stop
     return opts
@@ -159,10 +180,10 @@ def _generation(args: argparse.Namespace) -> GenerationOptions:
 
 def _ocr_options(args: argparse.Namespace) -> OcrOptions:
     opts: OcrOptions = {"include_layout": args.layout}
-    for name in ("model", "resolution", "languages", "pages", "priority", "timeout"):
+    for name in OCR_ARGS:
         value = getattr(args, name, None)
         if value is not None:
-            opts[name] = value  # type: ignore[literal-required]
+            opts[name] = value
     if args.markdown:
         opts["output_format"] = "markdown"
     return opts

@@ -173,6 +173,7 @@ def _core(
 
 
 def _stub_class(service: Service) -> Any:
+    # Any: grpc-stubs type the generated stubs' methods as sync calls, which the asyncio client's are not.
     return router_pb2_grpc.RouterServiceStub if service == "router" else admin_pb2_grpc.AdminServiceStub
 
 

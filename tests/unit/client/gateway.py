@@ -419,6 +419,7 @@ class StandInGateway:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
+        # The stand-in serves the RPCs the client calls; grpc answers UNIMPLEMENTED for the rest, as the stubs' base does.
         router_pb2_grpc.add_RouterServiceServicer_to_server(RouterStandIn(self.state), server)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminStandIn(self.state), server)
 
