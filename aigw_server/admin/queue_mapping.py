@@ -42,18 +42,20 @@ def _copy_time(source: timestamp_pb2.Timestamp, present: bool, target: timestamp
 
 
 def user_info(user: queue_pb2.User) -> admin_pb2.UserInfo:
-    """A stored user as operators see it: never its password hash."""
-    info = admin_pb2.UserInfo(
-        username=user.username, role=user.role, disabled=user.disabled, allowed_client_ids=list(user.allowed_client_ids)
+    """A stored user as operators see it: never its password hash; `created_at` always shown."""
+    return admin_pb2.UserInfo(
+        username=user.username,
+        role=user.role,
+        disabled=user.disabled,
+        allowed_client_ids=list(user.allowed_client_ids),
+        created_at=user.created_at,
     )
-    _copy_time(user.created_at, user.HasField("created_at"), info.created_at)
-    return info
 
 
 def api_key_info(key: queue_pb2.ApiKey) -> admin_pb2.ApiKeyInfo:
-    """A stored API key as operators see it: never its secret's hash."""
-    info = admin_pb2.ApiKeyInfo(key_id=key.key_id, subject=key.subject, role=key.role, name=key.name)
-    _copy_time(key.created_at, key.HasField("created_at"), info.created_at)
+    """A stored API key as operators see it: never its secret's hash; `created_at` always shown, the other times
+    only when they happened."""
+    info = admin_pb2.ApiKeyInfo(key_id=key.key_id, subject=key.subject, role=key.role, name=key.name, created_at=key.created_at)
     _copy_time(key.last_used_at, key.HasField("last_used_at"), info.last_used_at)
     _copy_time(key.revoked_at, key.HasField("revoked_at"), info.revoked_at)
     return info

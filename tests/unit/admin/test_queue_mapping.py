@@ -172,3 +172,8 @@ def test_history_jobs_are_carried_whole() -> None:
     job = common_pb2.Job(request_id="r1", model="m", state=common_pb2.FAILED)
     page = queue_mapping.history_page(queue_pb2.ListJobsResponse(jobs=[job], next_page_token="t"))
     assert (list(page.requests), page.next_page_token) == ([job], "t")
+
+
+def test_creation_times_are_always_present_as_operators_have_always_seen_them() -> None:
+    assert queue_mapping.user_info(queue_pb2.User(username="ada")).HasField("created_at")
+    assert queue_mapping.api_key_info(queue_pb2.ApiKey(key_id="k1")).HasField("created_at")
