@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
@@ -25,7 +26,7 @@ STATUS_TIMEOUT_S = 2.0
 DRAIN_TIMEOUT_S = 30.0
 
 
-async def call(rpc: Callable[..., Awaitable[R]], request: Any, timeout: float) -> R:
+async def call(rpc: Callable[..., Awaitable[R]], request: Message, timeout: float) -> R:
     """Runs one RPC; a failure becomes the domain error it stands for."""
     try:
         return await rpc(request, timeout=timeout)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
@@ -32,13 +32,16 @@ class Range:
         return f"{'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}]"
 
 
-LIMITS = {
+PatchLimit = Literal["max_concurrent", "max_waiting", "timeout_seconds", "max_attempts"]
+ParamLimit = Literal["max_tokens", "temperature", "top_p", "presence_penalty", "frequency_penalty"]
+
+LIMITS: dict[PatchLimit, Range] = {
     "max_concurrent": Range(1, 1000),
     "max_waiting": Range(0, 100_000),
     "timeout_seconds": Range(1, 86_400),
     "max_attempts": Range(1, 10),
 }
-PARAM_LIMITS = {
+PARAM_LIMITS: dict[ParamLimit, Range] = {
     "max_tokens": Range(1, MAX_DEFAULT_TOKENS),
     "temperature": Range(0, 2),
     "top_p": Range(0, 1, low_open=True),
@@ -64,7 +67,7 @@ def check_change(model_kind: str, expected_version: int, patch: queue_pb2.ModelC
     if not patch.ListFields():
         raise InvalidArgument("patch: names nothing to change", field="patch")
     for name, limit in LIMITS.items():
-        if patch.HasField(name):  # type: ignore[arg-type]
+        if patch.HasField(name):
             _check_range(f"patch.{name}", getattr(patch, name), limit)
     if patch.HasField("default_params"):
         if model_kind != "chat":
@@ -78,7 +81,7 @@ def check_change(model_kind: str, expected_version: int, patch: queue_pb2.ModelC
 
 def _check_params(params: common_pb2.GenerationParams) -> None:
     for name, limit in PARAM_LIMITS.items():
-        if params.HasField(name):  # type: ignore[arg-type]
+        if params.HasField(name):
             _check_range(f"patch.default_params.{name}", getattr(params, name), limit)
     if len(params.stop) > MAX_STOP_SEQUENCES:
         raise InvalidArgument(

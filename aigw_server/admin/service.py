@@ -60,7 +60,7 @@ class AdminService:
             fleet=fleet,
             settings=ModelSettings(cfg, self.queue),
             switcher=self.switcher,
-            queue=self.queue,
+            history=self.queue,
         )
         self.bootstrap = AdminBootstrap(
             self.queue, passwords, cfg.auth.admin_username, cfg.auth.admin_password, Path(cfg.data_dir)

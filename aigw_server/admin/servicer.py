@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Protocol
 
 import grpc
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw_server.admin.access import Access
-from aigw_server.admin.clients import QueueClient
 from aigw_server.admin.fleet import BackendSnapshot, Fleet, ModelView
 from aigw_server.admin.identity import Accounts, UserChange
 from aigw_server.admin.login_limiter import client_ip
 from aigw_server.admin.model_config import ModelSettings
+from aigw_server.admin.queue_mapping import (
+    api_key_info,
+    crash_filter,
+    crash_page,
+    history_filter,
+    history_page,
+    model_config,
+    model_config_patch,
+    queue_series,
+    queue_stats,
+    switch_decision,
+    user_info,
+)
 from aigw_server.admin.sessions import Sessions, TokenPair
 from aigw_server.admin.switcher import AutoSwitcher
 from aigw_server.admin.token_request import parse_token_request
@@ -25,15 +38,9 @@ from aigw_server.runtime.authz import EDGE, caller_identity
 from aigw_server.runtime.errors import InvalidArgument
 from aigw_server.runtime.listing import check_listing
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
-M = TypeVar("M", bound=Message)
+Ctx = grpc.aio.ServicerContext[Message, Message]
 
 RECENT_DECISIONS = 20
-
-
-def recast(message: Message, cls: type[M]) -> M:
-    """Converts between two messages with the same field numbers and types (checked by a unit test)."""
-    return cls.FromString(message.SerializeToString())
 
 
 def metadata(context: Ctx, key: str) -> str:
@@ -41,6 +48,16 @@ def metadata(context: Ctx, key: str) -> str:
         if item_key == key:
             return value.decode() if isinstance(value, bytes) else str(value)
     return ""
+
+
+class History(Protocol):
+    """The queue's request history and crash log, read page by page."""
+
+    async def list_jobs(self, request: queue_pb2.ListJobsRequest) -> queue_pb2.ListJobsResponse:
+        """A page of jobs, newest first."""
+
+    async def list_crashes(self, request: queue_pb2.ListCrashesRequest) -> queue_pb2.ListCrashesResponse:
+        """A page of crash events, newest first."""
 
 
 @dataclass(frozen=True)
@@ -53,25 +70,7 @@ class AdminDomain:
     fleet: Fleet
     settings: ModelSettings
     switcher: AutoSwitcher
-    queue: QueueClient
-
-
-def user_info(user: queue_pb2.User) -> admin_pb2.UserInfo:
-    return admin_pb2.UserInfo(
-        username=user.username,
-        role=user.role,
-        disabled=user.disabled,
-        allowed_client_ids=list(user.allowed_client_ids),
-        created_at=user.created_at,
-    )
-
-
-def key_info(key: queue_pb2.ApiKey) -> admin_pb2.ApiKeyInfo:
-    info = admin_pb2.ApiKeyInfo(key_id=key.key_id, subject=key.subject, role=key.role, name=key.name, created_at=key.created_at)
-    for name in ("last_used_at", "revoked_at"):
-        if key.HasField(name):  # type: ignore[arg-type]
-            getattr(info, name).CopyFrom(getattr(key, name))
-    return info
+    history: History
 
 
 def token_response(pair: TokenPair) -> admin_pb2.IssueTokenResponse:
@@ -95,7 +94,7 @@ def model_info(view: ModelView) -> admin_pb2.ModelInfo:
         backends=list(view.backends),
     )
     if view.queue is not None:
-        info.queue.CopyFrom(view.queue)
+        info.queue.CopyFrom(queue_stats(view.queue))
     return info
 
 
@@ -163,15 +162,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def CreateApiKey(self, request: admin_pb2.CreateApiKeyRequest, context: Ctx) -> admin_pb2.CreateApiKeyResponse:
         actor = await self._admin(context)
         issued = await self.d.accounts.create_api_key(actor, request.subject, request.role, request.name)
-        return admin_pb2.CreateApiKeyResponse(key=key_info(issued.record), api_key=issued.api_key)
+        return admin_pb2.CreateApiKeyResponse(key=api_key_info(issued.record), api_key=issued.api_key)
 
     async def ListApiKeys(self, request: admin_pb2.ListApiKeysRequest, context: Ctx) -> admin_pb2.ListApiKeysResponse:
         await self._admin(context)
-        return admin_pb2.ListApiKeysResponse(keys=[key_info(k) for k in await self.d.accounts.list_api_keys(request.subject)])
+        return admin_pb2.ListApiKeysResponse(keys=[api_key_info(k) for k in await self.d.accounts.list_api_keys(request.subject)])
 
     async def RevokeApiKey(self, request: admin_pb2.RevokeApiKeyRequest, context: Ctx) -> admin_pb2.RevokeApiKeyResponse:
         await self._admin(context)
-        return admin_pb2.RevokeApiKeyResponse(key=key_info(await self.d.accounts.revoke_api_key(request.key_id)))
+        return admin_pb2.RevokeApiKeyResponse(key=api_key_info(await self.d.accounts.revoke_api_key(request.key_id)))
 
     async def ListModels(self, request: admin_pb2.ListModelsRequest, context: Ctx) -> admin_pb2.ListModelsResponse:
         await self._admin(context)
@@ -198,36 +197,34 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     async def GetQueueStats(self, request: admin_pb2.GetQueueStatsRequest, context: Ctx) -> admin_pb2.GetQueueStatsResponse:
         await self._admin(context)
-        return recast(await self.d.fleet.queue_stats(request.model), admin_pb2.GetQueueStatsResponse)
+        return queue_stats(await self.d.fleet.queue_stats(request.model))
 
     async def GetQueueSeries(self, request: admin_pb2.GetQueueSeriesRequest, context: Ctx) -> admin_pb2.GetQueueSeriesResponse:
         await self._admin(context)
         minutes = request.minutes if request.HasField("minutes") else None
-        return recast(await self.d.fleet.queue_series(request.model, minutes), admin_pb2.GetQueueSeriesResponse)
+        return queue_series(await self.d.fleet.queue_series(request.model, minutes))
 
     async def ListCrashes(self, request: admin_pb2.ListCrashesRequest, context: Ctx) -> admin_pb2.ListCrashesResponse:
         await self._admin(context)
-        check_listing(request.page_size, _time(request, "since"), _time(request, "until"))
-        reply = await self.d.queue.list_crashes(recast(request, queue_pb2.ListCrashesRequest))
-        return recast(reply, admin_pb2.ListCrashesResponse)
+        check_listing(request.page_size, *_time_range(request))
+        return crash_page(await self.d.history.list_crashes(crash_filter(request)))
 
     async def ListRequests(self, request: admin_pb2.ListRequestsRequest, context: Ctx) -> admin_pb2.ListRequestsResponse:
         await self._admin(context)
-        check_listing(request.page_size, _time(request, "since"), _time(request, "until"))
-        reply = await self.d.queue.list_jobs(recast(request, queue_pb2.ListJobsRequest))
-        return admin_pb2.ListRequestsResponse(requests=reply.jobs, next_page_token=reply.next_page_token)
+        check_listing(request.page_size, *_time_range(request))
+        return history_page(await self.d.history.list_jobs(history_filter(request)))
 
     async def GetModelConfig(self, request: admin_pb2.GetModelConfigRequest, context: Ctx) -> admin_pb2.GetModelConfigResponse:
         await self._admin(context)
-        return admin_pb2.GetModelConfigResponse(config=await self.d.settings.get(request.model))
+        return admin_pb2.GetModelConfigResponse(config=model_config(await self.d.settings.get(request.model)))
 
     async def UpdateModelConfig(
         self, request: admin_pb2.UpdateModelConfigRequest, context: Ctx
     ) -> admin_pb2.UpdateModelConfigResponse:
         actor = await self._admin(context)
         version = request.expected_version if request.HasField("expected_version") else None
-        config = await self.d.settings.update(actor, request.model, version, request.patch)
-        return admin_pb2.UpdateModelConfigResponse(config=config)
+        config = await self.d.settings.update(actor, request.model, version, model_config_patch(request.patch))
+        return admin_pb2.UpdateModelConfigResponse(config=model_config(config))
 
     async def GetAutoSwitch(self, request: admin_pb2.GetAutoSwitchRequest, context: Ctx) -> admin_pb2.GetAutoSwitchResponse:
         await self._admin(context)
@@ -249,7 +246,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 )
                 for p in assessment.decisions
             ],
-            decisions=await switcher.records.recent_decisions(RECENT_DECISIONS),
+            decisions=[switch_decision(d) for d in await switcher.records.recent_decisions(RECENT_DECISIONS)],
         )
         reply.evaluated_at.FromDatetime(assessment.at)
         return reply
@@ -269,5 +266,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.WakeBackendResponse(outcome=result.outcome, elapsed_ms=result.elapsed_ms, status=result.status)
 
 
-def _time(request: Message, name: str) -> Any:
-    return getattr(request, name) if request.HasField(name) else None
+def _time_range(
+    request: admin_pb2.ListCrashesRequest | admin_pb2.ListRequestsRequest,
+) -> tuple[timestamp_pb2.Timestamp | None, timestamp_pb2.Timestamp | None]:
+    """A listing's `since` and `until` filters, None where the caller left one out."""
+    since = request.since if request.HasField("since") else None
+    until = request.until if request.HasField("until") else None
+    return since, until

@@ -11,6 +11,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from aigw_server.runtime.rpc_errors import retry_delay
+
 # Envoy's Grpc::Utility::grpcToHttpStatus.
 HTTP_STATUS: dict[int, int] = {
     code_pb2.OK: 200,
@@ -82,13 +84,8 @@ def _detail_json(any_msg: object, pool: DescriptorPool | None) -> object:
 
 def retry_after(status: status_pb2.Status) -> str | None:
     """Whole seconds (rounded up) of a RetryInfo detail, for the Retry-After header."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            delay = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-            return str(max(0, math.ceil(delay)))
-    return None
+    delay = retry_delay(status)
+    return None if delay is None else str(max(0, math.ceil(delay)))
 
 
 def _reason_status(status: status_pb2.Status) -> int | None:

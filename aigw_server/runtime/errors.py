@@ -1,7 +1,8 @@
-"""Domain errors of the gateway, each carrying its gRPC status code name.
+"""Domain errors of the gateway, each carrying its kind: an `ErrorCode`, named after the gRPC status it is sent as.
 
 Hierarchy (all derive from GatewayError; the servers translate them at one boundary,
-`aigw_server.runtime.rpc_errors`, into gRPC statuses with rich details):
+`aigw_server.runtime.rpc_errors`, into gRPC statuses with rich details, and errors of other services back
+into these with the same table):
 
     GatewayError
     ├── InvalidArgument          INVALID_ARGUMENT   bad input; nothing was changed
@@ -23,11 +24,37 @@ Unexpected exceptions are logged with their stack and answered with a generic IN
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ErrorCode(StrEnum):
+    """The kinds of domain error, each named after the gRPC status code it is sent as.
+
+    Domain code does not import grpc; `aigw_server.runtime.rpc_errors` maps every member to its
+    `grpc.StatusCode` when it is imported, so a name gRPC does not have fails at start, and a misspelt
+    member fails the type check. Members compare equal to their names ("NOT_FOUND"), as stored job errors spell them.
+    """
+
+    UNKNOWN = "UNKNOWN"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    ABORTED = "ABORTED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    CANCELLED = "CANCELLED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+
 
 class GatewayError(Exception):
-    """Base of domain errors; `code` is a gRPC status code name, `message` is safe to show."""
+    """Base of domain errors; `code` is the error's kind, `message` is safe to show."""
 
-    code = "UNKNOWN"
+    code: ClassVar[ErrorCode] = ErrorCode.UNKNOWN
     # An ErrorInfo reason (google.rpc.ErrorInfo) for clients and the edge to tell this error apart; "" for none.
     reason = ""
 
@@ -41,7 +68,7 @@ class GatewayError(Exception):
 class InvalidArgument(GatewayError):
     """Bad input; nothing was changed."""
 
-    code = "INVALID_ARGUMENT"
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 class PayloadTooLarge(InvalidArgument):
@@ -53,19 +80,19 @@ class PayloadTooLarge(InvalidArgument):
 class Unauthenticated(GatewayError):
     """Missing, malformed or rejected credential."""
 
-    code = "UNAUTHENTICATED"
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class PermissionDenied(GatewayError):
     """Valid credential, but the role or client is not allowed."""
 
-    code = "PERMISSION_DENIED"
+    code = ErrorCode.PERMISSION_DENIED
 
 
 class NotFound(GatewayError):
     """The named thing does not exist."""
 
-    code = "NOT_FOUND"
+    code = ErrorCode.NOT_FOUND
 
 
 def request_not_found(request_id: str) -> NotFound:
@@ -76,46 +103,46 @@ def request_not_found(request_id: str) -> NotFound:
 class AlreadyExists(GatewayError):
     """The name is taken."""
 
-    code = "ALREADY_EXISTS"
+    code = ErrorCode.ALREADY_EXISTS
 
 
 class Aborted(GatewayError):
     """A concurrent change won (stale version)."""
 
-    code = "ABORTED"
+    code = ErrorCode.ABORTED
 
 
 class FailedPrecondition(GatewayError):
     """The current state does not allow the operation."""
 
-    code = "FAILED_PRECONDITION"
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 class ResourceExhausted(GatewayError):
     """Queue full or rate limited; `retry_after` says when to try again."""
 
-    code = "RESOURCE_EXHAUSTED"
+    code = ErrorCode.RESOURCE_EXHAUSTED
 
 
 class Unavailable(GatewayError):
     """A dependency or backend is down; the call may be retried."""
 
-    code = "UNAVAILABLE"
+    code = ErrorCode.UNAVAILABLE
 
 
 class DeadlineExceeded(GatewayError):
     """The deadline passed."""
 
-    code = "DEADLINE_EXCEEDED"
+    code = ErrorCode.DEADLINE_EXCEEDED
 
 
 class Cancelled(GatewayError):
     """Cancelled by its owner or an operator."""
 
-    code = "CANCELLED"
+    code = ErrorCode.CANCELLED
 
 
 class Unimplemented(GatewayError):
     """Not built in this service."""
 
-    code = "UNIMPLEMENTED"
+    code = ErrorCode.UNIMPLEMENTED

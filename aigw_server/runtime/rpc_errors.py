@@ -1,4 +1,9 @@
-"""The one boundary where domain errors become gRPC statuses (with RetryInfo / BadRequest details)."""
+"""The one boundary where domain errors become gRPC statuses (with RetryInfo / BadRequest details), and back.
+
+`STATUS_CODES` and `ERRORS_BY_STATUS` are the server side's only table of error kinds and gRPC codes: the
+interceptors send a domain error with its kind's code, and every client of an internal service raises a
+downstream error again as the domain error of its code. `retry_delay` is its only RetryInfo reader.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,39 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from aigw_server.runtime.errors import GatewayError
+from aigw_server.runtime import errors
+from aigw_server.runtime.errors import ErrorCode, GatewayError
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "aigw"
 INTERNAL_MESSAGE = "internal error; the request id identifies it in the gateway's logs"
+DOWNSTREAM_FAILED_MESSAGE = "a gateway service failed; try again"
+
+# Every error kind's gRPC code; built at import, so a kind gRPC has no code for stops the service at start.
+STATUS_CODES: dict[ErrorCode, grpc.StatusCode] = {code: grpc.StatusCode[code.value] for code in ErrorCode}
+
+# The domain error a downstream service's code stands for. A code not listed (INTERNAL, UNKNOWN, DATA_LOSS, …)
+# comes back as Unavailable with a generic message: internals of the failed service do not leak.
+ERRORS_BY_STATUS: dict[grpc.StatusCode, type[GatewayError]] = {
+    STATUS_CODES[cls.code]: cls
+    for cls in (
+        errors.InvalidArgument,
+        errors.Unauthenticated,
+        errors.PermissionDenied,
+        errors.NotFound,
+        errors.AlreadyExists,
+        errors.Aborted,
+        errors.FailedPrecondition,
+        errors.ResourceExhausted,
+        errors.Unavailable,
+        errors.DeadlineExceeded,
+        errors.Cancelled,
+        errors.Unimplemented,
+    )
+}
+
+_STATUS_CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def to_status(err: GatewayError) -> grpc.Status:
@@ -24,13 +56,13 @@ def to_status(err: GatewayError) -> grpc.Status:
 
 def status_proto(err: GatewayError) -> status_pb2.Status:
     """A domain error as a google.rpc.Status message (what `to_status` sends; a stream carries it as a field)."""
-    code = getattr(code_pb2, err.code, code_pb2.UNKNOWN)
-    status = status_pb2.Status(code=code, message=err.message)
+    number: int = STATUS_CODES[err.code].value[0]
+    status = status_pb2.Status(code=number, message=err.message)
     if err.retry_after is not None:
         seconds = max(0.0, err.retry_after)
         delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    if err.field and err.code == "INVALID_ARGUMENT":
+    if err.field and err.code is ErrorCode.INVALID_ARGUMENT:
         bad = error_details_pb2.BadRequest()
         bad.field_violations.add(field=err.field, description=err.message)
         status.details.add().Pack(bad)
@@ -56,42 +88,26 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> GatewayError:
 
 def from_status_proto(status: status_pb2.Status) -> GatewayError:
     """Turns a google.rpc.Status carried in a message back into the domain error, as `from_rpc_error` does."""
-    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-    return _domain_error(code, status.message or code.name, _retry_after(status))
-
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+    code = _STATUS_CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    return _domain_error(code, status.message or code.name, retry_delay(status))
 
 
 def _domain_error(code: grpc.StatusCode, message: str, retry_after: float | None) -> GatewayError:
-    from aigw_server.runtime import errors
-
-    by_code: dict[grpc.StatusCode, type[GatewayError]] = {
-        grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-        grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-        grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-        grpc.StatusCode.NOT_FOUND: errors.NotFound,
-        grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-        grpc.StatusCode.ABORTED: errors.Aborted,
-        grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-        grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-        grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-        grpc.StatusCode.CANCELLED: errors.Cancelled,
-        grpc.StatusCode.UNIMPLEMENTED: errors.Unimplemented,
-    }
-    cls = by_code.get(code, errors.Unavailable)
-    if cls is errors.Unavailable and code != grpc.StatusCode.UNAVAILABLE:
-        message = "a gateway service failed; try again"
+    cls = ERRORS_BY_STATUS.get(code)
+    if cls is None:
+        return errors.Unavailable(DOWNSTREAM_FAILED_MESSAGE, retry_after=retry_after)
     return cls(message, retry_after=retry_after)
 
 
 def retry_after_of(exc: grpc.aio.AioRpcError) -> float | None:
     """The RetryInfo delay carried by an error, if any."""
+    # grpc_status types `from_call` for a sync grpc.Call; an aio error answers the same two methods it reads.
     status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    return None if status is None else _retry_after(status)
+    return None if status is None else retry_delay(status)
 
 
-def _retry_after(status: status_pb2.Status) -> float | None:
+def retry_delay(status: status_pb2.Status) -> float | None:
+    """The delay in seconds of a status's RetryInfo detail, None when it has none."""
     for detail in status.details:
         if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             info = error_details_pb2.RetryInfo()

@@ -15,8 +15,8 @@ from google.protobuf.message import Message
 
 from aigw.admin.v1 import admin_pb2
 from aigw.common.v1 import common_pb2
-from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2
+from aigw_client.enums import CRASH_KIND_PREFIX, JOB_KIND_PREFIX, RESOLUTION_PREFIX, enum_value
 from aigw_client.rpc import DEADLINE_GRACE_SECONDS, MAX_MESSAGE_BYTES, Rpc
 from aigw_client.values import ChatDelta, ChatResult, OcrPageEvent, OcrResult, RequestEvent, RequestInfo, TokenInfo
 
@@ -74,6 +74,15 @@ def build_messages(prompt: str | None, messages: Sequence[ChatInput] | None, sys
     return out
 
 
+# Generation options sent only when given: the gateway's defaults (or the model's) apply otherwise.
+OPTIONAL_GENERATION_FIELDS: tuple[Literal["max_tokens", "temperature", "top_p", "seed"], ...] = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+)
+
+
 def _generation_fields(opts: GenerationOptions) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "model": opts.get("model", ""),
@@ -82,9 +91,9 @@ def _generation_fields(opts: GenerationOptions) -> dict[str, Any]:
         "idempotency_key": opts.get("idempotency_key", ""),
         "timeout_seconds": opts.get("timeout") or 0.0,
     }
-    for name in ("max_tokens", "temperature", "top_p", "seed"):
+    for name in OPTIONAL_GENERATION_FIELDS:
         if opts.get(name) is not None:
-            fields[name] = opts[name]  # type: ignore[literal-required]
+            fields[name] = opts[name]
     return fields
 
 
@@ -184,14 +193,14 @@ def watch_request(request_id: str, timeout: float | None) -> Rpc[RequestEvent]:
 
 
 def health() -> Rpc[router_pb2.GetHealthResponse]:
-    return Rpc("router", "GetHealth", router_pb2.GetHealthRequest(), _same, authenticated=False)
+    return Rpc("router", "GetHealth", router_pb2.GetHealthRequest(), _health, authenticated=False)
 
 
 def served_models() -> Rpc[list[str]]:
     return Rpc("router", "ListModels", router_pb2.ListModelsRequest(), lambda r: [m.id for m in r.data])
 
 
-def _same(reply: Any) -> Any:
+def _health(reply: router_pb2.GetHealthResponse) -> router_pb2.GetHealthResponse:
     return reply
 
 
@@ -225,25 +234,12 @@ def timestamp(when: When) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def enum_value(enum: Any, name: str, prefix: str, what: str) -> int:
-    """An enum number from its short ("lease_lost") or full ("CRASH_KIND_LEASE_LOST") name; 0 for ""."""
-    if not name:
-        return 0
-    values = enum.DESCRIPTOR.values_by_name
-    for candidate in (name.upper(), f"{prefix}{name.upper()}"):
-        if candidate in values:
-            number: int = values[candidate].number
-            return number
-    choices = ", ".join(k.removeprefix(prefix).lower() for k in list(values)[1:])
-    raise ValueError(f"{what}: {name!r} is not one of {choices}")
-
-
 def crashes(filters: Mapping[str, Any]) -> Rpc[admin_pb2.ListCrashesResponse]:
     request = admin_pb2.ListCrashesRequest(
         service=filters.get("service", ""),
         model=filters.get("model", ""),
         request_id=filters.get("request_id", ""),
-        kind=enum_value(queue_pb2.CrashKind, filters.get("kind", ""), "CRASH_KIND_", "kind"),  # type: ignore[arg-type]
+        kind=enum_value(admin_pb2.CrashKind, filters.get("kind", ""), CRASH_KIND_PREFIX, "kind"),
         since=timestamp(filters.get("since")),
         until=timestamp(filters.get("until")),
         page_size=filters.get("page_size", 0),
@@ -255,8 +251,8 @@ def crashes(filters: Mapping[str, Any]) -> Rpc[admin_pb2.ListCrashesResponse]:
 def requests_history(filters: Mapping[str, Any]) -> Rpc[admin_pb2.ListRequestsResponse]:
     request = admin_pb2.ListRequestsRequest(
         model=filters.get("model", ""),
-        state=enum_value(common_pb2.JobState, filters.get("state", ""), "", "state"),  # type: ignore[arg-type]
-        kind=enum_value(common_pb2.JobKind, filters.get("kind", ""), "JOB_KIND_", "kind"),  # type: ignore[arg-type]
+        state=enum_value(common_pb2.JobState, filters.get("state", ""), "", "state"),
+        kind=enum_value(common_pb2.JobKind, filters.get("kind", ""), JOB_KIND_PREFIX, "kind"),
         client_id=filters.get("client_id", ""),
         since=timestamp(filters.get("since")),
         until=timestamp(filters.get("until")),
@@ -275,7 +271,7 @@ def _coerce(fd: FieldDescriptor, value: Any, key: str) -> Any:
         items = value.split(",") if isinstance(value, str) else list(value)
         return [x for x in items if x != ""]
     if fd.enum_type is not None:
-        return enum_value(common_pb2.Resolution, str(value), "RESOLUTION_", key)
+        return enum_value(common_pb2.Resolution, str(value), RESOLUTION_PREFIX, key)
     if not isinstance(value, str):
         return value
     try:
@@ -290,13 +286,13 @@ def _coerce(fd: FieldDescriptor, value: Any, key: str) -> Any:
         raise ValueError(f"{key}: {value!r} is not a valid value") from None
 
 
-def config_patch(current: queue_pb2.ModelConfig, changes: Mapping[str, Any]) -> queue_pb2.ModelConfigPatch:
+def config_patch(current: admin_pb2.ModelConfig, changes: Mapping[str, Any]) -> admin_pb2.ModelConfigPatch:
     """A patch from changes like {"max_concurrent": "4", "temperature": 0.2, "default_params.stop": "###"}.
 
     Generation parameters (bare or as `default_params.<name>`) are merged into the current defaults,
     because the gateway replaces the defaults as a whole.
     """
-    patch = queue_pb2.ModelConfigPatch()
+    patch = admin_pb2.ModelConfigPatch()
     params = common_pb2.GenerationParams()
     params.CopyFrom(current.default_params)
     params_changed = False
@@ -322,14 +318,14 @@ def config_patch(current: queue_pb2.ModelConfig, changes: Mapping[str, Any]) -> 
 
 
 def update_model_config(
-    model: str, current: queue_pb2.ModelConfig, changes: Mapping[str, Any], expected_version: int | None
-) -> Rpc[queue_pb2.ModelConfig]:
+    model: str, current: admin_pb2.ModelConfig, changes: Mapping[str, Any], expected_version: int | None
+) -> Rpc[admin_pb2.ModelConfig]:
     version = current.version if expected_version is None else expected_version
     request = admin_pb2.UpdateModelConfigRequest(model=model, expected_version=version, patch=config_patch(current, changes))
     return Rpc("admin", "UpdateModelConfig", request, lambda r: r.config)
 
 
-def get_model_config(model: str) -> Rpc[queue_pb2.ModelConfig]:
+def get_model_config(model: str) -> Rpc[admin_pb2.ModelConfig]:
     return Rpc("admin", "GetModelConfig", admin_pb2.GetModelConfigRequest(model=model), lambda r: r.config)
 
 

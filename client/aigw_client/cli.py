@@ -15,17 +15,16 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aigw_client import render as text
 from aigw_client.calls import GenerationOptions, OcrOptions
 from aigw_client.client import AigwClient, AigwError, AuthError, PermissionDenied, RateLimited, Unavailable, to_jsonable
+from aigw_client.enums import PRIORITIES, RESOLUTIONS
 from aigw_client.logins import SavedLogin, credentials_path, delete_login, load_login, save_login
 from aigw_client.values import ChatResult, OcrResult, TokenInfo
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_BUSY = 0, 1, 2, 3, 4
-RESOLUTIONS = ("tiny", "small", "base", "large", "gundam")
-PRIORITIES = ("high", "normal", "low")
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -147,12 +146,33 @@ def _read_password(args: argparse.Namespace, confirm: bool = False) -> str:
     return password
 
 
+# The command-line options copied as they are into the call's options.
+GENERATION_ARGS: tuple[Literal["model", "system", "max_tokens", "temperature", "top_p", "seed", "priority", "timeout"], ...] = (
+    "model",
+    "system",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "priority",
+    "timeout",
+)
+OCR_ARGS: tuple[Literal["model", "resolution", "languages", "pages", "priority", "timeout"], ...] = (
+    "model",
+    "resolution",
+    "languages",
+    "pages",
+    "priority",
+    "timeout",
+)
+
+
 def _generation(args: argparse.Namespace) -> GenerationOptions:
     opts: GenerationOptions = {}
-    for name in ("model", "system", "max_tokens", "temperature", "top_p", "seed", "priority", "timeout"):
+    for name in GENERATION_ARGS:
         value = getattr(args, name, None)
         if value is not None:
-            opts[name] = value  # type: ignore[literal-required]
+            opts[name] = value
     if args.stop:
         opts["stop"] = args.stop
     return opts
@@ -160,10 +180,10 @@ def _generation(args: argparse.Namespace) -> GenerationOptions:
 
 def _ocr_options(args: argparse.Namespace) -> OcrOptions:
     opts: OcrOptions = {"include_layout": args.layout}
-    for name in ("model", "resolution", "languages", "pages", "priority", "timeout"):
+    for name in OCR_ARGS:
         value = getattr(args, name, None)
         if value is not None:
-            opts[name] = value  # type: ignore[literal-required]
+            opts[name] = value
     if args.markdown:
         opts["output_format"] = "markdown"
     return opts

@@ -47,7 +47,6 @@ from typing import Any, TypedDict, TypeVar, Unpack
 import grpc
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
-from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_client import calls as req
 from aigw_client.calls import ChatInput, Document, GenerationOptions, OcrOptions, When
@@ -174,6 +173,7 @@ def _core(
 
 
 def _stub_class(service: Service) -> Any:
+    # Any: grpc-stubs type the generated stubs' methods as sync calls, which the asyncio client's are not.
     return router_pb2_grpc.RouterServiceStub if service == "router" else admin_pb2_grpc.AdminServiceStub
 
 
@@ -432,13 +432,13 @@ class AigwClient:
         """Request history, newest first."""
         return self._unary(req.requests_history(filters))
 
-    def get_model_config(self, model: str) -> queue_pb2.ModelConfig:
+    def get_model_config(self, model: str) -> admin_pb2.ModelConfig:
         """A model's dynamic configuration and its version."""
         return self._unary(req.get_model_config(model))
 
     def set_model_config(
         self, model: str, changes: Mapping[str, Any], *, expected_version: int | None = None
-    ) -> queue_pb2.ModelConfig:
+    ) -> admin_pb2.ModelConfig:
         """Changes settings (e.g. {"max_concurrent": 4, "temperature": 0.2}); without `expected_version`, on the current one."""
         current = self.get_model_config(model)
         return self._unary(req.update_model_config(model, current, changes, expected_version))
@@ -742,13 +742,13 @@ class AsyncAigwClient:
         """Request history, newest first."""
         return await self._unary(req.requests_history(filters))
 
-    async def get_model_config(self, model: str) -> queue_pb2.ModelConfig:
+    async def get_model_config(self, model: str) -> admin_pb2.ModelConfig:
         """A model's dynamic configuration and its version."""
         return await self._unary(req.get_model_config(model))
 
     async def set_model_config(
         self, model: str, changes: Mapping[str, Any], *, expected_version: int | None = None
-    ) -> queue_pb2.ModelConfig:
+    ) -> admin_pb2.ModelConfig:
         """Changes settings (e.g. {"max_concurrent": 4, "temperature": 0.2}); without `expected_version`, on the current one."""
         current = await self.get_model_config(model)
         return await self._unary(req.update_model_config(model, current, changes, expected_version))

@@ -90,6 +90,7 @@ _BY_CODE: dict[grpc.StatusCode, type[AigwError]] = {
 
 def _rich_status(exc: grpc.RpcError) -> status_pb2.Status | None:
     try:
+        # grpc_status types `from_call` for grpc.Call; every failed call (sync or aio) answers the methods it reads.
         status: status_pb2.Status | None = rpc_status.from_call(exc)  # type: ignore[arg-type]
     except (ValueError, AttributeError):
         return None
@@ -114,8 +115,8 @@ def _details(exc: grpc.RpcError) -> tuple[float | None, tuple[tuple[str, str], .
 
 def error_from_rpc(exc: grpc.RpcError, address: str = "") -> AigwError:
     """The client error a failed gRPC call stands for, with RetryInfo and BadRequest details."""
-    code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
-    message: str = exc.details() or code.name  # type: ignore[attr-defined]
+    code: grpc.StatusCode = exc.code()
+    message: str = exc.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE and address and "connect" in message.lower():
         message = f"cannot reach the gateway at {address}: {message}"
     if code == grpc.StatusCode.UNIMPLEMENTED and address:

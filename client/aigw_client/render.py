@@ -9,9 +9,9 @@ from google.protobuf import timestamp_pb2
 
 from aigw.admin.v1 import admin_pb2
 from aigw.common.v1 import common_pb2
-from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2
-from aigw_client.values import ChatDelta, ChatResult, OcrResult, RequestEvent, RequestInfo, Usage, state_name
+from aigw_client.enums import backend_state_name, crash_kind_name, resolution_name, state_name
+from aigw_client.values import ChatDelta, ChatResult, OcrResult, RequestEvent, RequestInfo, Usage
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], empty: str = "(none)") -> str:
@@ -119,7 +119,7 @@ def models(reply: admin_pb2.ListModelsResponse) -> str:
         (
             b.status.backend,
             b.kind,
-            common_pb2.BackendState.Name(b.status.state).removeprefix("BACKEND_STATE_").lower(),
+            backend_state_name(b.status.state),
             b.health,
             ",".join(b.status.loaded_models) or "-",
             f"{b.status.in_flight}/{b.status.capacity}",
@@ -134,7 +134,7 @@ def models(reply: admin_pb2.ListModelsResponse) -> str:
     return f"{models_table}\n\n{backends_table}"
 
 
-def _percentiles(p: queue_pb2.Percentiles) -> str:
+def _percentiles(p: admin_pb2.Percentiles) -> str:
     return f"p50 {p.p50:.1f} · p90 {p.p90:.1f} · p99 {p.p99:.1f} ms ({p.count} samples)" if p.count else ""
 
 
@@ -179,7 +179,7 @@ def crashes(reply: admin_pb2.ListCrashesResponse) -> str:
     rows = [
         (
             when(e.at),
-            queue_pb2.CrashKind.Name(e.kind).removeprefix("CRASH_KIND_").lower(),
+            crash_kind_name(e.kind),
             e.service,
             e.model or "-",
             e.request_id or "-",
@@ -207,10 +207,9 @@ def _value(v: object) -> str:
     return str(v)
 
 
-def model_config(c: queue_pb2.ModelConfig) -> str:
+def model_config(c: admin_pb2.ModelConfig) -> str:
     p = c.default_params
     params = [(f"default_params.{f.name}", _value(v)) for f, v in p.ListFields()]
-    resolution = common_pb2.Resolution.Name(c.default_resolution).removeprefix("RESOLUTION_").lower()
     return pairs(
         [
             ("model", c.model),
@@ -220,7 +219,7 @@ def model_config(c: queue_pb2.ModelConfig) -> str:
             ("max_waiting", c.max_waiting),
             ("timeout_seconds", f"{c.timeout_seconds:g}"),
             ("max_attempts", c.max_attempts),
-            ("default_resolution", resolution if c.default_resolution else ""),
+            ("default_resolution", resolution_name(c.default_resolution)),
             *params,
             ("updated", " by ".join(x for x in (when(c.updated_at), c.updated_by) if x)),
         ]

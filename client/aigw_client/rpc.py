@@ -152,7 +152,7 @@ class ClientCore:
     def bearer(self) -> str:
         return self.token.access_token if self.token and self.token.access_token else self.api_key
 
-    def metadata(self, rpc: Rpc[Any]) -> list[tuple[str, str]]:
+    def metadata(self, rpc: Rpc[Out]) -> list[tuple[str, str]]:
         items: list[tuple[str, str]] = []
         credential = self.bearer()
         if rpc.authenticated and credential:
@@ -164,7 +164,7 @@ class ClientCore:
             items.append(("x-priority", priority))
         return items
 
-    def deadline(self, rpc: Rpc[Any]) -> float | None:
+    def deadline(self, rpc: Rpc[Out]) -> float | None:
         return self.settings.timeout if rpc.deadline == "default" else rpc.deadline
 
     def prepare(self, rpc: Rpc[Out]) -> Rpc[Out]:
@@ -179,19 +179,20 @@ class ClientCore:
             return rpc
         request = type(rpc.request)()
         request.CopyFrom(rpc.request)
+        # The generic Message type has no fields; both were found in the request's descriptor above.
         if add_key:
             request.idempotency_key = uuid.uuid4().hex  # type: ignore[attr-defined]
         if add_priority:
             request.priority = priority  # type: ignore[attr-defined]
         return replace(rpc, request=request)
 
-    def error(self, exc: grpc.RpcError, rpc: Rpc[Any]) -> AigwError:
+    def error(self, exc: grpc.RpcError, rpc: Rpc[Out]) -> AigwError:
         return error_from_rpc(exc, self.address(rpc.service))
 
     def can_refresh(self) -> bool:
         return bool(self.token and self.token.refresh_token)
 
-    def needs_refresh(self, rpc: Rpc[Any], now: float | None = None) -> bool:
+    def needs_refresh(self, rpc: Rpc[Out], now: float | None = None) -> bool:
         """Whether the access token is about to expire and can be refreshed first."""
         if not rpc.authenticated or not self.token or not self.token.refresh_token or not self.token.expires_at:
             return False
@@ -217,7 +218,7 @@ class ClientCore:
         self.token = None
         return AuthError(f"session expired, log in again ({err.message})", code=err.code)
 
-    def next_step(self, rpc: Rpc[Any], err: AigwError, attempt: int, refreshed: bool, started: bool = False) -> Step | None:
+    def next_step(self, rpc: Rpc[Out], err: AigwError, attempt: int, refreshed: bool, started: bool = False) -> Step | None:
         """After failed try `attempt`: refresh once on UNAUTHENTICATED, else retry per the policy, else give up (None)."""
         if started:
             return None

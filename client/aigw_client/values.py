@@ -13,20 +13,9 @@ from google.protobuf.message import Message
 from aigw.admin.v1 import admin_pb2
 from aigw.common.v1 import common_pb2
 from aigw.router.v1 import router_pb2
+from aigw_client.enums import priority_name, state_name
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
-
-
-def state_name(state: int) -> str:
-    """The state's name ("QUEUED", "RUNNING", …), or "" when unset."""
-    return "" if state == common_pb2.JOB_STATE_UNSPECIFIED else common_pb2.JobState.Name(state)  # type: ignore[arg-type]
-
-
-def priority_name(priority: int) -> str:
-    """The priority as "high", "normal" or "low", or "" when unset."""
-    if priority == common_pb2.PRIORITY_UNSPECIFIED:
-        return ""
-    return common_pb2.Priority.Name(priority).removeprefix("PRIORITY_").lower()  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ def bearer(credential: str) -> tuple[tuple[str, str], ...]:
 
 def bad_field(err: grpc.aio.AioRpcError) -> str:
     """The field a BadRequest detail names, or ""."""
+    # grpc_status types `from_call` for a sync grpc.Call; an aio error answers the same methods it reads.
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):

@@ -17,7 +17,6 @@ import pytest
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
-from aigw.queue.v1 import queue_pb2
 from aigw_server.admin.service import AdminService
 from aigw_server.ocr.service import build as build_ocr
 from aigw_server.queue.service import build as build_queue
@@ -57,7 +56,7 @@ def config(ferretdb: FerretDBProcess, db_name: str, tmp_path: Path, queue: str =
     return raw
 
 
-async def crashes(admin: Any, md: tuple[tuple[str, str], ...], count: int) -> list[queue_pb2.CrashEvent]:
+async def crashes(admin: Any, md: tuple[tuple[str, str], ...], count: int) -> list[admin_pb2.CrashEvent]:
     """The ocr service's crash events once at least `count` have arrived (newest first)."""
     deadline = time.monotonic() + 30
     while True:
@@ -91,7 +90,7 @@ async def test_a_model_server_that_segfaults_at_start_is_in_the_crash_log(
 
     message = "the model server for 'deepseek-ocr' exited during startup (code -11, signal SIGSEGV)"
     assert (first.kind, first.service, first.backend, first.model) == (
-        queue_pb2.CRASH_KIND_BACKEND_CRASH,
+        admin_pb2.CRASH_KIND_BACKEND_CRASH,
         "ocr",
         "gpu-ocr-0",
         "deepseek-ocr",

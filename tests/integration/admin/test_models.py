@@ -208,7 +208,7 @@ async def test_a_killed_model_server_shows_in_the_crash_log(models: Models) -> N
 
     event = listed.events[0]
     assert (event.backend, event.model, event.service) == (BACKEND, "tiny-a", "textgen")
-    assert event.kind in (queue_pb2.CRASH_KIND_BACKEND_CRASH, queue_pb2.CRASH_KIND_ENGINE_RESTART)
+    assert event.kind in (admin_pb2.CRASH_KIND_BACKEND_CRASH, admin_pb2.CRASH_KIND_ENGINE_RESTART)
     by_kind = await models.admin.ListCrashes(admin_pb2.ListCrashesRequest(kind=event.kind), metadata=models.md, timeout=10)
     assert event.id in {e.id for e in by_kind.events}
     other = await models.admin.ListCrashes(admin_pb2.ListCrashesRequest(model="tiny-b", service="textgen"), metadata=models.md)

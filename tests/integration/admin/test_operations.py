@@ -33,18 +33,18 @@ async def submit(gw: Mesh, model: str = "chat-a", client: str = "app-1") -> Any:
     return await gw.queue.Submit(request, timeout=10)
 
 
-async def get_config(gw: Mesh, md: Any, model: str = "chat-a") -> queue_pb2.ModelConfig:
+async def get_config(gw: Mesh, md: Any, model: str = "chat-a") -> admin_pb2.ModelConfig:
     reply = await gw.admin.GetModelConfig(admin_pb2.GetModelConfigRequest(model=model), metadata=md, timeout=10)
-    config: queue_pb2.ModelConfig = reply.config
+    config: admin_pb2.ModelConfig = reply.config
     return config
 
 
-async def update(gw: Mesh, md: Any, version: int, **patch: Any) -> queue_pb2.ModelConfig:
+async def update(gw: Mesh, md: Any, version: int, **patch: Any) -> admin_pb2.ModelConfig:
     request = admin_pb2.UpdateModelConfigRequest(
-        model="chat-a", expected_version=version, patch=queue_pb2.ModelConfigPatch(**patch)
+        model="chat-a", expected_version=version, patch=admin_pb2.ModelConfigPatch(**patch)
     )
     reply = await gw.admin.UpdateModelConfig(request, metadata=md, timeout=10)
-    config: queue_pb2.ModelConfig = reply.config
+    config: admin_pb2.ModelConfig = reply.config
     return config
 
 
@@ -155,7 +155,7 @@ async def test_crash_log_filters(gw: Mesh) -> None:
 
     assert await listed() == ["textgen chat-b", "router chat-a", "textgen chat-a"]
     assert await listed(service="textgen") == ["textgen chat-b", "textgen chat-a"]
-    assert await listed(model="chat-a", kind=queue_pb2.CRASH_KIND_RETRY) == ["router chat-a"]
+    assert await listed(model="chat-a", kind=admin_pb2.CRASH_KIND_RETRY) == ["router chat-a"]
     now = int(time.time())
     assert len(await listed(since=Timestamp(seconds=now - 600), until=Timestamp(seconds=now + 600))) == 3
     assert await listed(since=Timestamp(seconds=now + 600)) == []

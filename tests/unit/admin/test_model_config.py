@@ -80,7 +80,7 @@ def test_ocr_models_take_a_resolution_but_no_generation_parameters() -> None:
         check_change("ocr", 1, params(temperature=1))
     assert bad.value.field == "patch.default_params"
     with pytest.raises(InvalidArgument) as unknown:
-        check_change("ocr", 1, patch(default_resolution=99))  # type: ignore[arg-type]
+        check_change("ocr", 1, patch(default_resolution=99))
     assert unknown.value.field == "patch.default_resolution"
 
 

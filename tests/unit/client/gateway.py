@@ -20,7 +20,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw.common.v1 import common_pb2
-from aigw.queue.v1 import queue_pb2
 from aigw.router.v1 import router_pb2, router_pb2_grpc
 from aigw_server.runtime.config import ServiceName
 from aigw_server.runtime.errors import (
@@ -298,15 +297,15 @@ class AdminStandIn(admin_pb2_grpc.AdminServiceServicer):
 
     async def GetQueueSeries(self, request: admin_pb2.GetQueueSeriesRequest, context: Ctx) -> admin_pb2.GetQueueSeriesResponse:
         self._admin("GetQueueSeries", request, context)
-        quiet = queue_pb2.QueueMinute(start=Timestamp(seconds=1_800_000_000), seconds=60)
-        busy = queue_pb2.QueueMinute(
+        quiet = admin_pb2.QueueMinute(start=Timestamp(seconds=1_800_000_000), seconds=60)
+        busy = admin_pb2.QueueMinute(
             start=Timestamp(seconds=1_800_000_060),
             seconds=30,
             succeeded=5,
             failed=1,
             finished_per_minute=12,
-            total_ms=queue_pb2.SeriesPercentiles(p50=120, p95=300, p99=410, count=6),
-            queue_wait_ms=queue_pb2.SeriesPercentiles(p50=2, p95=9, p99=9, count=6),
+            total_ms=admin_pb2.SeriesPercentiles(p50=120, p95=300, p99=410, count=6),
+            queue_wait_ms=admin_pb2.SeriesPercentiles(p50=2, p95=9, p99=9, count=6),
             peak_running=3,
             peak_waiting=1,
         )
@@ -314,9 +313,9 @@ class AdminStandIn(admin_pb2_grpc.AdminServiceServicer):
 
     async def ListCrashes(self, request: admin_pb2.ListCrashesRequest, context: Ctx) -> admin_pb2.ListCrashesResponse:
         self._admin("ListCrashes", request, context)
-        event = queue_pb2.CrashEvent(
+        event = admin_pb2.CrashEvent(
             id="c1",
-            kind=queue_pb2.CRASH_KIND_LEASE_LOST,
+            kind=admin_pb2.CRASH_KIND_LEASE_LOST,
             service="router",
             model="tiny-chat",
             request_id="r9",
@@ -329,9 +328,9 @@ class AdminStandIn(admin_pb2_grpc.AdminServiceServicer):
         self._admin("ListRequests", request, context)
         return admin_pb2.ListRequestsResponse(requests=[_job("r1"), _job("r2", common_pb2.FAILED)], next_page_token="p2")
 
-    def _config(self) -> queue_pb2.ModelConfig:
+    def _config(self) -> admin_pb2.ModelConfig:
         params = common_pb2.GenerationParams(max_tokens=64, temperature=0.7)
-        return queue_pb2.ModelConfig(
+        return admin_pb2.ModelConfig(
             model="tiny-chat",
             version=self.state.config_version,
             max_concurrent=10,
@@ -420,6 +419,7 @@ class StandInGateway:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
+        # The stand-in serves the RPCs the client calls; grpc answers UNIMPLEMENTED for the rest, as the stubs' base does.
         router_pb2_grpc.add_RouterServiceServicer_to_server(RouterStandIn(self.state), server)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminStandIn(self.state), server)
 

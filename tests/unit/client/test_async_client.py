@@ -23,6 +23,7 @@ from tests.unit.client.gateway import PASSWORD, GatewayState
 
 
 def client(address: str, **kwargs: object) -> AsyncAigwClient:
+    # Each test passes the few keyword options it needs, of their own types; the constructor checks them.
     return AsyncAigwClient(address, env={}, **kwargs)  # type: ignore[arg-type]
 
 

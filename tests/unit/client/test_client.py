@@ -29,6 +29,7 @@ from tests.unit.client.gateway import PASSWORD, GatewayState
 
 
 def client(address: str, **kwargs: object) -> AigwClient:
+    # Each test passes the few keyword options it needs, of their own types; the constructor checks them.
     return AigwClient(address, env={}, **kwargs)  # type: ignore[arg-type]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aigw.queue.v1 import queue_pb2
+from aigw.admin.v1 import admin_pb2
 from aigw_client.calls import config_patch, parse_languages, parse_pages
 from aigw_client.errors import Conflict, RateLimited, Unavailable
 from aigw_client.rpc import (
@@ -88,7 +88,7 @@ def test_languages() -> None:
 
 
 def test_config_patch_types_and_errors() -> None:
-    current = queue_pb2.ModelConfig(version=2)
+    current = admin_pb2.ModelConfig(version=2)
     current.default_params.max_tokens = 32
     patch = config_patch(current, {"enabled": "off", "timeout": "60", "max_attempts": 2, "seed": "7"})
     assert patch.HasField("enabled")

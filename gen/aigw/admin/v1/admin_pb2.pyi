@@ -3,17 +3,18 @@
 isort:skip_file
 The admin service: tokens, users, API keys, models, queue metrics, crash log, history,
 dynamic model configuration and auto-switching. Every RPC but IssueToken and RevokeToken needs the
-admin role.
+admin role. The file is self-contained: every message the API carries is defined here or in
+aigw/common/v1, never borrowed from an internal service's package.
 """
 
 from aigw.common.v1 import common_pb2 as _common_pb2
-from aigw.queue.v1 import queue_pb2 as _queue_pb2
 from collections import abc as _abc
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -24,6 +25,50 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CrashKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CrashKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CrashKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CRASH_KIND_UNSPECIFIED: _CrashKind.ValueType  # 0
+    """Not set."""
+    CRASH_KIND_LEASE_LOST: _CrashKind.ValueType  # 1
+    """A worker's lease lapsed."""
+    CRASH_KIND_BACKEND_CRASH: _CrashKind.ValueType  # 2
+    """A backend call failed or its server died."""
+    CRASH_KIND_ENGINE_RESTART: _CrashKind.ValueType  # 3
+    """A model server process was restarted."""
+    CRASH_KIND_RETRY: _CrashKind.ValueType  # 4
+    """A job was retried."""
+    CRASH_KIND_RECOVERY: _CrashKind.ValueType  # 5
+    """The queue recovered state after a restart."""
+    CRASH_KIND_DEADLINE: _CrashKind.ValueType  # 6
+    """A job passed its deadline."""
+    CRASH_KIND_PROCESS_RESTART: _CrashKind.ValueType  # 7
+    """A service process was restarted by its supervisor."""
+
+class CrashKind(_CrashKind, metaclass=_CrashKindEnumTypeWrapper):
+    """Kind of abnormal event."""
+
+CRASH_KIND_UNSPECIFIED: CrashKind.ValueType  # 0
+"""Not set."""
+CRASH_KIND_LEASE_LOST: CrashKind.ValueType  # 1
+"""A worker's lease lapsed."""
+CRASH_KIND_BACKEND_CRASH: CrashKind.ValueType  # 2
+"""A backend call failed or its server died."""
+CRASH_KIND_ENGINE_RESTART: CrashKind.ValueType  # 3
+"""A model server process was restarted."""
+CRASH_KIND_RETRY: CrashKind.ValueType  # 4
+"""A job was retried."""
+CRASH_KIND_RECOVERY: CrashKind.ValueType  # 5
+"""The queue recovered state after a restart."""
+CRASH_KIND_DEADLINE: CrashKind.ValueType  # 6
+"""A job passed its deadline."""
+CRASH_KIND_PROCESS_RESTART: CrashKind.ValueType  # 7
+"""A service process was restarted by its supervisor."""
+Global___CrashKind: _TypeAlias = CrashKind  # noqa: Y015
 
 @_typing.final
 class IssueTokenRequest(_message.Message):
@@ -680,7 +725,7 @@ class ModelInfo(_message.Message):
         """Backends able to hold it."""
 
     @_builtins.property
-    def queue(self) -> _queue_pb2.GetQueueStatsResponse:
+    def queue(self) -> Global___GetQueueStatsResponse:
         """Queue numbers."""
 
     def __init__(
@@ -692,7 +737,7 @@ class ModelInfo(_message.Message):
         state: _builtins.str = ...,
         loaded_on: _abc.Iterable[_builtins.str] | None = ...,
         backends: _abc.Iterable[_builtins.str] | None = ...,
-        queue: _queue_pb2.GetQueueStatsResponse | None = ...,
+        queue: Global___GetQueueStatsResponse | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1017,11 +1062,11 @@ class GetQueueStatsResponse(_message.Message):
         """Failed jobs by error code."""
 
     @_builtins.property
-    def queue_wait_ms(self) -> _queue_pb2.Percentiles:
+    def queue_wait_ms(self) -> Global___Percentiles:
         """Queue wait percentiles."""
 
     @_builtins.property
-    def service_ms(self) -> _queue_pb2.Percentiles:
+    def service_ms(self) -> Global___Percentiles:
         """Service time percentiles."""
 
     def __init__(
@@ -1037,8 +1082,8 @@ class GetQueueStatsResponse(_message.Message):
         failures_by_reason: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         max_concurrent: _builtins.int = ...,
         max_waiting: _builtins.int = ...,
-        queue_wait_ms: _queue_pb2.Percentiles | None = ...,
-        service_ms: _queue_pb2.Percentiles | None = ...,
+        queue_wait_ms: Global___Percentiles | None = ...,
+        service_ms: Global___Percentiles | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["queue_wait_ms", b"queue_wait_ms", "service_ms", b"service_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1047,6 +1092,40 @@ class GetQueueStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetQueueStatsResponse: _TypeAlias = GetQueueStatsResponse  # noqa: Y015
+
+@_typing.final
+class Percentiles(_message.Message):
+    """Latency percentiles in milliseconds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    P50_FIELD_NUMBER: _builtins.int
+    P90_FIELD_NUMBER: _builtins.int
+    P99_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    p50: _builtins.float
+    """Median."""
+    p90: _builtins.float
+    """90th percentile."""
+    p99: _builtins.float
+    """99th percentile."""
+    count: _builtins.int
+    """Samples they are computed from."""
+    def __init__(
+        self,
+        *,
+        p50: _builtins.float = ...,
+        p90: _builtins.float = ...,
+        p99: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "p50", b"p50", "p90", b"p90", "p99", b"p99"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Percentiles: _TypeAlias = Percentiles  # noqa: Y015
 
 @_typing.final
 class GetQueueSeriesRequest(_message.Message):
@@ -1077,6 +1156,111 @@ class GetQueueSeriesRequest(_message.Message):
 Global___GetQueueSeriesRequest: _TypeAlias = GetQueueSeriesRequest  # noqa: Y015
 
 @_typing.final
+class SeriesPercentiles(_message.Message):
+    """Latency percentiles of a minute, in milliseconds, read from a fixed log-scale histogram: each is the
+    upper bound of its bucket (buckets are 2^(1/4) apart, so at most about 19 % above the true value),
+    clamped to the smallest and largest value of the minute.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    P50_FIELD_NUMBER: _builtins.int
+    P95_FIELD_NUMBER: _builtins.int
+    P99_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    p50: _builtins.float
+    """Median."""
+    p95: _builtins.float
+    """95th percentile."""
+    p99: _builtins.float
+    """99th percentile."""
+    count: _builtins.int
+    """Jobs they are computed from."""
+    def __init__(
+        self,
+        *,
+        p50: _builtins.float = ...,
+        p95: _builtins.float = ...,
+        p99: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "p50", b"p50", "p95", b"p95", "p99", b"p99"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesPercentiles: _TypeAlias = SeriesPercentiles  # noqa: Y015
+
+@_typing.final
+class QueueMinute(_message.Message):
+    """One minute of a model's queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    DEADLINE_EXCEEDED_FIELD_NUMBER: _builtins.int
+    FINISHED_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    TOTAL_MS_FIELD_NUMBER: _builtins.int
+    QUEUE_WAIT_MS_FIELD_NUMBER: _builtins.int
+    PEAK_RUNNING_FIELD_NUMBER: _builtins.int
+    PEAK_WAITING_FIELD_NUMBER: _builtins.int
+    seconds: _builtins.float
+    """Seconds of it that have passed: 60, but for the current minute."""
+    succeeded: _builtins.int
+    """Jobs that finished SUCCEEDED in it."""
+    failed: _builtins.int
+    """Jobs that finished FAILED in it (deadline_exceeded included)."""
+    cancelled: _builtins.int
+    """Jobs that finished CANCELLED in it."""
+    deadline_exceeded: _builtins.int
+    """Of the failed jobs, those whose deadline passed (error code DEADLINE_EXCEEDED)."""
+    finished_per_minute: _builtins.float
+    """Throughput: jobs finished per minute, over the seconds of the minute that have passed."""
+    peak_running: _builtins.int
+    """Most jobs running at once during the minute."""
+    peak_waiting: _builtins.int
+    """Most jobs waiting at once during the minute."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the minute."""
+
+    @_builtins.property
+    def total_ms(self) -> Global___SeriesPercentiles:
+        """Time from submission to the final state of the jobs that finished in it."""
+
+    @_builtins.property
+    def queue_wait_ms(self) -> Global___SeriesPercentiles:
+        """Time those jobs spent queued (all attempts)."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        seconds: _builtins.float = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        deadline_exceeded: _builtins.int = ...,
+        finished_per_minute: _builtins.float = ...,
+        total_ms: Global___SeriesPercentiles | None = ...,
+        queue_wait_ms: Global___SeriesPercentiles | None = ...,
+        peak_running: _builtins.int = ...,
+        peak_waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue_wait_ms", b"queue_wait_ms", "start", b"start", "total_ms", b"total_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "deadline_exceeded", b"deadline_exceeded", "failed", b"failed", "finished_per_minute", b"finished_per_minute", "peak_running", b"peak_running", "peak_waiting", b"peak_waiting", "queue_wait_ms", b"queue_wait_ms", "seconds", b"seconds", "start", b"start", "succeeded", b"succeeded", "total_ms", b"total_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueMinute: _TypeAlias = QueueMinute  # noqa: Y015
+
+@_typing.final
 class GetQueueSeriesResponse(_message.Message):
     """Output of GetQueueSeries."""
 
@@ -1090,7 +1274,7 @@ class GetQueueSeriesResponse(_message.Message):
     bucket_seconds: _builtins.int
     """Width of a bucket in seconds (60)."""
     @_builtins.property
-    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[_queue_pb2.QueueMinute]:
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueMinute]:
         """The minutes, oldest first, the current (partial) one last; minutes without jobs included."""
 
     def __init__(
@@ -1098,7 +1282,7 @@ class GetQueueSeriesResponse(_message.Message):
         *,
         model: _builtins.str = ...,
         bucket_seconds: _builtins.int = ...,
-        minutes: _abc.Iterable[_queue_pb2.QueueMinute] | None = ...,
+        minutes: _abc.Iterable[Global___QueueMinute] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1107,6 +1291,90 @@ class GetQueueSeriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetQueueSeriesResponse: _TypeAlias = GetQueueSeriesResponse  # noqa: Y015
+
+@_typing.final
+class CrashEvent(_message.Message):
+    """One abnormal event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    LOG_TAIL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Event id."""
+    kind: Global___CrashKind.ValueType
+    """Kind of event."""
+    service: _builtins.str
+    """Service that reported it."""
+    model: _builtins.str
+    """Model concerned, if any."""
+    backend: _builtins.str
+    """Backend concerned, if any."""
+    request_id: _builtins.str
+    """Request concerned, if any."""
+    message: _builtins.str
+    """What happened."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Further context."""
+
+    @_builtins.property
+    def log_tail(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Last output lines of a crashed process."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        kind: Global___CrashKind.ValueType = ...,
+        service: _builtins.str = ...,
+        model: _builtins.str = ...,
+        backend: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        log_tail: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "backend", b"backend", "details", b"details", "id", b"id", "kind", b"kind", "log_tail", b"log_tail", "message", b"message", "model", b"model", "request_id", b"request_id", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CrashEvent: _TypeAlias = CrashEvent  # noqa: Y015
 
 @_typing.final
 class ListCrashesRequest(_message.Message):
@@ -1126,7 +1394,7 @@ class ListCrashesRequest(_message.Message):
     """Only this service."""
     model: _builtins.str
     """Only this model."""
-    kind: _queue_pb2.CrashKind.ValueType
+    kind: Global___CrashKind.ValueType
     """Only this kind."""
     page_size: _builtins.int
     """Page size."""
@@ -1149,7 +1417,7 @@ class ListCrashesRequest(_message.Message):
         model: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         until: _timestamp_pb2.Timestamp | None = ...,
-        kind: _queue_pb2.CrashKind.ValueType = ...,
+        kind: Global___CrashKind.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         request_id: _builtins.str = ...,
@@ -1173,13 +1441,13 @@ class ListCrashesResponse(_message.Message):
     next_page_token: _builtins.str
     """Next page token."""
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[_queue_pb2.CrashEvent]:
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___CrashEvent]:
         """Events, newest first."""
 
     def __init__(
         self,
         *,
-        events: _abc.Iterable[_queue_pb2.CrashEvent] | None = ...,
+        events: _abc.Iterable[Global___CrashEvent] | None = ...,
         next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -1273,6 +1541,139 @@ class ListRequestsResponse(_message.Message):
 Global___ListRequestsResponse: _TypeAlias = ListRequestsResponse  # noqa: Y015
 
 @_typing.final
+class ModelConfig(_message.Message):
+    """The dynamic configuration of one model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
+    MAX_WAITING_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DEFAULT_PARAMS_FIELD_NUMBER: _builtins.int
+    DEFAULT_RESOLUTION_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model."""
+    version: _builtins.int
+    """Version, raised by one on every change."""
+    max_concurrent: _builtins.int
+    """Jobs allowed to run at once."""
+    max_waiting: _builtins.int
+    """Jobs allowed to wait."""
+    timeout_seconds: _builtins.float
+    """Seconds from submission to deadline."""
+    max_attempts: _builtins.int
+    """Attempts allowed in total."""
+    default_resolution: _common_pb2.Resolution.ValueType
+    """Default OCR resolution."""
+    enabled: _builtins.bool
+    """Whether the model accepts requests."""
+    updated_by: _builtins.str
+    """Who made the latest change."""
+    @_builtins.property
+    def default_params(self) -> _common_pb2.GenerationParams:
+        """Default generation parameters."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.int = ...,
+        max_concurrent: _builtins.int = ...,
+        max_waiting: _builtins.int = ...,
+        timeout_seconds: _builtins.float = ...,
+        max_attempts: _builtins.int = ...,
+        default_params: _common_pb2.GenerationParams | None = ...,
+        default_resolution: _common_pb2.Resolution.ValueType = ...,
+        enabled: _builtins.bool = ...,
+        updated_by: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["default_params", b"default_params", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_params", b"default_params", "default_resolution", b"default_resolution", "enabled", b"enabled", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "max_waiting", b"max_waiting", "model", b"model", "timeout_seconds", b"timeout_seconds", "updated_at", b"updated_at", "updated_by", b"updated_by", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelConfig: _TypeAlias = ModelConfig  # noqa: Y015
+
+@_typing.final
+class ModelConfigPatch(_message.Message):
+    """A change to a model's configuration; unset fields stay as they are."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
+    MAX_WAITING_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DEFAULT_PARAMS_FIELD_NUMBER: _builtins.int
+    DEFAULT_RESOLUTION_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    max_concurrent: _builtins.int
+    """Jobs allowed to run at once (1..1000)."""
+    max_waiting: _builtins.int
+    """Jobs allowed to wait (0..100000)."""
+    timeout_seconds: _builtins.float
+    """Seconds from submission to deadline (1..86400)."""
+    max_attempts: _builtins.int
+    """Attempts allowed in total (1..10)."""
+    default_resolution: _common_pb2.Resolution.ValueType
+    """Default OCR resolution."""
+    enabled: _builtins.bool
+    """Whether the model accepts requests."""
+    @_builtins.property
+    def default_params(self) -> _common_pb2.GenerationParams:
+        """Default generation parameters (replaces the previous ones when set)."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrent: _builtins.int | None = ...,
+        max_waiting: _builtins.int | None = ...,
+        timeout_seconds: _builtins.float | None = ...,
+        max_attempts: _builtins.int | None = ...,
+        default_params: _common_pb2.GenerationParams | None = ...,
+        default_resolution: _common_pb2.Resolution.ValueType = ...,
+        enabled: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_max_attempts", b"_max_attempts", "_max_concurrent", b"_max_concurrent", "_max_waiting", b"_max_waiting", "_timeout_seconds", b"_timeout_seconds", "default_params", b"default_params", "enabled", b"enabled", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "max_waiting", b"max_waiting", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_max_attempts", b"_max_attempts", "_max_concurrent", b"_max_concurrent", "_max_waiting", b"_max_waiting", "_timeout_seconds", b"_timeout_seconds", "default_params", b"default_params", "default_resolution", b"default_resolution", "enabled", b"enabled", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "max_waiting", b"max_waiting", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
+    _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
+    _WhichOneofReturnType__max_concurrent: _TypeAlias = _typing.Literal["max_concurrent"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrent: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent"]  # noqa: Y015
+    _WhichOneofReturnType__max_waiting: _TypeAlias = _typing.Literal["max_waiting"]  # noqa: Y015
+    _WhichOneofArgType__max_waiting: _TypeAlias = _typing.Literal["_max_waiting", b"_max_waiting"]  # noqa: Y015
+    _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_attempts) -> _WhichOneofReturnType__max_attempts | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent) -> _WhichOneofReturnType__max_concurrent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_waiting) -> _WhichOneofReturnType__max_waiting | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
+
+Global___ModelConfigPatch: _TypeAlias = ModelConfigPatch  # noqa: Y015
+
+@_typing.final
 class GetModelConfigRequest(_message.Message):
     """Input of GetModelConfig."""
 
@@ -1302,13 +1703,13 @@ class GetModelConfigResponse(_message.Message):
 
     CONFIG_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def config(self) -> _queue_pb2.ModelConfig:
+    def config(self) -> Global___ModelConfig:
         """The configuration."""
 
     def __init__(
         self,
         *,
-        config: _queue_pb2.ModelConfig | None = ...,
+        config: Global___ModelConfig | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1332,7 +1733,7 @@ class UpdateModelConfigRequest(_message.Message):
     expected_version: _builtins.int
     """The version the change is based on (required); a mismatch fails with ABORTED (HTTP 409)."""
     @_builtins.property
-    def patch(self) -> _queue_pb2.ModelConfigPatch:
+    def patch(self) -> Global___ModelConfigPatch:
         """The change."""
 
     def __init__(
@@ -1340,7 +1741,7 @@ class UpdateModelConfigRequest(_message.Message):
         *,
         model: _builtins.str = ...,
         expected_version: _builtins.int | None = ...,
-        patch: _queue_pb2.ModelConfigPatch | None = ...,
+        patch: Global___ModelConfigPatch | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "patch", b"patch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1360,13 +1761,13 @@ class UpdateModelConfigResponse(_message.Message):
 
     CONFIG_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def config(self) -> _queue_pb2.ModelConfig:
+    def config(self) -> Global___ModelConfig:
         """The new configuration."""
 
     def __init__(
         self,
         *,
-        config: _queue_pb2.ModelConfig | None = ...,
+        config: Global___ModelConfig | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1466,6 +1867,80 @@ class BackendPlan(_message.Message):
 Global___BackendPlan: _TypeAlias = BackendPlan  # noqa: Y015
 
 @_typing.final
+class SwitchDecision(_message.Message):
+    """One decision of the auto-switcher about one backend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ScoresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    FROM_MODEL_FIELD_NUMBER: _builtins.int
+    TO_MODEL_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Decision id."""
+    backend: _builtins.str
+    """Backend concerned."""
+    from_model: _builtins.str
+    """Model it held."""
+    to_model: _builtins.str
+    """Model it should hold."""
+    action: _builtins.str
+    """"switch", "stay", "wait_idle", "cooldown", "failed"."""
+    reason: _builtins.str
+    """Why, in words."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it was made."""
+
+    @_builtins.property
+    def scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Demand scores by model at the time."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        backend: _builtins.str = ...,
+        from_model: _builtins.str = ...,
+        to_model: _builtins.str = ...,
+        action: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "at", b"at", "backend", b"backend", "from_model", b"from_model", "id", b"id", "reason", b"reason", "scores", b"scores", "to_model", b"to_model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwitchDecision: _TypeAlias = SwitchDecision  # noqa: Y015
+
+@_typing.final
 class GetAutoSwitchResponse(_message.Message):
     """Output of GetAutoSwitch."""
 
@@ -1499,7 +1974,7 @@ class GetAutoSwitchResponse(_message.Message):
         """Plan by backend."""
 
     @_builtins.property
-    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[_queue_pb2.SwitchDecision]:
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SwitchDecision]:
         """Recent decisions, newest first."""
 
     @_builtins.property
@@ -1514,7 +1989,7 @@ class GetAutoSwitchResponse(_message.Message):
         cooldown_seconds: _builtins.float = ...,
         demand: _abc.Iterable[Global___ModelDemand] | None = ...,
         plan: _abc.Iterable[Global___BackendPlan] | None = ...,
-        decisions: _abc.Iterable[_queue_pb2.SwitchDecision] | None = ...,
+        decisions: _abc.Iterable[Global___SwitchDecision] | None = ...,
         demand_margin: _builtins.float = ...,
         interval_seconds: _builtins.float = ...,
         evaluated_at: _timestamp_pb2.Timestamp | None = ...,

@@ -3,7 +3,8 @@
 isort:skip_file
 The admin service: tokens, users, API keys, models, queue metrics, crash log, history,
 dynamic model configuration and auto-switching. Every RPC but IssueToken and RevokeToken needs the
-admin role.
+admin role. The file is self-contained: every message the API carries is defined here or in
+aigw/common/v1, never borrowed from an internal service's package.
 """
 
 from aigw.admin.v1 import admin_pb2 as _admin_pb2
