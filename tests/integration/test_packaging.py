@@ -3,6 +3,7 @@ side; the services' wheel holds the services and nothing of the harness, tests o
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,6 +18,8 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def build(project: Path, out: Path) -> Path:
+    # setuptools reuses its build/ folder: what an earlier build put there would ride along in this wheel
+    shutil.rmtree(project / "build", ignore_errors=True)
     subprocess.run([str(UV), "build", "--wheel", "--quiet", "-o", str(out), str(project)], check=True, timeout=300)
     [wheel] = out.glob("*.whl")
     return wheel
@@ -25,6 +28,11 @@ def build(project: Path, out: Path) -> Path:
 def top_level(wheel: Path) -> set[str]:
     with zipfile.ZipFile(wheel) as archive:
         return {name.split("/")[0] for name in archive.namelist() if not name.split("/")[0].endswith(".dist-info")}
+
+
+def stub_packages(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        return {name.split("/")[1] for name in archive.namelist() if name.startswith("aigw/") and name.count("/") > 1}
 
 
 def test_the_client_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
@@ -47,6 +55,7 @@ def test_the_client_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
     server = subprocess.run([str(python), "-c", "import aigw_server"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
 
     assert top_level(wheel) == {"aigw", "aigw_client"}
+    assert stub_packages(wheel) == {"admin", "common", "router"}, "the public contracts, none of the internal ones"
     assert (usage.returncode, sdk.stdout.strip()) == (0, "AigwClient"), usage.stderr + sdk.stderr
     assert "usage: aigw" in usage.stdout
     assert server.returncode != 0, "nothing of the server side comes with the client"
