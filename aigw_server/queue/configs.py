@@ -13,9 +13,9 @@ from typing import Any
 
 from bson.binary import Binary
 
-from aigw_server.queue.documents import from_datetime, to_datetime
-from aigw_server.queue.limits import ModelSettings, Patch, apply_patch, settings_from_config
+from aigw_server.queue.model_settings import ModelSettings, Patch, apply_patch, settings_from_config
 from aigw_server.queue.store import CONFIG_CHANGES, Duplicate, QueueStore
+from aigw_server.queue.times import from_datetime, to_datetime
 from aigw_server.runtime.config import GatewayConfig
 from aigw_server.runtime.errors import Aborted, InvalidArgument, NotFound
 

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aigw_server.queue.crashlog import CrashEvent, CrashKind, CrashLog
-from aigw_server.queue.documents import from_datetime, to_datetime
-from aigw_server.queue.engine import QueueEngine
 from aigw_server.queue.identity import Identities
 from aigw_server.queue.jobs import State
+from aigw_server.queue.jobs_engine import QueueEngine
 from aigw_server.queue.series import BUCKET_SECONDS, WINDOW_MINUTES, PastJob
 from aigw_server.queue.store import (
     COUNTERS,
@@ -29,6 +28,7 @@ from aigw_server.queue.store import (
     StoreUnavailable,
     stop_if_cancelled,
 )
+from aigw_server.queue.times import from_datetime, to_datetime
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from aigw_server.queue.engine import QueueEngine
+from aigw_server.queue.jobs_engine import QueueEngine
 from aigw_server.queue.stats import percentiles
 
 

@@ -12,12 +12,12 @@ import grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.queue.autoswitch import AutoSwitchRecords
 from aigw_server.queue.crashlog import CrashLog
-from aigw_server.queue.engine import QueueEngine
 from aigw_server.queue.housekeeping import Housekeeping
 from aigw_server.queue.identity import Identities
+from aigw_server.queue.jobs_engine import QueueEngine
 from aigw_server.queue.metrics import QueueCollector, register, unregister
+from aigw_server.queue.records_servicer import AutoSwitchStoreServicer, IdentityServicer, ModelConfigServicer
 from aigw_server.queue.servicer import CrashLogServicer, QueueServicer, Readiness
-from aigw_server.queue.servicer_records import AutoSwitchStoreServicer, IdentityServicer, ModelConfigServicer
 from aigw_server.queue.store import QueueStore, StoreUnavailable, stop_if_cancelled
 from aigw_server.runtime.config import GatewayConfig, ServiceName
 from aigw_server.runtime.server import Health

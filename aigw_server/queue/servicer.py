@@ -10,11 +10,12 @@ import grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.queue import convert
 from aigw_server.queue.crashlog import CrashLog
-from aigw_server.queue.engine import QueueEngine
-from aigw_server.queue.history import JobFilter, list_jobs
+from aigw_server.queue.job_history import JobFilter, list_jobs
 from aigw_server.queue.jobs import JobRecord, Lease
+from aigw_server.queue.jobs_engine import QueueEngine
 from aigw_server.queue.series import WINDOW_MINUTES
 from aigw_server.queue.session import SessionServicer
+from aigw_server.queue.times import to_timestamp
 from aigw_server.runtime.errors import InvalidArgument, Unavailable
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -93,7 +94,7 @@ class JobCalls:
             request.backend,
         )
         return queue_pb2.HeartbeatResponse(
-            expires_at=convert.timestamp(reply.expires_at), cancel=reply.cancel, cancel_reason=reply.reason
+            expires_at=to_timestamp(reply.expires_at), cancel=reply.cancel, cancel_reason=reply.reason
         )
 
     async def complete_job(self, request: queue_pb2.CompleteJobRequest) -> queue_pb2.CompleteJobResponse:
@@ -198,7 +199,7 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
             raise InvalidArgument("window_days: between 1 and 366", field="window_days")
         since = self.engine.clock() - days * 86_400
         buckets = self.engine.usage.by_hour_of_week(since)
-        reply = queue_pb2.GetUsageResponse(since=convert.timestamp(since))
+        reply = queue_pb2.GetUsageResponse(since=to_timestamp(since))
         for (model, hour), count in sorted(buckets.items()):
             reply.buckets.add(model=model, hour_of_week=hour, count=count)
         return reply

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass
 from typing import Any
 
-from aigw_server.queue import documents as docs
+from aigw_server.queue import store_documents as docs
 from aigw_server.queue.crashlog import before_cursor, decode_cursor, encode_cursor, page_size
-from aigw_server.queue.engine import QueueEngine
 from aigw_server.queue.jobs import JobRecord, Kind, State
+from aigw_server.queue.jobs_engine import QueueEngine
 from aigw_server.queue.store import JOBS, OUTCOMES
+from aigw_server.queue.times import stored_millis, to_datetime
 from aigw_server.runtime.errors import InvalidArgument
 
 Doc = dict[str, Any]
@@ -36,12 +36,6 @@ class JobFilter:
             raise InvalidArgument(f"kind: {self.kind} is not a job kind", field="kind")
 
 
-def millis(t: float) -> int:
-    """A time as the store keeps it (whole milliseconds, as BSON encodes a datetime)."""
-    d = docs.to_datetime(t)
-    return calendar.timegm(d.utctimetuple()) * 1000 + d.microsecond // 1000
-
-
 def _query(f: JobFilter, token: str) -> Doc:
     query: Doc = {}
     for name in ("model", "client_id", "subject"):
@@ -53,9 +47,9 @@ def _query(f: JobFilter, token: str) -> Doc:
         query["state"] = f.state
     bounds: Doc = {}
     if f.since:
-        bounds["$gte"] = docs.to_datetime(f.since)
+        bounds["$gte"] = to_datetime(f.since)
     if f.until:
-        bounds["$lt"] = docs.to_datetime(f.until)
+        bounds["$lt"] = to_datetime(f.until)
     if bounds:
         query["submitted_at"] = bounds
     if token:
@@ -74,7 +68,7 @@ def _matches(rec: JobRecord, f: JobFilter, cursor: tuple[int, str] | None) -> bo
         or (f.until and rec.submitted_at >= f.until)
     ):
         return False
-    return cursor is None or (millis(rec.submitted_at), rec.request_id) < cursor
+    return cursor is None or (stored_millis(rec.submitted_at), rec.request_id) < cursor
 
 
 async def list_jobs(engine: QueueEngine, f: JobFilter, size: int, token: str) -> tuple[list[JobRecord], str]:
@@ -84,7 +78,7 @@ async def list_jobs(engine: QueueEngine, f: JobFilter, size: int, token: str) ->
     if f.state in (State.QUEUED, State.RUNNING):
         cursor = decode_cursor(token) if token else None
         found = [r for r in engine.active.values() if _matches(r, f, cursor)]
-        found.sort(key=lambda r: (millis(r.submitted_at), r.request_id), reverse=True)
+        found.sort(key=lambda r: (stored_millis(r.submitted_at), r.request_id), reverse=True)
         page = found[:limit]
         more = len(found) > limit
     elif f.state:
@@ -97,7 +91,7 @@ async def list_jobs(engine: QueueEngine, f: JobFilter, size: int, token: str) ->
         )
         page = await _current(engine, rows[:limit])
         more = len(rows) > limit
-    next_token = encode_cursor(millis(page[-1].submitted_at), page[-1].request_id) if more and page else ""
+    next_token = encode_cursor(stored_millis(page[-1].submitted_at), page[-1].request_id) if more and page else ""
     return page, next_token
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any, TypeVar
 
-from aigw_server.queue import documents as docs
+from aigw_server.queue import store_documents as docs
 from aigw_server.queue.configs import ModelConfigs
 from aigw_server.queue.crashlog import CrashEvent, CrashKind, CrashLog
 from aigw_server.queue.jobs import (
@@ -46,7 +46,7 @@ from aigw_server.queue.jobs import (
     replay,
     succeeded,
 )
-from aigw_server.queue.limits import ModelSettings, admits, retry_after
+from aigw_server.queue.model_settings import ModelSettings, admits, retry_after
 from aigw_server.queue.ordering import ModelQueue
 from aigw_server.queue.series import QueueSeries
 from aigw_server.queue.stats import ModelStats, Usage
