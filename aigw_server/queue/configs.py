@@ -76,6 +76,10 @@ class ModelConfigs:
         except KeyError:
             raise NotFound(f"model {model!r} is not configured") from None
 
+    def all(self) -> list[ModelSettings]:
+        """Every configured model's settings, by model name."""
+        return [s for _, s in sorted(self.settings.items())]
+
     async def load(self) -> None:
         """Takes the latest stored version of every configured model."""
         latest: dict[str, Doc] = {}

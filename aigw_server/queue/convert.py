@@ -11,7 +11,7 @@ from aigw_server.queue.autoswitch import SwitchDecision, SwitchState
 from aigw_server.queue.crashlog import CrashEvent, CrashFilter, CrashKind
 from aigw_server.queue.identity import ApiKey, RefreshToken, User, UserChange
 from aigw_server.queue.jobs import JobError, JobRecord, Kind, Lease, Priority, State
-from aigw_server.queue.jobs_engine import QueueStats, SubmitSpec
+from aigw_server.queue.jobs_engine import JobResult, QueueStats, SubmitSpec
 from aigw_server.queue.model_settings import ModelSettings, Patch
 from aigw_server.queue.series import BUCKET_SECONDS, MinuteView, Quantiles
 from aigw_server.queue.stats import percentiles
@@ -53,6 +53,7 @@ def submit_spec(req: queue_pb2.SubmitRequest) -> SubmitSpec:
         idempotency_key=req.idempotency_key,
         timeout_seconds=req.timeout_seconds if req.timeout_seconds == req.timeout_seconds else -1.0,
         owner_id=req.owner_id,
+        accept_lease=req.accept_lease,
     )
 
 
@@ -114,14 +115,14 @@ def lease_proto(rec: JobRecord, lease: Lease, ttl: float) -> queue_pb2.Lease:
     )
 
 
-def result_bytes(req: queue_pb2.CompleteJobRequest, kind: Kind) -> bytes:
-    """The result, which must match the job's kind."""
+def job_result(req: queue_pb2.CompleteJobRequest) -> JobResult:
+    """The result and the kind of job it answers (None when the request carries none)."""
     which = req.WhichOneof("result")
-    if which is None:
-        raise InvalidArgument("result: a chat_result or ocr_result is required", field="result")
-    if (which == "chat_result") != (kind == Kind.CHAT):
-        raise InvalidArgument(f"result: a {kind.name.lower()} job takes a {kind.name.lower()} result", field="result")
-    return req.chat_result.SerializeToString() if which == "chat_result" else req.ocr_result.SerializeToString()
+    if which == "chat_result":
+        return JobResult(Kind.CHAT, req.chat_result.SerializeToString())
+    if which == "ocr_result":
+        return JobResult(Kind.OCR, req.ocr_result.SerializeToString())
+    return JobResult(None, b"")
 
 
 def stats_proto(model: str, s: QueueStats) -> queue_pb2.GetQueueStatsResponse:

@@ -25,6 +25,7 @@ from aigw_server.runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
+# BSON documents hold values of many types; pymongo types them as dict[str, Any] too.
 Doc = dict[str, Any]
 
 JOBS = "jobs"
@@ -40,6 +41,10 @@ REFRESH_TOKEN_USES = "refresh_token_uses"
 SETTINGS = "settings"
 DECISIONS = "switch_decisions"
 COUNTERS = "counters"
+RETIRED_ID = "retired"
+"""The `counters` document holding the totals of jobs that retention deleted."""
+CHUNK = 500
+"""At most this many ids in one `$in` query."""
 
 DUPLICATE_CODES = frozenset({11000, 11001})
 NOT_IMPLEMENTED = 238

@@ -107,7 +107,7 @@ async def test_retention_deletes_old_history_but_keeps_the_totals(queue: Queue) 
     sixteen_days_on = time.time() + 16 * 86_400
     swept = await queue.service.housekeeping.sweep_retention(sixteen_days_on)
     assert swept == 2
-    queue.service.engine.recent.clear()
+    queue.service.engine.jobs.forget_finished()
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await queue.jobs.GetJob(queue_pb2.GetJobRequest(request_id=rid))
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND
