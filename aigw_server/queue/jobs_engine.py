@@ -159,7 +159,7 @@ class JobEngine:
         self.grants = GrantBroker(self.jobs, self.locks, self.watchers, self.configs.get, cfg.queue, clock)
         self.history = JobHistory(self.jobs, store)
         self._admissions: dict[str, asyncio.Future[bool]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # transitions of every result type
 
     def dispatch(self, model: str) -> None:
         """Grants what the model's free slots and waiting takers allow (after a job is set free or settings change)."""

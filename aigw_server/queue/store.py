@@ -154,7 +154,7 @@ class InsertBatcher:
 
 
 def _bulk_failures(exc: BulkWriteError, size: int) -> dict[int, Exception]:
-    details: Mapping[str, Any] = exc.details
+    details: Mapping[str, Any] = exc.details  # the server's reply document, as pymongo types it
     if details.get("writeConcernErrors"):
         return dict.fromkeys(range(size), StoreUnavailable(uncertain=True))
     failures: dict[int, Exception] = {}
@@ -173,7 +173,7 @@ class QueueStore:
     """The database and its collections."""
 
     def __init__(self, cfg: DatabaseConfig, data_dir: Path, retention_seconds: float) -> None:
-        options: dict[str, Any] = {
+        options: dict[str, Any] = {  # AsyncMongoClient's keyword options, of several types
             "serverSelectionTimeoutMS": SERVER_SELECTION_MS,
             "connectTimeoutMS": CONNECT_MS,
             "socketTimeoutMS": SOCKET_MS,

@@ -18,7 +18,7 @@ from tests.integration.queue.conftest import CHAT, OCR, Queue, start_queue
 
 async def run_one(queue: Queue, text: str, **fields: object) -> str:
     """Submits, runs and completes one async job; returns its id."""
-    rid = (await queue.submit(text, **fields)).job.request_id  # type: ignore[arg-type]
+    rid = (await queue.submit(text, **fields)).job.request_id
     granted = await queue.acquire(models=[CHAT])
     assert granted.job.request_id == rid
     await queue.complete(granted.lease, f"answer to {text}")
