@@ -27,6 +27,7 @@ from aigw_server.queue.job_history import JobFilter, JobHistory
 from aigw_server.queue.job_locks import JobLocks
 from aigw_server.queue.job_watchers import JobWatchers, WatchEvent
 from aigw_server.queue.jobs import (
+    DEADLINE_CODE,
     STOP_CANCELLED,
     STOP_DEADLINE,
     STOP_LEASE_LOST,
@@ -350,6 +351,12 @@ class JobEngine:
 
     # ---- grants
 
+    async def acquire(self, request_id: str, worker_id: str, models: list[str], wait_s: float) -> tuple[JobRecord, Lease] | None:
+        """A grant for the worker: of its own job `request_id` when it names one, else of orphaned work of `models`."""
+        if request_id:
+            return await self.acquire_own(request_id, worker_id, wait_s)
+        return await self.acquire_orphan(worker_id, models, wait_s)
+
     async def acquire_own(self, request_id: str, worker_id: str, wait_s: float) -> tuple[JobRecord, Lease] | None:
         """Waits until the caller's own job is granted; None when wait_s passes first."""
         rec = self.jobs.get(request_id)
@@ -538,7 +545,7 @@ class JobEngine:
         apply_outcome(rec, outcome)
         if lease is not None:
             reason = STOP_CANCELLED if outcome.state == State.CANCELLED else STOP_LEASE_LOST
-            if outcome.error is not None and outcome.error.code == "DEADLINE_EXCEEDED":
+            if outcome.error is not None and outcome.error.code == DEADLINE_CODE:
                 reason = STOP_DEADLINE
             self.jobs.lease_ended(lease.lease_id, reason)
         self.jobs.finished(rec)

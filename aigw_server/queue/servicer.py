@@ -78,10 +78,7 @@ class JobCalls:
         if request.wait_ms < 0:
             raise InvalidArgument("wait_ms: must be >= 0", field="wait_ms")
         wait_s = request.wait_ms / 1000.0
-        if request.request_id:
-            granted = await self.engine.acquire_own(request.request_id, request.worker_id, wait_s)
-        else:
-            granted = await self.engine.acquire_orphan(request.worker_id, list(request.models), wait_s)
+        granted = await self.engine.acquire(request.request_id, request.worker_id, list(request.models), wait_s)
         return self._granted(granted)
 
     async def heartbeat(self, request: queue_pb2.HeartbeatRequest) -> queue_pb2.HeartbeatResponse:
