@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aigw_server.queue.crashlog import page_size
-from aigw_server.queue.documents import from_datetime, to_datetime
 from aigw_server.queue.store import DECISIONS, SETTINGS, QueueStore
+from aigw_server.queue.times import from_datetime, to_datetime
 from aigw_server.runtime.errors import InvalidArgument
 
 Doc = dict[str, Any]

@@ -13,9 +13,9 @@ from typing import Any
 
 from bson.binary import Binary
 
-from aigw_server.queue.documents import from_datetime, to_datetime
-from aigw_server.queue.limits import ModelSettings, Patch, apply_patch, settings_from_config
+from aigw_server.queue.model_settings import ModelSettings, Patch, apply_patch, settings_from_config
 from aigw_server.queue.store import CONFIG_CHANGES, Duplicate, QueueStore
+from aigw_server.queue.times import from_datetime, to_datetime
 from aigw_server.runtime.config import GatewayConfig
 from aigw_server.runtime.errors import Aborted, InvalidArgument, NotFound
 
@@ -75,6 +75,10 @@ class ModelConfigs:
             return self.settings[model]
         except KeyError:
             raise NotFound(f"model {model!r} is not configured") from None
+
+    def all(self) -> list[ModelSettings]:
+        """Every configured model's settings, by model name."""
+        return [s for _, s in sorted(self.settings.items())]
 
     async def load(self) -> None:
         """Takes the latest stored version of every configured model."""

@@ -2,50 +2,43 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw_server.queue.autoswitch import SwitchDecision, SwitchState
 from aigw_server.queue.crashlog import CrashEvent, CrashFilter, CrashKind
-from aigw_server.queue.engine import QueueStats, SubmitSpec
 from aigw_server.queue.identity import ApiKey, RefreshToken, User, UserChange
 from aigw_server.queue.jobs import JobError, JobRecord, Kind, Lease, Priority, State
-from aigw_server.queue.limits import ModelSettings, Patch
+from aigw_server.queue.jobs_engine import JobResult, QueueStats, SubmitSpec
+from aigw_server.queue.model_settings import ModelSettings, Patch
 from aigw_server.queue.series import BUCKET_SECONDS, MinuteView, Quantiles
 from aigw_server.queue.stats import percentiles
+from aigw_server.queue.times import from_timestamp, to_timestamp
+from aigw_server.runtime.enums import PRIORITY_WORDS
 from aigw_server.runtime.errors import InvalidArgument
 
-PRIORITIES = {
-    common_pb2.PRIORITY_UNSPECIFIED: Priority.NORMAL,
-    common_pb2.PRIORITY_LOW: Priority.LOW,
-    common_pb2.PRIORITY_NORMAL: Priority.NORMAL,
-    common_pb2.PRIORITY_HIGH: Priority.HIGH,
-}
+
+def priority(value: int) -> Priority:
+    """A request's priority (unset: NORMAL); InvalidArgument for a number the enum does not have."""
+    if value == common_pb2.PRIORITY_UNSPECIFIED:
+        return Priority.NORMAL
+    if value not in PRIORITY_WORDS:
+        raise InvalidArgument(f"priority: {value} is not a priority", field="priority")
+    return Priority(value)
 
 
-def timestamp(t: float) -> Timestamp:
-    seconds = int(t)
-    return Timestamp(seconds=seconds, nanos=int((t - seconds) * 1e9))
-
-
-def seconds(ts: Timestamp) -> float:
-    return ts.seconds + ts.nanos / 1e9
-
-
-def optional_seconds(message: object, name: str) -> float:
+def optional_seconds(message: Message, name: str) -> float:
     """The time in a Timestamp field, 0 when unset."""
-    if not message.HasField(name):  # type: ignore[attr-defined]
+    if not message.HasField(name):
         return 0.0
     value: Timestamp = getattr(message, name)
-    return seconds(value)
+    return from_timestamp(value)
 
 
 def submit_spec(req: queue_pb2.SubmitRequest) -> SubmitSpec:
     """A Submit request as the engine takes it; the payload is serialized once here."""
-    priority = PRIORITIES.get(req.priority)
-    if priority is None:
-        raise InvalidArgument(f"priority: {req.priority} is not a priority", field="priority")
     which = req.WhichOneof("payload")
     kind = Kind.CHAT if which == "chat" else Kind.OCR if which == "ocr" else None
     payload = req.chat.SerializeToString() if which == "chat" else req.ocr.SerializeToString() if which == "ocr" else b""
@@ -53,20 +46,21 @@ def submit_spec(req: queue_pb2.SubmitRequest) -> SubmitSpec:
         model=req.model,
         kind=kind,
         payload=payload,
-        priority=priority,
+        priority=priority(req.priority),
         request_id=req.request_id,
         client_id=req.client_id,
         subject=req.subject,
         idempotency_key=req.idempotency_key,
         timeout_seconds=req.timeout_seconds if req.timeout_seconds == req.timeout_seconds else -1.0,
         owner_id=req.owner_id,
+        accept_lease=req.accept_lease,
     )
 
 
 def error_proto(e: JobError) -> common_pb2.JobError:
     out = common_pb2.JobError(code=e.code, message=e.message, attempt=e.attempt, backend=e.backend)
     if e.at:
-        out.at.CopyFrom(timestamp(e.at))
+        out.at.CopyFrom(to_timestamp(e.at))
     return out
 
 
@@ -79,9 +73,9 @@ def job_proto(rec: JobRecord, position: int, now: float, include_payload: bool =
     job = common_pb2.Job(
         request_id=rec.request_id,
         model=rec.model,
-        kind=int(rec.kind),  # type: ignore[arg-type]
-        priority=int(rec.priority),  # type: ignore[arg-type]
-        state=int(rec.state),  # type: ignore[arg-type]
+        kind=common_pb2.JobKind.ValueType(rec.kind),
+        priority=common_pb2.Priority.ValueType(rec.priority),
+        state=common_pb2.JobState.ValueType(rec.state),
         client_id=rec.client_id,
         subject=rec.subject,
         idempotency_key=rec.idempotency_key,
@@ -96,12 +90,12 @@ def job_proto(rec: JobRecord, position: int, now: float, include_payload: bool =
     if rec.error is not None:
         job.error.CopyFrom(error_proto(rec.error))
     timings = job.timings
-    timings.submitted_at.CopyFrom(timestamp(rec.submitted_at))
-    timings.deadline.CopyFrom(timestamp(rec.deadline))
+    timings.submitted_at.CopyFrom(to_timestamp(rec.submitted_at))
+    timings.deadline.CopyFrom(to_timestamp(rec.deadline))
     if rec.started_at:
-        timings.started_at.CopyFrom(timestamp(rec.started_at))
+        timings.started_at.CopyFrom(to_timestamp(rec.started_at))
     if rec.finished_at:
-        timings.finished_at.CopyFrom(timestamp(rec.finished_at))
+        timings.finished_at.CopyFrom(to_timestamp(rec.finished_at))
     timings.queued_ms = rec.queued_ms(now)
     timings.service_ms = rec.service_ms(now)
     if include_payload and rec.payload:
@@ -116,19 +110,19 @@ def lease_proto(rec: JobRecord, lease: Lease, ttl: float) -> queue_pb2.Lease:
         lease_id=lease.lease_id,
         request_id=rec.request_id,
         attempt=lease.attempt,
-        expires_at=timestamp(lease.expires_at),
+        expires_at=to_timestamp(lease.expires_at),
         ttl_ms=int(ttl * 1000),
     )
 
 
-def result_bytes(req: queue_pb2.CompleteJobRequest, kind: Kind) -> bytes:
-    """The result, which must match the job's kind."""
+def job_result(req: queue_pb2.CompleteJobRequest) -> JobResult:
+    """The result and the kind of job it answers (None when the request carries none)."""
     which = req.WhichOneof("result")
-    if which is None:
-        raise InvalidArgument("result: a chat_result or ocr_result is required", field="result")
-    if (which == "chat_result") != (kind == Kind.CHAT):
-        raise InvalidArgument(f"result: a {kind.name.lower()} job takes a {kind.name.lower()} result", field="result")
-    return req.chat_result.SerializeToString() if which == "chat_result" else req.ocr_result.SerializeToString()
+    if which == "chat_result":
+        return JobResult(Kind.CHAT, req.chat_result.SerializeToString())
+    if which == "ocr_result":
+        return JobResult(Kind.OCR, req.ocr_result.SerializeToString())
+    return JobResult(None, b"")
 
 
 def stats_proto(model: str, s: QueueStats) -> queue_pb2.GetQueueStatsResponse:
@@ -160,7 +154,7 @@ def series_proto(model: str, minutes: list[MinuteView]) -> queue_pb2.GetQueueSer
         bucket_seconds=BUCKET_SECONDS,
         minutes=[
             queue_pb2.QueueMinute(
-                start=timestamp(m.start),
+                start=to_timestamp(m.start),
                 seconds=m.seconds,
                 succeeded=m.succeeded,
                 failed=m.failed,
@@ -185,14 +179,14 @@ def settings_proto(s: ModelSettings) -> queue_pb2.ModelConfig:
         max_waiting=s.max_waiting,
         timeout_seconds=s.timeout_seconds,
         max_attempts=s.max_attempts,
-        default_resolution=s.default_resolution,  # type: ignore[arg-type]
+        default_resolution=common_pb2.Resolution.ValueType(s.default_resolution),
         enabled=s.enabled,
         updated_by=s.updated_by,
     )
     if s.default_params:
         config.default_params.ParseFromString(s.default_params)
     if s.updated_at:
-        config.updated_at.CopyFrom(timestamp(s.updated_at))
+        config.updated_at.CopyFrom(to_timestamp(s.updated_at))
     return config
 
 
@@ -228,8 +222,8 @@ def crash_from_proto(e: queue_pb2.CrashEvent) -> CrashEvent:
 def crash_proto(e: CrashEvent) -> queue_pb2.CrashEvent:
     return queue_pb2.CrashEvent(
         id=e.id,
-        at=timestamp(e.at),
-        kind=int(e.kind),  # type: ignore[arg-type]
+        at=to_timestamp(e.at),
+        kind=queue_pb2.CrashKind.ValueType(e.kind),
         service=e.service,
         model=e.model,
         backend=e.backend,
@@ -262,8 +256,8 @@ def user_proto(u: User) -> queue_pb2.User:
         # password_hash is write-only: no answer carries it (VerifyPassword checks passwords here).
         disabled=u.disabled,
         allowed_client_ids=list(u.allowed_client_ids),
-        created_at=timestamp(u.created_at),
-        updated_at=timestamp(u.updated_at),
+        created_at=to_timestamp(u.created_at),
+        updated_at=to_timestamp(u.updated_at),
     )
 
 
@@ -283,11 +277,11 @@ def key_from_proto(k: queue_pb2.ApiKey) -> ApiKey:
 
 def key_proto(k: ApiKey) -> queue_pb2.ApiKey:
     """A key's record without its secret hash."""
-    out = queue_pb2.ApiKey(key_id=k.key_id, subject=k.subject, role=k.role, name=k.name, created_at=timestamp(k.created_at))
+    out = queue_pb2.ApiKey(key_id=k.key_id, subject=k.subject, role=k.role, name=k.name, created_at=to_timestamp(k.created_at))
     if k.last_used_at:
-        out.last_used_at.CopyFrom(timestamp(k.last_used_at))
+        out.last_used_at.CopyFrom(to_timestamp(k.last_used_at))
     if k.revoked_at:
-        out.revoked_at.CopyFrom(timestamp(k.revoked_at))
+        out.revoked_at.CopyFrom(to_timestamp(k.revoked_at))
     return out
 
 
@@ -297,12 +291,16 @@ def token_from_proto(t: queue_pb2.RefreshToken) -> RefreshToken:
 
 def token_proto(t: RefreshToken) -> queue_pb2.RefreshToken:
     out = queue_pb2.RefreshToken(
-        token_id=t.token_id, token_hash=t.token_hash, subject=t.subject, family_id=t.family_id, expires_at=timestamp(t.expires_at)
+        token_id=t.token_id,
+        token_hash=t.token_hash,
+        subject=t.subject,
+        family_id=t.family_id,
+        expires_at=to_timestamp(t.expires_at),
     )
     if t.used_at:
-        out.used_at.CopyFrom(timestamp(t.used_at))
+        out.used_at.CopyFrom(to_timestamp(t.used_at))
     if t.revoked_at:
-        out.revoked_at.CopyFrom(timestamp(t.revoked_at))
+        out.revoked_at.CopyFrom(to_timestamp(t.revoked_at))
     return out
 
 
@@ -311,7 +309,7 @@ def switch_state_proto(s: SwitchState) -> queue_pb2.GetAutoSwitchStateResponse:
     if s.enabled is not None:
         out.enabled = s.enabled
     if s.updated_at:
-        out.updated_at.CopyFrom(timestamp(s.updated_at))
+        out.updated_at.CopyFrom(to_timestamp(s.updated_at))
     return out
 
 
@@ -331,7 +329,7 @@ def decision_from_proto(d: queue_pb2.SwitchDecision) -> SwitchDecision:
 def decision_proto(d: SwitchDecision) -> queue_pb2.SwitchDecision:
     return queue_pb2.SwitchDecision(
         id=d.id,
-        at=timestamp(d.at),
+        at=to_timestamp(d.at),
         backend=d.backend,
         from_model=d.from_model,
         to_model=d.to_model,

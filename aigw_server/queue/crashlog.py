@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from aigw_server.queue.documents import from_datetime, to_datetime
 from aigw_server.queue.store import CLOSE_WAIT_SECONDS, CRASHES, Duplicate, QueueStore, StoreUnavailable, stop_if_cancelled
+from aigw_server.queue.times import from_datetime, to_datetime
 from aigw_server.runtime.errors import InvalidArgument
 
 log = logging.getLogger(__name__)

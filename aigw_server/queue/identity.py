@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aigw_server.queue.documents import from_datetime, to_datetime
 from aigw_server.queue.store import API_KEYS, REFRESH_TOKEN_USES, REFRESH_TOKENS, USERS, Duplicate, QueueStore
+from aigw_server.queue.times import from_datetime, to_datetime
 from aigw_server.runtime.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from aigw_server.runtime.passwords import PasswordHashing
 

@@ -8,14 +8,14 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from aigw_server.queue.engine import QueueEngine
+from aigw_server.queue.jobs_engine import JobEngine
 from aigw_server.queue.stats import percentiles
 
 
 class QueueCollector(Collector):
     """Per-model gauges (processing, waiting, utilization, limits, latency percentiles) and counters."""
 
-    def __init__(self, engine: QueueEngine) -> None:
+    def __init__(self, engine: JobEngine) -> None:
         self.engine = engine
 
     def collect(self) -> Iterator[Metric]:
@@ -39,7 +39,7 @@ class QueueCollector(Collector):
         failures = CounterMetricFamily("aigw_queue_job_failures", "Failed jobs by error code", labels=["model", "code"])
         admitted = CounterMetricFamily("aigw_queue_jobs_submitted", "Jobs admitted since the process started", labels=labels)
         rejected = CounterMetricFamily("aigw_queue_jobs_rejected", "Submits refused because the model was full", labels=labels)
-        for model in sorted(self.engine.queues):
+        for model in sorted(self.engine.models()):
             s = self.engine.queue_stats(model)
             limit = s.settings.max_concurrent
             for name, value in (

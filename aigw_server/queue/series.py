@@ -14,11 +14,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aigw_server.queue.jobs import State
+from aigw_server.queue.jobs import DEADLINE_CODE, State
 
 BUCKET_SECONDS = 60
 WINDOW_MINUTES = 60
-DEADLINE_CODE = "DEADLINE_EXCEEDED"
 _STEPS_PER_DOUBLING = 4
 LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(
     2.0 ** (i / _STEPS_PER_DOUBLING) for i in range(math.ceil(math.log2(600_000.0) * _STEPS_PER_DOUBLING) + 1)

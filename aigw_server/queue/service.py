@@ -1,4 +1,4 @@
-"""Assembles the queue service: store, engine, records, servicers, recovery and housekeeping, health."""
+"""Assembles the queue service: store, job engine, records, servicers, recovery and housekeeping, health."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import grpc
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.queue.autoswitch import AutoSwitchRecords
 from aigw_server.queue.crashlog import CrashLog
-from aigw_server.queue.engine import QueueEngine
 from aigw_server.queue.housekeeping import Housekeeping
 from aigw_server.queue.identity import Identities
+from aigw_server.queue.jobs_engine import JobEngine
 from aigw_server.queue.metrics import QueueCollector, register, unregister
+from aigw_server.queue.records_servicer import AutoSwitchStoreServicer, IdentityServicer, ModelConfigServicer
+from aigw_server.queue.recovery import Recovery
 from aigw_server.queue.servicer import CrashLogServicer, QueueServicer, Readiness
-from aigw_server.queue.servicer_records import AutoSwitchStoreServicer, IdentityServicer, ModelConfigServicer
 from aigw_server.queue.store import QueueStore, StoreUnavailable, stop_if_cancelled
 from aigw_server.runtime.config import GatewayConfig, ServiceName
 from aigw_server.runtime.server import Health
@@ -46,10 +47,12 @@ class QueueService:
         self.cfg = cfg
         self.store = QueueStore(cfg.database, cfg.data_path, cfg.queue.history_retention_days * 86_400.0)
         self.crashlog = CrashLog(self.store, clock)
-        self.engine = QueueEngine(cfg, self.store, self.crashlog, clock)
+        self.engine = engine = JobEngine(cfg, self.store, self.crashlog, clock)
         self.identities = Identities(self.store, clock)
         self.autoswitch = AutoSwitchRecords(self.store, clock)
-        self.housekeeping = Housekeeping(self.engine, self.identities, self.crashlog, self.store, clock)
+        jobs, measures = engine.jobs, engine.measures
+        self.recovery = Recovery(engine, engine.configs, jobs, measures, self.crashlog, self.store, clock, cfg.queue)
+        self.housekeeping = Housekeeping(engine, jobs, measures, self.identities, self.store, clock, cfg.queue)
         self.readiness = Readiness()
         self.collector = QueueCollector(self.engine)
         self._registered = False
@@ -90,7 +93,7 @@ class QueueService:
                 features = await self.store.connect()
                 await self.identities.load()
                 await self.autoswitch.load()
-                await self.housekeeping.recover()
+                await self.recovery.recover()
                 break
             except StoreUnavailable:
                 log.warning("database unavailable at start; retrying", extra={"retry_seconds": delay})

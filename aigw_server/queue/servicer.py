@@ -1,4 +1,4 @@
-"""QueueService and CrashLogService: proto in, engine call, proto out."""
+"""QueueService and CrashLogService: proto in, one domain call, proto out."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from typing import Any
 
 import grpc
 
+from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.queue import convert
 from aigw_server.queue.crashlog import CrashLog
-from aigw_server.queue.engine import QueueEngine
-from aigw_server.queue.history import JobFilter, list_jobs
+from aigw_server.queue.job_history import JobFilter
 from aigw_server.queue.jobs import JobRecord, Lease
-from aigw_server.queue.series import WINDOW_MINUTES
+from aigw_server.queue.jobs_engine import JobEngine
 from aigw_server.queue.session import SessionServicer
+from aigw_server.queue.times import to_timestamp
 from aigw_server.runtime.errors import InvalidArgument, Unavailable
 
+# grpc's stubs type a context by its request and response messages, which differ per RPC of one servicer.
 Ctx = grpc.aio.ServicerContext[Any, Any]
-DEFAULT_USAGE_DAYS = 7
 
 
 class Readiness:
@@ -41,11 +42,11 @@ def _required(value: str, name: str) -> str:
 class JobCalls:
     """The job operations a router calls, proto in and proto out: the unary RPCs and the Session stream both run these."""
 
-    def __init__(self, engine: QueueEngine, readiness: Readiness) -> None:
+    def __init__(self, engine: JobEngine, readiness: Readiness) -> None:
         self.engine = engine
         self.readiness = readiness
 
-    def job(self, rec: JobRecord, include_payload: bool = False) -> Any:
+    def job(self, rec: JobRecord, include_payload: bool = False) -> common_pb2.Job:
         return convert.job_proto(rec, self.engine.position(rec), self.engine.clock(), include_payload)
 
     def _granted(self, granted: tuple[JobRecord, Lease] | None) -> queue_pb2.AcquireJobResponse:
@@ -56,11 +57,10 @@ class JobCalls:
 
     async def submit(self, request: queue_pb2.SubmitRequest) -> queue_pb2.SubmitResponse:
         self.readiness.check()
-        rec, existing = await self.engine.submit(convert.submit_spec(request))
-        lease = self.engine.lease_at_submit(rec) if request.accept_lease and request.owner_id and not existing else None
-        reply = queue_pb2.SubmitResponse(job=self.job(rec), existing=existing)
-        if lease is not None:
-            reply.lease.CopyFrom(convert.lease_proto(rec, lease, self.engine.ttl))
+        admission = await self.engine.submit(convert.submit_spec(request))
+        reply = queue_pb2.SubmitResponse(job=self.job(admission.job), existing=admission.existing)
+        if admission.lease is not None:
+            reply.lease.CopyFrom(convert.lease_proto(admission.job, admission.lease, self.engine.ttl))
         return reply
 
     async def get_job(self, request: queue_pb2.GetJobRequest) -> queue_pb2.GetJobResponse:
@@ -78,10 +78,7 @@ class JobCalls:
         if request.wait_ms < 0:
             raise InvalidArgument("wait_ms: must be >= 0", field="wait_ms")
         wait_s = request.wait_ms / 1000.0
-        if request.request_id:
-            granted = await self.engine.acquire_own(request.request_id, request.worker_id, wait_s)
-        else:
-            granted = await self.engine.acquire_orphan(request.worker_id, list(request.models), wait_s)
+        granted = await self.engine.acquire(request.request_id, request.worker_id, list(request.models), wait_s)
         return self._granted(granted)
 
     async def heartbeat(self, request: queue_pb2.HeartbeatRequest) -> queue_pb2.HeartbeatResponse:
@@ -93,16 +90,14 @@ class JobCalls:
             request.backend,
         )
         return queue_pb2.HeartbeatResponse(
-            expires_at=convert.timestamp(reply.expires_at), cancel=reply.cancel, cancel_reason=reply.reason
+            expires_at=to_timestamp(reply.expires_at), cancel=reply.cancel, cancel_reason=reply.reason
         )
 
     async def complete_job(self, request: queue_pb2.CompleteJobRequest) -> queue_pb2.CompleteJobResponse:
         self.readiness.check()
         rid = _required(request.request_id, "request_id")
         lease_id = _required(request.lease_id, "lease_id")
-        current = self.engine.active.get(rid)
-        kind = current.kind if current is not None else (await self.engine.find(rid)).kind
-        rec = await self.engine.complete(lease_id, rid, request.backend, convert.result_bytes(request, kind))
+        rec = await self.engine.complete(lease_id, rid, request.backend, convert.job_result(request))
         return queue_pb2.CompleteJobResponse(job=self.job(rec))
 
     async def fail_job(self, request: queue_pb2.FailJobRequest) -> queue_pb2.FailJobResponse:
@@ -122,7 +117,7 @@ class JobCalls:
 class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
     """Admission, grants, leases, results and history of jobs."""
 
-    def __init__(self, engine: QueueEngine, readiness: Readiness) -> None:
+    def __init__(self, engine: JobEngine, readiness: Readiness) -> None:
         self.engine = engine
         self.readiness = readiness
         self.calls = JobCalls(engine, readiness)
@@ -137,7 +132,7 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
     async def WatchJob(self, request: queue_pb2.WatchJobRequest, context: Ctx) -> AsyncIterator[queue_pb2.WatchJobResponse]:
         self.readiness.check()
         async for event, rec in self.engine.watch(_required(request.request_id, "request_id")):
-            yield queue_pb2.WatchJobResponse(event=int(event), job=self.calls.job(rec))  # type: ignore[arg-type]
+            yield queue_pb2.WatchJobResponse(event=queue_pb2.WatchEvent.ValueType(event), job=self.calls.job(rec))
 
     async def CancelJob(self, request: queue_pb2.CancelJobRequest, context: Ctx) -> queue_pb2.CancelJobResponse:
         return await self.calls.cancel_job(request)
@@ -174,7 +169,7 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
             until=convert.optional_seconds(request, "until"),
             subject=request.subject,
         )
-        page, token = await list_jobs(self.engine, f, request.page_size, request.page_token)
+        page, token = await self.engine.list_jobs(f, request.page_size, request.page_token)
         return queue_pb2.ListJobsResponse(jobs=[self.calls.job(r) for r in page], next_page_token=token)
 
     async def GetQueueStats(self, request: queue_pb2.GetQueueStatsRequest, context: Ctx) -> queue_pb2.GetQueueStatsResponse:
@@ -185,20 +180,13 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
     async def GetQueueSeries(self, request: queue_pb2.GetQueueSeriesRequest, context: Ctx) -> queue_pb2.GetQueueSeriesResponse:
         self.readiness.check()
         model = _required(request.model, "model")
-        self.engine.configs.get(model)
-        minutes = request.minutes if request.HasField("minutes") else WINDOW_MINUTES
-        if not 1 <= minutes <= WINDOW_MINUTES:
-            raise InvalidArgument(f"minutes: between 1 and {WINDOW_MINUTES}, not {minutes}", field="minutes")
-        return convert.series_proto(model, self.engine.series.window(model, minutes, self.engine.clock()))
+        minutes = request.minutes if request.HasField("minutes") else None
+        return convert.series_proto(model, self.engine.series(model, minutes))
 
     async def GetUsage(self, request: queue_pb2.GetUsageRequest, context: Ctx) -> queue_pb2.GetUsageResponse:
         self.readiness.check()
-        days = request.window_days or DEFAULT_USAGE_DAYS
-        if not 0 < days <= 366:
-            raise InvalidArgument("window_days: between 1 and 366", field="window_days")
-        since = self.engine.clock() - days * 86_400
-        buckets = self.engine.usage.by_hour_of_week(since)
-        reply = queue_pb2.GetUsageResponse(since=convert.timestamp(since))
+        since, buckets = self.engine.usage(request.window_days)
+        reply = queue_pb2.GetUsageResponse(since=to_timestamp(since))
         for (model, hour), count in sorted(buckets.items()):
             reply.buckets.add(model=model, hour_of_week=hour, count=count)
         return reply

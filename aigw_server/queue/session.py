@@ -25,6 +25,7 @@ log = logging.getLogger("aigw.rpc")
 MAX_IN_FLIGHT = 1024
 """Calls one stream may have running; the queue reads no further call from it until one ends (backpressure)."""
 
+# Each call takes its own request type; a Callable over Message would refuse them (parameters are contravariant).
 Operation = Callable[[Any], Awaitable[Message]]
 
 
@@ -159,7 +160,7 @@ class _Stream:
 
     @staticmethod
     async def _answer(
-        request: queue_pb2.SessionRequest, which: str, operation: Operation, message: Any
+        request: queue_pb2.SessionRequest, which: str, operation: Operation, message: Message
     ) -> queue_pb2.SessionResponse:
         call_id = request.call_id
         deadline = asyncio.timeout(request.timeout_ms / 1000 if request.timeout_ms else None)

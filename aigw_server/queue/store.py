@@ -25,6 +25,7 @@ from aigw_server.runtime.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
+# BSON documents hold values of many types; pymongo types them as dict[str, Any] too.
 Doc = dict[str, Any]
 
 JOBS = "jobs"
@@ -40,6 +41,10 @@ REFRESH_TOKEN_USES = "refresh_token_uses"
 SETTINGS = "settings"
 DECISIONS = "switch_decisions"
 COUNTERS = "counters"
+RETIRED_ID = "retired"
+"""The `counters` document holding the totals of jobs that retention deleted."""
+CHUNK = 500
+"""At most this many ids in one `$in` query."""
 
 DUPLICATE_CODES = frozenset({11000, 11001})
 NOT_IMPLEMENTED = 238
@@ -149,7 +154,7 @@ class InsertBatcher:
 
 
 def _bulk_failures(exc: BulkWriteError, size: int) -> dict[int, Exception]:
-    details: Mapping[str, Any] = exc.details
+    details: Mapping[str, Any] = exc.details  # the server's reply document, as pymongo types it
     if details.get("writeConcernErrors"):
         return dict.fromkeys(range(size), StoreUnavailable(uncertain=True))
     failures: dict[int, Exception] = {}
@@ -168,7 +173,7 @@ class QueueStore:
     """The database and its collections."""
 
     def __init__(self, cfg: DatabaseConfig, data_dir: Path, retention_seconds: float) -> None:
-        options: dict[str, Any] = {
+        options: dict[str, Any] = {  # AsyncMongoClient's keyword options, of several types
             "serverSelectionTimeoutMS": SERVER_SELECTION_MS,
             "connectTimeoutMS": CONNECT_MS,
             "socketTimeoutMS": SOCKET_MS,

@@ -85,11 +85,11 @@ async def start_queue(cfg: GatewayConfig, clock: Callable[[], float] = time.time
         service,
         server,
         channel,
-        queue_pb2_grpc.QueueServiceStub(channel),  # type: ignore[arg-type]
-        queue_pb2_grpc.CrashLogServiceStub(channel),  # type: ignore[arg-type]
-        queue_pb2_grpc.ModelConfigServiceStub(channel),  # type: ignore[arg-type]
-        queue_pb2_grpc.IdentityServiceStub(channel),  # type: ignore[arg-type]
-        queue_pb2_grpc.AutoSwitchStoreServiceStub(channel),  # type: ignore[arg-type]
+        queue_pb2_grpc.QueueServiceStub(channel),
+        queue_pb2_grpc.CrashLogServiceStub(channel),
+        queue_pb2_grpc.ModelConfigServiceStub(channel),
+        queue_pb2_grpc.IdentityServiceStub(channel),
+        queue_pb2_grpc.AutoSwitchStoreServiceStub(channel),
     )
 
 

@@ -100,7 +100,7 @@ class Worker:
 
 async def main(args: argparse.Namespace) -> None:
     async with grpc.aio.insecure_channel(args.address) as channel:
-        worker = Worker(queue_pb2_grpc.QueueServiceStub(channel), args)  # type: ignore[arg-type]
+        worker = Worker(queue_pb2_grpc.QueueServiceStub(channel), args)
         await asyncio.gather(*(worker.loop() for _ in range(args.concurrency)))
 
 

@@ -190,7 +190,7 @@ async def test_concurrent_submits_are_each_stored_once(queue: Queue, db: Databas
 
     done = await queue.submit("finished long ago", request_id="old-1", owner_id="r1", accept_lease=True)
     await queue.complete(done.lease)
-    queue.service.engine.recent.clear()
+    queue.service.engine.jobs.forget_finished()
     ids = [f"new-{i}" for i in range(4)] + ["old-1"] + [f"new-{i}" for i in range(4, 8)]
     batch = await asyncio.gather(*(queue.submit(rid, request_id=rid) for rid in ids), return_exceptions=True)
     reused = batch.pop(4)

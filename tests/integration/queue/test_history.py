@@ -18,7 +18,7 @@ from tests.integration.queue.conftest import CHAT, OCR, Queue, start_queue
 
 async def run_one(queue: Queue, text: str, **fields: object) -> str:
     """Submits, runs and completes one async job; returns its id."""
-    rid = (await queue.submit(text, **fields)).job.request_id  # type: ignore[arg-type]
+    rid = (await queue.submit(text, **fields)).job.request_id
     granted = await queue.acquire(models=[CHAT])
     assert granted.job.request_id == rid
     await queue.complete(granted.lease, f"answer to {text}")
@@ -107,7 +107,7 @@ async def test_retention_deletes_old_history_but_keeps_the_totals(queue: Queue) 
     sixteen_days_on = time.time() + 16 * 86_400
     swept = await queue.service.housekeeping.sweep_retention(sixteen_days_on)
     assert swept == 2
-    queue.service.engine.recent.clear()
+    queue.service.engine.jobs.forget_finished()
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await queue.jobs.GetJob(queue_pb2.GetJobRequest(request_id=rid))
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND

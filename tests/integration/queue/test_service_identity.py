@@ -39,10 +39,10 @@ class SecureQueue:
         return channel
 
     def jobs(self, identity: str) -> queue_pb2_grpc.QueueServiceAsyncStub:
-        return queue_pb2_grpc.QueueServiceStub(self.channel(identity))  # type: ignore[return-value]
+        return queue_pb2_grpc.QueueServiceStub(self.channel(identity))
 
     def identities(self, identity: str) -> queue_pb2_grpc.IdentityServiceAsyncStub:
-        return queue_pb2_grpc.IdentityServiceStub(self.channel(identity))  # type: ignore[return-value]
+        return queue_pb2_grpc.IdentityServiceStub(self.channel(identity))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from aigw_server.queue.jobs import State
-from aigw_server.queue.limits import ModelSettings, Patch, admits, apply_patch, retry_after, settings_from_config
+from aigw_server.queue.model_settings import ModelSettings, Patch, admits, apply_patch, retry_after, settings_from_config
 from aigw_server.queue.stats import ModelStats, Usage, hour_of_week, percentiles
 from aigw_server.runtime.config import parse_config
 from aigw_server.runtime.errors import InvalidArgument

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from aigw_server.runtime.config import GatewayConfig
+from aigw_server.runtime.enums import RESOLUTION_BY_WORD, RESOLUTION_WORDS
 from aigw_server.runtime.errors import InvalidArgument
 
-RESOLUTIONS = {"tiny": 1, "small": 2, "base": 3, "large": 4, "gundam": 5}
 MAX_CONCURRENT = (1, 1000)
 MAX_WAITING = (0, 100_000)
 TIMEOUT_SECONDS = (1.0, 86_400.0)
@@ -66,7 +66,7 @@ def settings_from_config(cfg: GatewayConfig, model: str) -> ModelSettings:
         timeout_seconds=cfg.queue.timeout if m.timeout is None else m.timeout,
         max_attempts=cfg.queue.max_attempts if m.max_attempts is None else m.max_attempts,
         enabled=m.enabled,
-        default_resolution=RESOLUTIONS.get(m.default_resolution, 0) if m.kind == "ocr" else 0,
+        default_resolution=RESOLUTION_BY_WORD.get(m.default_resolution, 0) if m.kind == "ocr" else 0,
     )
 
 
@@ -94,7 +94,7 @@ def apply_patch(current: ModelSettings, patch: Patch, updated_by: str, now: floa
     if patch.default_resolution is not None:
         if current.kind != "ocr":
             raise InvalidArgument("patch.default_resolution: only OCR models have a resolution", field="patch.default_resolution")
-        if patch.default_resolution not in RESOLUTIONS.values():
+        if patch.default_resolution not in RESOLUTION_WORDS:
             raise InvalidArgument(f"patch.default_resolution: {patch.default_resolution} is not a resolution mode")
     changes = {name: getattr(patch, name) for name in Patch.__slots__ if getattr(patch, name) is not None}
     return replace(current, **changes, version=current.version + 1, updated_by=updated_by, updated_at=now)

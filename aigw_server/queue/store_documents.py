@@ -14,29 +14,17 @@ itself refuses a second grant of the same number or a second outcome of the same
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bson.binary import Binary
 
 from aigw_server.queue.jobs import Grant, GrantEnd, JobError, JobRecord, Kind, Outcome, Priority, State
+from aigw_server.queue.times import from_datetime, to_datetime
 
 Doc = dict[str, Any]
 
 INLINE_PAYLOAD_BYTES = 256 * 1024
 EXPIRY_SLACK_SECONDS = 2 * 86_400
-
-
-def to_datetime(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
-
-
-def from_datetime(d: datetime | None) -> float:
-    if d is None:
-        return 0.0
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=UTC)
-    return d.timestamp()
 
 
 class _Scoped(Protocol):

@@ -14,6 +14,7 @@ from aigw_server.queue.identity import Identities
 from aigw_server.queue.servicer import Readiness
 from aigw_server.runtime.errors import InvalidArgument
 
+# grpc's stubs type a context by its request and response messages, which differ per RPC of one servicer.
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -40,7 +41,7 @@ class ModelConfigServicer(queue_pb2_grpc.ModelConfigServiceServicer):
         self, request: queue_pb2.ListModelConfigsRequest, context: Ctx
     ) -> queue_pb2.ListModelConfigsResponse:
         self.readiness.check()
-        configs = [convert.settings_proto(s) for _, s in sorted(self.configs.settings.items())]
+        configs = [convert.settings_proto(s) for s in self.configs.all()]
         return queue_pb2.ListModelConfigsResponse(configs=configs)
 
     async def ListModelConfigChanges(
