@@ -10,7 +10,7 @@ from types import ModuleType
 
 import google.api
 import grpc_tools  # type: ignore[import-untyped]
-from grpc_tools import protoc  # type: ignore[import-untyped]
+from grpc_tools import protoc
 
 HERE = Path(__file__).resolve().parent
 PROTO = "edgetest/v1/edgetest.proto"

@@ -77,7 +77,7 @@ def test_only_envoy_is_public_and_it_alone_reaches_router_and_admin() -> None:
     assert allowed_from("envoy", 8080) == {"*"}
     cfg = production_config()
     for svc in ("router", "admin"):
-        endpoint = cfg.endpoint(svc)  # type: ignore[arg-type]
+        endpoint = cfg.endpoint(svc)
         assert allowed_from(svc, endpoint.mesh_port) == {"envoy"}
     for name in WORKLOADS:
         if name != "envoy":
