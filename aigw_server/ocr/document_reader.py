@@ -1,4 +1,4 @@
-"""Documents: the real type sniffed from the bytes, limits enforced, PDF text layers and page images on demand."""
+"""An upload opened as pages: its sniffed type, limits enforced, PDF text layers and page images on demand."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from aigw_server.ocr.languages import letter_count
 from aigw_server.ocr.resolution import RenderSpec
 from aigw_server.ocr.results import Box, Line, PageImage, Word
-from aigw_server.runtime.documents import sniff as sniff_type
+from aigw_server.runtime.document_types import sniff as sniff_type
 from aigw_server.runtime.errors import InvalidArgument
 
 if TYPE_CHECKING:
