@@ -10,9 +10,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 DEFAULT_CONFIG_PATH = "config/config.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -344,7 +347,7 @@ def _apply_env_overrides(raw: dict[str, Any], env: typing.Mapping[str, str]) -> 
         raw.setdefault("auth", {})["admin_password"] = env["AIGW_ADMIN_PASSWORD"]
 
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -411,7 +414,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
         prefix = f"{where}." if where else ""
