@@ -10,12 +10,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
 
 DEFAULT_CONFIG_PATH = "config/config.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -347,7 +344,7 @@ def _apply_env_overrides(raw: dict[str, Any], env: typing.Mapping[str, str]) -> 
         raw.setdefault("auth", {})["admin_password"] = env["AIGW_ADMIN_PASSWORD"]
 
 
-T = TypeVar("T", bound="DataclassInstance")
+T = TypeVar("T")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -414,7 +411,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    # mypy types dataclasses.fields for typeshed's DataclassInstance, which exists for type checkers only.
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - names)
     if unknown:
         prefix = f"{where}." if where else ""
