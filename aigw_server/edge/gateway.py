@@ -135,6 +135,10 @@ class StreamRoute(Route):
     call: StreamMethod
 
 
+ServedRoute = UnaryRoute | StreamRoute
+"""A route the gateway serves: always one of the two call kinds."""
+
+
 def _metadata_key(name: str) -> str:
     """The metadata key a request header travels under, or "" when it is not forwarded."""
     if name in _RENAMED:
@@ -205,9 +209,9 @@ class Gateway:
         self.pool, bindings = load_bindings(descriptor_set)
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.dial: Dialer = dial or (lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
-        self.matcher: PathMatcher[Route] = PathMatcher()
-        self.exact: dict[tuple[str, str], Route] = {}
-        self.routes: list[Route] = []
+        self.matcher: PathMatcher[ServedRoute] = PathMatcher()
+        self.exact: dict[tuple[str, str], ServedRoute] = {}
+        self.routes: list[ServedRoute] = []
         self._keys: dict[str, str] = {}
         self._metrics: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         for binding in bindings:
@@ -215,7 +219,7 @@ class Gateway:
             if route is not None:
                 self._register(route)
 
-    def _route(self, binding: HttpBinding, resolve: Resolver) -> Route | None:
+    def _route(self, binding: HttpBinding, resolve: Resolver) -> ServedRoute | None:
         rpc = binding.rpc
         address = resolve(rpc.service)
         if address is None:
@@ -247,7 +251,7 @@ class Gateway:
         )
         return UnaryRoute(*parts, openai, unary)
 
-    def _register(self, route: Route) -> None:
+    def _register(self, route: ServedRoute) -> None:
         binding = route.binding
         self.matcher.register(binding.http_method, binding.template, route)
         self.routes.append(route)
@@ -288,7 +292,7 @@ class Gateway:
             metadata = self._metadata(request, rid)
             if isinstance(route, StreamRoute):
                 await self._stream(route, msg, metadata, responder, rid)
-            elif isinstance(route, UnaryRoute):
+            else:
                 await self._unary(route, msg, metadata, responder, rid)
         self._observe(route.label, responder.status, start)
 
