@@ -134,14 +134,15 @@ class Mesh:
             raise RuntimeError(f"the launcher exited with {self.proc.returncode}:\n{tail}")
 
     def supervisor(self) -> Any:  # Any: an XML-RPC proxy's methods and answers are untyped (resolved remotely)
-        """An XML-RPC proxy to supervisord."""
+        """An XML-RPC proxy to supervisord; use it in a `with` block, which closes its connection."""
         sock = Path(self.cfg.data_dir).resolve() / "supervisor.sock"
         transport = SupervisorTransport(None, None, f"unix://{sock}")
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
     def pids(self) -> dict[str, int]:
         """Program name → pid of every running supervised process."""
-        return {p["name"]: p["pid"] for p in self.supervisor().supervisor.getAllProcessInfo() if p["pid"]}
+        with self.supervisor() as proxy:
+            return {p["name"]: p["pid"] for p in proxy.supervisor.getAllProcessInfo() if p["pid"]}
 
     def kill(self, program: str, sig: int = signal.SIGKILL) -> int:
         """Sends `sig` to one supervised program's process; returns its pid."""

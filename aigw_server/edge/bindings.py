@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -137,7 +138,7 @@ def _binding(rpc: RpcMethod, rule: http_pb2.HttpRule) -> HttpBinding:
 
 def _check(binding: HttpBinding) -> None:
     rpc = binding.rpc
-    request: Descriptor = rpc.request_cls.DESCRIPTOR  # type: ignore[assignment]
+    request = descriptor_of(rpc.request_cls)
     for var in binding.template.variables:
         leaf = resolve_field_path(request, var.field_path)[-1]
         if leaf.is_repeated or leaf.message_type is not None:
@@ -147,6 +148,15 @@ def _check(binding: HttpBinding) -> None:
     if binding.response_body and binding.response_body not in rpc.response_cls.DESCRIPTOR.fields_by_name:
         response = rpc.response_cls.DESCRIPTOR.full_name
         raise BindingError(f"{rpc.path}: response_body {binding.response_body!r} is not a field of {response}")
+
+
+def descriptor_of(message: Message | type[Message]) -> Descriptor:
+    """The descriptor of a message or message class.
+
+    protobuf's stubs type `DESCRIPTOR` as `Descriptor | _upb_Descriptor`, a private class of the C
+    implementation; at run time it is `google.protobuf.descriptor.Descriptor` either way.
+    """
+    return cast(Descriptor, message.DESCRIPTOR)
 
 
 def find_field(message: Descriptor, name: str) -> FieldDescriptor | None:

@@ -6,9 +6,9 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
@@ -30,6 +30,8 @@ Resolver = Callable[[str], "str | None"]
 Dialer = Callable[[str], grpc.aio.Channel]
 """Opens the long-lived channel to an upstream address (mTLS as the edge in a mesh with service identity)."""
 Metadata = tuple[tuple[str, str], ...]
+ReturnedMetadata = Iterable[tuple[str, str | bytes]]
+"""Metadata as a call returns it (`grpc.aio.Metadata`): (key, value) pairs, bytes under `-bin` keys."""
 
 JSON = "application/json"
 # Liveness, apart from readiness (`GET /health`, the router's answer): says only that this process is up.
@@ -37,7 +39,6 @@ LIVENESS_PATH = "/livez"
 LIVE_BODY = b'{"status":"live"}'
 SSE = "text/event-stream"
 _DETAILS_KEY = "grpc-status-details-bin"
-_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 # Never forwarded as metadata: hop-by-hop headers (RFC 9110 §7.6.1), what gRPC itself sets, what the edge rewrites.
 _NOT_FORWARDED = frozenset(
     {
@@ -72,16 +73,70 @@ SECONDS = Histogram(
 )
 
 
+class UnaryCall(Protocol):
+    """A unary call in flight (`grpc.aio.UnaryUnaryCall`): awaited for its reply."""
+
+    def __await__(self) -> Generator[None, None, Message]:
+        """The reply; raises `grpc.aio.AioRpcError` when the call fails."""
+
+    async def initial_metadata(self) -> grpc.aio.Metadata | None:
+        """The metadata the service sent before its reply."""
+
+
+class StreamCall(Protocol):
+    """A server-streaming call in flight (`grpc.aio.UnaryStreamCall`): read message by message."""
+
+    async def read(self) -> object:
+        """The next message, or `grpc.aio.EOF` (not a message) after the last; raises `grpc.aio.AioRpcError` on failure."""
+
+    async def initial_metadata(self) -> grpc.aio.Metadata | None:
+        """The metadata the service sent before its first message."""
+
+    def cancel(self) -> bool:
+        """Ends the call (a no-op once it is done)."""
+
+
+class UnaryMethod(Protocol):
+    """Starts a unary call of one method (`grpc.aio.UnaryUnaryMultiCallable`)."""
+
+    def __call__(self, request: Message, *, metadata: Metadata) -> UnaryCall:
+        """The call, started."""
+
+
+class StreamMethod(Protocol):
+    """Starts a server-streaming call of one method (`grpc.aio.UnaryStreamMultiCallable`)."""
+
+    def __call__(self, request: Message, *, metadata: Metadata) -> StreamCall:
+        """The call, started."""
+
+
 @dataclass
 class Route:
-    """A binding ready to serve: request builder, response renderer, the gRPC callable and its metric label."""
+    """A binding ready to serve: request builder, response renderer, its metric label and error shape."""
 
     binding: HttpBinding
     builder: RequestBuilder
     renderer: ResponseRenderer
-    call: Any
     label: str
-    openai_errors: bool = False
+    openai_errors: bool
+
+
+@dataclass
+class UnaryRoute(Route):
+    """A route to a unary method: one reply, answered as JSON or raw."""
+
+    call: UnaryMethod
+
+
+@dataclass
+class StreamRoute(Route):
+    """A route to a server-streaming method: relayed as server-sent events or a raw body."""
+
+    call: StreamMethod
+
+
+ServedRoute = UnaryRoute | StreamRoute
+"""A route the gateway serves: always one of the two call kinds."""
 
 
 def _metadata_key(name: str) -> str:
@@ -154,17 +209,17 @@ class Gateway:
         self.pool, bindings = load_bindings(descriptor_set)
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.dial: Dialer = dial or (lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
-        self.matcher: PathMatcher[Route] = PathMatcher()
-        self.exact: dict[tuple[str, str], Route] = {}
-        self.routes: list[Route] = []
+        self.matcher: PathMatcher[ServedRoute] = PathMatcher()
+        self.exact: dict[tuple[str, str], ServedRoute] = {}
+        self.routes: list[ServedRoute] = []
         self._keys: dict[str, str] = {}
-        self._metrics: dict[tuple[str, int], Any] = {}
+        self._metrics: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         for binding in bindings:
             route = self._route(binding, resolve)
             if route is not None:
                 self._register(route)
 
-    def _route(self, binding: HttpBinding, resolve: Resolver) -> Route | None:
+    def _route(self, binding: HttpBinding, resolve: Resolver) -> ServedRoute | None:
         rpc = binding.rpc
         address = resolve(rpc.service)
         if address is None:
@@ -176,18 +231,27 @@ class Gateway:
         channel = self.channels.get(address)
         if channel is None:
             channel = self.channels[address] = self.dial(address)
-        factory = channel.unary_stream if rpc.server_streaming else channel.unary_unary
-        call = factory(
+        parts = (binding, RequestBuilder(binding), ResponseRenderer(binding, self.pool), rpc.path.rsplit(".", 1)[-1])
+        openai = self._openai(binding.template.text)
+        serialize, deserialize = rpc.request_cls.SerializeToString, rpc.response_cls.FromString
+        # `_registered_method` (grpcio >= 1.63, absent from grpc-stubs) skips a per-call method-name lookup.
+        if rpc.server_streaming:
+            stream: StreamMethod = channel.unary_stream(
+                rpc.path,
+                request_serializer=serialize,
+                response_deserializer=deserialize,
+                _registered_method=True,  # type: ignore[call-arg]
+            )
+            return StreamRoute(*parts, openai, stream)
+        unary: UnaryMethod = channel.unary_unary(
             rpc.path,
-            request_serializer=rpc.request_cls.SerializeToString,
-            response_deserializer=rpc.response_cls.FromString,
+            request_serializer=serialize,
+            response_deserializer=deserialize,
             _registered_method=True,  # type: ignore[call-arg]
         )
-        label = rpc.path.rsplit(".", 1)[-1]
-        openai = self._openai(binding.template.text)
-        return Route(binding, RequestBuilder(binding), ResponseRenderer(binding, self.pool), call, label, openai)
+        return UnaryRoute(*parts, openai, unary)
 
-    def _register(self, route: Route) -> None:
+    def _register(self, route: ServedRoute) -> None:
         binding = route.binding
         self.matcher.register(binding.http_method, binding.template, route)
         self.routes.append(route)
@@ -226,13 +290,13 @@ class Gateway:
             self._error(responder, rid, local_error(code_pb2.INVALID_ARGUMENT, str(exc)), route.openai_errors)
         else:
             metadata = self._metadata(request, rid)
-            if route.binding.rpc.server_streaming:
+            if isinstance(route, StreamRoute):
                 await self._stream(route, msg, metadata, responder, rid)
             else:
                 await self._unary(route, msg, metadata, responder, rid)
         self._observe(route.label, responder.status, start)
 
-    async def _unary(self, route: Route, msg: Message, metadata: Metadata, responder: Responder, rid: str) -> None:
+    async def _unary(self, route: UnaryRoute, msg: Message, metadata: Metadata, responder: Responder, rid: str) -> None:
         call = route.call(msg, metadata=metadata)
         try:
             reply = await call
@@ -249,14 +313,14 @@ class Gateway:
             headers.append(("content-type", JSON))
             responder.send(200, headers, route.renderer.json(reply))
 
-    async def _stream(self, route: Route, msg: Message, metadata: Metadata, responder: Responder, rid: str) -> None:
+    async def _stream(self, route: StreamRoute, msg: Message, metadata: Metadata, responder: Responder, rid: str) -> None:
         call = route.call(msg, metadata=metadata)
         try:
             await self._relay(route, call, responder, rid)
         finally:
             call.cancel()
 
-    async def _relay(self, route: Route, call: Any, responder: Responder, rid: str) -> None:
+    async def _relay(self, route: StreamRoute, call: StreamCall, responder: Responder, rid: str) -> None:
         """Answers errors that come before the first message with their HTTP status; later ones end the stream."""
         raw = route.binding.raw_response
         try:
@@ -265,7 +329,7 @@ class Gateway:
             self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
             return
         headers = _returned_headers(await call.initial_metadata(), rid)
-        if first is _EOF:
+        if not isinstance(first, Message):  # grpc.aio.EOF: the stream ended without a message
             responder.send(200, [*headers, ("content-type", SSE)] if not raw else headers, b"")
             return
         if raw:
@@ -278,7 +342,7 @@ class Gateway:
             while True:
                 await responder.write(data)
                 item = await call.read()
-                if item is _EOF:
+                if not isinstance(item, Message):  # grpc.aio.EOF
                     break
                 data = route.renderer.http_body(item)[1] if raw else route.renderer.sse(item)
         except grpc.aio.AioRpcError as exc:
@@ -296,7 +360,8 @@ class Gateway:
     def _rpc_error(self, route: Route, exc: grpc.aio.AioRpcError) -> ErrorReply:
         code = exc.code().value[0]
         status = None
-        trailers: Any = exc.trailing_metadata() or ()
+        # grpc-stubs type these as grpc.Call's (key, value) objects; grpc.aio returns a grpc.aio.Metadata of pairs.
+        trailers: ReturnedMetadata = exc.trailing_metadata() or ()  # type: ignore[assignment]
         for key, value in trailers:
             if key == _DETAILS_KEY and isinstance(value, bytes):
                 status = status_pb2.Status.FromString(value)
@@ -379,7 +444,7 @@ def _request_id(value: bytes | None) -> str:
     return os.urandom(16).hex()
 
 
-def _returned_headers(metadata: Any, rid: str) -> list[tuple[str, str]]:
+def _returned_headers(metadata: ReturnedMetadata | None, rid: str) -> list[tuple[str, str]]:
     """Response initial metadata as HTTP headers (as Envoy passes them), without gRPC's own and binary keys.
 
     `x-request-id` is the service's own when it sent one (the router's is the id the request is stored

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
 
 import orjson
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -46,12 +45,12 @@ class FieldError(ValueError):
     """A JSON value that does not fit its field; the message starts with the field's path."""
 
 
-def conform(obj: Any, descriptor: Descriptor) -> dict[str, Any]:
+def conform(obj: object, descriptor: Descriptor) -> dict[str, object]:
     """`obj` checked against `descriptor`, with enum values in their declared spelling; FieldError otherwise."""
     return _message(obj, descriptor, "")
 
 
-def enum_value(enum: EnumDescriptor, raw: Any, where: str) -> Any:
+def enum_value(enum: EnumDescriptor, raw: object, where: str) -> int | str:
     """An enum value by number, by declared name or by its short name (`large` for RESOLUTION_LARGE), in any case."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
@@ -78,17 +77,17 @@ def _enum_prefix(enum: EnumDescriptor) -> str:
     return _CAMEL_BOUNDARY.sub("_", enum.name).upper() + "_"
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     if isinstance(value, (dict, list)):
         return "an object" if isinstance(value, dict) else "a list"
     text = orjson.dumps(value).decode()
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _message(obj: Any, descriptor: Descriptor, where: str) -> dict[str, Any]:
+def _message(obj: object, descriptor: Descriptor, where: str) -> dict[str, object]:
     if not isinstance(obj, dict):
         raise FieldError(f"{where or 'the body'} must be a JSON object; got {_shown(obj)}")
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, value in obj.items():
         field = find_field(descriptor, key)
         path = f"{where}.{key}" if where else key
@@ -99,7 +98,7 @@ def _message(obj: Any, descriptor: Descriptor, where: str) -> dict[str, Any]:
     return out
 
 
-def _field(field: FieldDescriptor, value: Any, where: str) -> Any:
+def _field(field: FieldDescriptor, value: object, where: str) -> object:
     if value is None:
         return None
     entry = field.message_type
@@ -115,7 +114,7 @@ def _field(field: FieldDescriptor, value: Any, where: str) -> Any:
     return _single(field, value, where)
 
 
-def _single(field: FieldDescriptor, value: Any, where: str) -> Any:
+def _single(field: FieldDescriptor, value: object, where: str) -> object:
     if field.message_type is not None:
         return _message_value(field.message_type, value, where)
     if field.enum_type is not None:
@@ -139,16 +138,20 @@ def _single(field: FieldDescriptor, value: Any, where: str) -> Any:
     return value
 
 
-def _integer(value: Any, bounds: tuple[int, int], where: str) -> None:
-    integral = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
-    if not integral and not (isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)):
+def _integer(value: object, bounds: tuple[int, int], where: str) -> None:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif (isinstance(value, float) and value.is_integer()) or (isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)):
+        number = int(value)
+    if number is None:
         raise FieldError(f"{where} must be an integer; got {_shown(value)}")
-    number, (low, high) = int(value), bounds
+    low, high = bounds
     if not low <= number <= high:
         raise FieldError(f"{where} must be an integer from {low} to {high}; got {number}")
 
 
-def _is_number_text(value: Any) -> bool:
+def _is_number_text(value: object) -> bool:
     if not isinstance(value, str):
         return False
     if value in _SPECIAL_FLOATS:
@@ -160,7 +163,7 @@ def _is_number_text(value: Any) -> bool:
     return value.strip() == value and value.lower() not in ("nan", "inf", "-inf", "infinity", "-infinity")
 
 
-def _is_base64(value: Any) -> bool:
+def _is_base64(value: object) -> bool:
     if not isinstance(value, str):
         return False
     text = value.strip().rstrip("=").replace("-", "+").replace("_", "/")
@@ -171,7 +174,7 @@ def _is_base64(value: Any) -> bool:
     return True
 
 
-def _message_value(descriptor: Descriptor, value: Any, where: str) -> Any:
+def _message_value(descriptor: Descriptor, value: object, where: str) -> object:
     name = descriptor.full_name
     if name in _WRAPPERS:
         return _single(descriptor.fields_by_name["value"], value, where)
@@ -194,7 +197,7 @@ def _message_value(descriptor: Descriptor, value: Any, where: str) -> Any:
     return _message(value, descriptor, where)
 
 
-def _well_known(msg: Any, value: Any, where: str, expected: str) -> None:
+def _well_known(msg: timestamp_pb2.Timestamp | duration_pb2.Duration, value: object, where: str, expected: str) -> None:
     try:
         if not isinstance(value, str):
             raise ValueError

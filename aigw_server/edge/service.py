@@ -16,7 +16,7 @@ from aigw_server.edge.gateway import Dialer, Gateway, Resolver
 from aigw_server.edge.protocol import HttpServer, Limits, Request, Responder
 from aigw_server.runtime.authz import mesh_tls
 from aigw_server.runtime.channels import CHANNEL_OPTIONS
-from aigw_server.runtime.config import SERVICE_NAMES, ConfigError, GatewayConfig, load_config
+from aigw_server.runtime.config import SERVICE_NAMES, ConfigError, GatewayConfig, ServiceName, load_config
 from aigw_server.runtime.logs import setup_logging
 from aigw_server.runtime.server import install_event_loop, run_profiled
 
@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DESCRIPTOR_SET = REPO / "gen" / "aigw_descriptor.binpb"
 # The router's OpenAI-compatible surface (/v1/chat/completions, /v1/models, /v1/requests): errors in OpenAI's shape.
 OPENAI_PREFIX = "/v1/"
+UPSTREAMS: dict[str, ServiceName] = {name: name for name in SERVICE_NAMES if name != "edge"}
+"""The services the edge calls, by the name their gRPC package carries (`aigw.<name>.v1`)."""
 CONNECTIONS = Gauge("aigw_edge_open_connections", "Open client connections of the edge")
 
 
@@ -43,10 +45,11 @@ def config_resolver(cfg: GatewayConfig) -> Resolver:
 
     def resolve(service: str) -> str | None:
         parts = service.split(".")
-        if len(parts) >= 3 and parts[0] == "aigw" and parts[1] in SERVICE_NAMES and parts[1] != "edge":
-            endpoint = cfg.endpoint(parts[1])  # type: ignore[arg-type]
-            return endpoint.mesh_address if tls else endpoint.address
-        return None
+        name = UPSTREAMS.get(parts[1]) if len(parts) >= 3 and parts[0] == "aigw" else None
+        if name is None:
+            return None
+        endpoint = cfg.endpoint(name)
+        return endpoint.mesh_address if tls else endpoint.address
 
     return resolve
 

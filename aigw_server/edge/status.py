@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 import orjson
-from google.protobuf import json_format
+from google.protobuf import any_pb2, json_format
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -68,18 +68,18 @@ def status_json(status: status_pb2.Status, pool: DescriptorPool | None = None) -
     return orjson.dumps({"code": status.code, "message": status.message, "details": details})
 
 
-def _detail_json(any_msg: object, pool: DescriptorPool | None) -> object:
+def _detail_json(any_msg: any_pb2.Any, pool: DescriptorPool | None) -> object:
     for candidate in (None, pool):
         try:
             return json_format.MessageToDict(
-                any_msg,  # type: ignore[arg-type]
+                any_msg,
                 preserving_proto_field_name=True,
                 always_print_fields_with_no_presence=True,
                 descriptor_pool=candidate,
             )
         except (TypeError, KeyError, json_format.Error):
             continue
-    return {"@type": any_msg.type_url, "value": base64.b64encode(any_msg.value).decode()}  # type: ignore[attr-defined]
+    return {"@type": any_msg.type_url, "value": base64.b64encode(any_msg.value).decode()}
 
 
 def retry_after(status: status_pb2.Status) -> str | None:

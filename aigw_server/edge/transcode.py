@@ -8,11 +8,11 @@ from urllib.parse import unquote_plus
 
 import orjson
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message import Message
 
-from aigw_server.edge.bindings import BindingError, HttpBinding, resolve_field_path
+from aigw_server.edge.bindings import BindingError, HttpBinding, descriptor_of, resolve_field_path
 from aigw_server.edge.jsonmap import FieldError, conform
 from aigw_server.edge.render import JsonRenderer
 from aigw_server.edge.templates import PathError
@@ -61,7 +61,7 @@ class RequestBuilder:
     def __init__(self, binding: HttpBinding) -> None:
         self.binding = binding
         self.cls = binding.rpc.request_cls
-        self.descriptor: Descriptor = self.cls.DESCRIPTOR  # type: ignore[assignment]
+        self.descriptor = descriptor_of(self.cls)
         variables = [(var, resolve_field_path(self.descriptor, var.field_path)) for var in binding.template.variables]
         # Strings (the common case) are set on the message directly; other types go through protobuf's JSON parser.
         self.string_variables = [(var, f) for var, f in variables if f[-1].type == FieldDescriptor.TYPE_STRING]
@@ -156,7 +156,7 @@ def _scalar(field: FieldDescriptor, raw: str) -> Any:
 def _parse(obj: dict[str, Any], msg: Message) -> None:
     """Parses JSON into `msg` after checking it field by field, so that a refusal names the field in snake_case."""
     try:
-        checked = conform(obj, msg.DESCRIPTOR)  # type: ignore[arg-type]
+        checked = conform(obj, descriptor_of(msg))
     except FieldError as exc:
         raise TranscodeError(str(exc)) from None
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import grpc
 
@@ -33,7 +32,7 @@ class QueueCrashLog:
         self.tls = tls
         self.backend = backend
         self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None  # grpc-stubs types the aio stub as synchronous
+        self._stub: queue_pb2_grpc.CrashLogServiceAsyncStub | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
     def record(
@@ -54,12 +53,13 @@ class QueueCrashLog:
 
     async def _send(self, event: queue_pb2.CrashEvent) -> None:
         """Sends the event; a queue still starting (or restarting) answers UNAVAILABLE, so that is retried a while."""
-        if self._stub is None:
+        stub = self._stub
+        if stub is None:
             self._channel = make_channel(self.address, self.tls, "queue")
-            self._stub = queue_pb2_grpc.CrashLogServiceStub(self._channel)
+            stub = self._stub = queue_pb2_grpc.CrashLogServiceStub(self._channel)
         for delay in (*RETRY_DELAYS_SECONDS, None):
             try:
-                await self._stub.RecordCrash(queue_pb2.RecordCrashRequest(event=event), timeout=SEND_TIMEOUT_SECONDS)
+                await stub.RecordCrash(queue_pb2.RecordCrashRequest(event=event), timeout=SEND_TIMEOUT_SECONDS)
                 return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE and delay is not None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from aigw_server.ocr.documents import Document, DocumentLimits, open_document, page_range
-from aigw_server.ocr.engine import EngineState, OcrEngine, unknown_languages
+from aigw_server.ocr.document_reader import Document, DocumentLimits, open_document, page_range
 from aigw_server.ocr.languages import LanguageIdentification, script_of_text
+from aigw_server.ocr.ocr_engine import EngineState, OcrEngine, unknown_languages
 from aigw_server.ocr.resolution import Mode, parse_mode
 from aigw_server.ocr.results import OcrRequest, PageResult, RecognizeOptions, Source
 from aigw_server.ocr.workers import WorkerPool

@@ -22,8 +22,8 @@ from PIL import Image
 
 from aigw_server.engines.openai_http import EngineClient
 from aigw_server.engines.supervisor import CrashSink, EngineSupervisor, ServerState
-from aigw_server.ocr.engine import EngineHealth, EngineState
 from aigw_server.ocr.languages import BY_TESSERACT, LanguageIdentification, script_of_text
+from aigw_server.ocr.ocr_engine import EngineHealth, EngineState
 from aigw_server.ocr.resolution import Mode, RenderSpec, deepseek_render
 from aigw_server.ocr.results import Box, Line, OutputFormat, PageImage, Recognition, RecognizeOptions
 from aigw_server.ocr.workers import WorkerPool

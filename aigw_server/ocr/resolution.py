@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from aigw.common.v1 import common_pb2
+from aigw_server.runtime.enums import RESOLUTION_WORDS, RESOLUTIONS
 from aigw_server.runtime.errors import InvalidArgument
 
 
 class Mode(StrEnum):
-    """A resolution mode, named as DeepSeek-OCR names them."""
+    """A resolution mode, named as DeepSeek-OCR names them; its value is the API's word for the proto's `Resolution`."""
 
-    TINY = "tiny"
-    SMALL = "small"
-    BASE = "base"
-    LARGE = "large"
-    GUNDAM = "gundam"
+    TINY = RESOLUTION_WORDS[common_pb2.RESOLUTION_TINY]
+    SMALL = RESOLUTION_WORDS[common_pb2.RESOLUTION_SMALL]
+    BASE = RESOLUTION_WORDS[common_pb2.RESOLUTION_BASE]
+    LARGE = RESOLUTION_WORDS[common_pb2.RESOLUTION_LARGE]
+    GUNDAM = RESOLUTION_WORDS[common_pb2.RESOLUTION_GUNDAM]
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,16 @@ def deepseek_render(mode: Mode) -> RenderSpec:
     return RenderSpec(DEEPSEEK_RENDER_DPI, DEEPSEEK_LONG_SIDE[mode])
 
 
+def mode_of(resolution: common_pb2.Resolution.ValueType) -> Mode | None:
+    """The mode a request's `Resolution` names; None for RESOLUTION_UNSPECIFIED (the model's default applies)."""
+    word = RESOLUTION_WORDS.get(resolution)
+    return Mode(word) if word is not None else None
+
+
 def parse_mode(name: str) -> Mode:
     """A mode from its name (as configured under models.<name>.default_resolution)."""
     try:
         return Mode(name.strip().lower())
     except ValueError:
-        choices = ", ".join(m.value for m in Mode)
+        choices = ", ".join(RESOLUTIONS)
         raise InvalidArgument(f"unknown resolution {name!r}; use one of {choices}", field="resolution") from None

@@ -16,8 +16,8 @@ from aigw_server.engines.crashlog import QueueCrashLog
 from aigw_server.engines.supervisor import CrashSink
 from aigw_server.ocr.backend import OcrBackend
 from aigw_server.ocr.deepseek import DeepSeekOcrEngine
-from aigw_server.ocr.engine import OcrEngine
 from aigw_server.ocr.languages import LanguageIdentification
+from aigw_server.ocr.ocr_engine import OcrEngine
 from aigw_server.ocr.servicer import OcrLifecycleServicer, OcrServicer
 from aigw_server.ocr.tesseract import TesseractEngine
 from aigw_server.ocr.workers import WorkerPool

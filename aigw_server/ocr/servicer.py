@@ -5,34 +5,21 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import TypedDict
 
 import grpc
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from aigw_server.ocr.backend import BackendView, LifecycleOutcome, OcrBackend
-from aigw_server.ocr.engine import EngineState
-from aigw_server.ocr.resolution import Mode
+from aigw_server.ocr.resolution import mode_of
 from aigw_server.ocr.results import Box, Line, OcrRequest, OutputFormat, PageResult
+from aigw_server.runtime.enums import BACKEND_STATE_BY_WORD
 
-Context = grpc.aio.ServicerContext[Any, Any]
-
-_MODES = {
-    common_pb2.RESOLUTION_TINY: Mode.TINY,
-    common_pb2.RESOLUTION_SMALL: Mode.SMALL,
-    common_pb2.RESOLUTION_BASE: Mode.BASE,
-    common_pb2.RESOLUTION_LARGE: Mode.LARGE,
-    common_pb2.RESOLUTION_GUNDAM: Mode.GUNDAM,
-}
-_STATES = {
-    EngineState.IDLE: common_pb2.BACKEND_STATE_IDLE,
-    EngineState.LOADING: common_pb2.BACKEND_STATE_LOADING,
-    EngineState.READY: common_pb2.BACKEND_STATE_READY,
-    EngineState.CRASHED: common_pb2.BACKEND_STATE_CRASHED,
-}
+Context = grpc.aio.ServicerContext[Message, Message]
 
 
 def to_request(model: str, job: common_pb2.OcrJob) -> OcrRequest:
@@ -41,7 +28,7 @@ def to_request(model: str, job: common_pb2.OcrJob) -> OcrRequest:
     return OcrRequest(
         document=job.document,
         model=model,
-        mode=_MODES.get(job.resolution),
+        mode=mode_of(job.resolution),
         languages=tuple(code for entry in job.languages for code in re.split(r"[+,\s]+", entry.lower()) if code),
         first_page=job.first_page,
         last_page=job.last_page,
@@ -81,7 +68,7 @@ def to_status(view: BackendView) -> common_pb2.BackendStatus:
     now.GetCurrentTime()
     return common_pb2.BackendStatus(
         backend=view.backend,
-        state=_STATES[view.state],
+        state=BACKEND_STATE_BY_WORD[view.state.value],
         loaded_models=list(view.loaded_models),
         available_models=list(view.available_models),
         in_flight=view.in_flight,
@@ -159,5 +146,13 @@ class OcrLifecycleServicer(backend_pb2_grpc.BackendServiceServicer):
         return backend_pb2.GetEnginesResponse()
 
 
-def _lifecycle(done: LifecycleOutcome) -> dict[str, Any]:
+class _LifecycleFields(TypedDict):
+    """The fields every lifecycle RPC's response shares."""
+
+    status: common_pb2.BackendStatus
+    outcome: str
+    elapsed_ms: float
+
+
+def _lifecycle(done: LifecycleOutcome) -> _LifecycleFields:
     return {"status": to_status(done.status), "outcome": done.outcome, "elapsed_ms": done.elapsed_ms}

@@ -12,8 +12,8 @@ from io import BytesIO
 
 from PIL import Image
 
-from aigw_server.ocr.engine import EngineHealth, EngineState
 from aigw_server.ocr.languages import BY_TESSERACT, LanguageIdentification, first_pack, script_from_osd, script_of_text
+from aigw_server.ocr.ocr_engine import EngineHealth, EngineState
 from aigw_server.ocr.resolution import TESSERACT_RENDER, Mode, RenderSpec
 from aigw_server.ocr.results import Box, Line, PageImage, Recognition, RecognizeOptions, Word
 from aigw_server.ocr.workers import WorkerPool

@@ -23,7 +23,7 @@ class DocumentRules:
 
 def _inspect(document: bytes, rules: DocumentRules) -> int:
     """The document's page count, or INVALID_ARGUMENT naming `document` (PyMuPDF and Pillow load on first use)."""
-    from aigw_server.ocr.documents import DocumentLimits, inspect_document
+    from aigw_server.ocr.document_reader import DocumentLimits, inspect_document
 
     try:
         facts = inspect_document(document, DocumentLimits(rules.max_bytes, rules.max_pages, rules.max_pixels))

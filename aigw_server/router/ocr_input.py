@@ -14,7 +14,7 @@ import orjson
 from aigw_server.router.catalog import ModelCatalog, ModelEntry
 from aigw_server.router.multipart import FORM_DATA, FormPart, parse_form
 from aigw_server.router.openai_compat import JsonObject
-from aigw_server.runtime.documents import sniff
+from aigw_server.runtime.document_types import sniff
 from aigw_server.runtime.enums import RESOLUTIONS
 from aigw_server.runtime.errors import InvalidArgument, PayloadTooLarge
 

@@ -240,6 +240,7 @@ async def authorize(method: str, context: Ctx) -> None:
     await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"service {identity!r} may not call {name}")
 
 
+# grpc-stubs make this class generic; grpc's own is not subscriptable at run time
 class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Refuses every call whose caller identity `POLICY` does not allow, before the servicer runs.
 

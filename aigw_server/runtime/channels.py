@@ -41,6 +41,7 @@ def _with_request_id(metadata: Any) -> list[tuple[str, str]]:
     return items
 
 
+# grpc-stubs make this class generic; grpc's own is not subscriptable at run time
 class _RequestIdClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     """Adds the current request id to every outgoing call's metadata."""
 
@@ -58,6 +59,7 @@ def make_channel(address: str, tls: MeshTls | None = None, server: str = "") -> 
     address was dialled), so a channel to the queue talks to the queue or to nobody. Without `tls`
     the channel is plaintext (a loopback-only mesh with `mesh_tls.mode: plaintext`).
     """
+    # grpc-stubs leave `interceptors` a placeholder type that must be cast or ignored (`_PartialStubMustCastOrIgnore`).
     interceptors = [_RequestIdClientInterceptor()]
     if tls is None:
         return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)  # type: ignore[arg-type]

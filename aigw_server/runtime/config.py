@@ -411,6 +411,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:
     hints = typing.get_type_hints(cls)
+    # mypy types dataclasses.fields for typeshed's DataclassInstance, which exists for type checkers only.
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - names)
     if unknown:

@@ -33,7 +33,7 @@ def check(address: str, service: str = "", timeout: float = 3.0, tls: MeshTls | 
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError as exc:
-            return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+            return f"{exc.code().name}: {exc.details()}"
     name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     return name
 

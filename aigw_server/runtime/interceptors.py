@@ -87,6 +87,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return tolerant
 
 
+# grpc-stubs make this class generic; grpc's own is not subscriptable at run time
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Request id, access log, metrics, authorization (when `authorize`) and error mapping, in that order."""
 
@@ -154,6 +155,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     @staticmethod
     async def _fail(method: str, context: Ctx, exc: Exception) -> None:
+        # grpc-stubs lack ServicerContext.abort_with_status (grpc.aio has it since 1.38).
         if isinstance(exc, GatewayError):
             await context.abort_with_status(to_status(exc))  # type: ignore[attr-defined]
         log.error("unhandled error in %s", method, exc_info=exc)
@@ -250,6 +252,7 @@ async def _parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+# grpc-stubs make ServerInterceptor generic; grpc's own is not subscriptable at run time
 def server_interceptors(service: str, authorize: bool = False) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
     """The interceptors of every aigw server (one: see the module's docstring); `authorize` with service identity on."""
     return [ServerInterceptor(service, authorize)]

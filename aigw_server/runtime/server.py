@@ -35,6 +35,7 @@ class Health:
     """The standard health service of one server: overall ("") and per gRPC service."""
 
     def __init__(self, service_names: Sequence[str]) -> None:
+        # grpc-stubs declare no grpc_health.v1.health.aio; the module is grpcio-health-checking's own.
         self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.service_names = list(service_names)
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
+import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
+from aigw_server.runtime.enums import BACKEND_STATE_BY_WORD
 from aigw_server.runtime.logs import request_id_var
 from aigw_server.textgen.backend import BackendSnapshot, EngineInfo, TextgenBackend
 
-Ctx = Any
+Context = grpc.aio.ServicerContext[Message, Message]
 
 
 def status_proto(snap: BackendSnapshot) -> common_pb2.BackendStatus:
@@ -22,7 +24,7 @@ def status_proto(snap: BackendSnapshot) -> common_pb2.BackendStatus:
     updated.GetCurrentTime()
     return common_pb2.BackendStatus(
         backend=snap.backend,
-        state=common_pb2.BackendState.Value(f"BACKEND_STATE_{snap.state.name}"),
+        state=BACKEND_STATE_BY_WORD[snap.state.name.lower()],
         loaded_models=snap.loaded_models,
         available_models=snap.available_models,
         in_flight=snap.in_flight,
@@ -64,13 +66,13 @@ class TextgenServicer(textgen_pb2_grpc.TextgenServiceServicer):
     def __init__(self, backend: TextgenBackend) -> None:
         self.backend = backend
 
-    async def Generate(self, request: textgen_pb2.GenerateRequest, context: Ctx) -> textgen_pb2.GenerateResponse:
+    async def Generate(self, request: textgen_pb2.GenerateRequest, context: Context) -> textgen_pb2.GenerateResponse:
         rid = request.request_id or request_id_var.get()
         result = await self.backend.generate(request.model, request.chat, request.priority, rid)
         return textgen_pb2.GenerateResponse(result=result)
 
     async def StreamGenerate(
-        self, request: textgen_pb2.StreamGenerateRequest, context: Ctx
+        self, request: textgen_pb2.StreamGenerateRequest, context: Context
     ) -> AsyncIterator[textgen_pb2.StreamGenerateResponse]:
         model = request.model
         rid = request.request_id or request_id_var.get()
@@ -87,33 +89,33 @@ class TextgenLifecycleServicer(backend_pb2_grpc.BackendServiceServicer):
     def _status(self) -> common_pb2.BackendStatus:
         return status_proto(self.backend.snapshot())
 
-    async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: Ctx) -> backend_pb2.GetStatusResponse:
+    async def GetStatus(self, request: backend_pb2.GetStatusRequest, context: Context) -> backend_pb2.GetStatusResponse:
         return backend_pb2.GetStatusResponse(status=self._status())
 
-    async def LoadModel(self, request: backend_pb2.LoadModelRequest, context: Ctx) -> backend_pb2.LoadModelResponse:
+    async def LoadModel(self, request: backend_pb2.LoadModelRequest, context: Context) -> backend_pb2.LoadModelResponse:
         start = time.perf_counter()
         outcome = await self.backend.load(request.model)
         return backend_pb2.LoadModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
 
-    async def UnloadModel(self, request: backend_pb2.UnloadModelRequest, context: Ctx) -> backend_pb2.UnloadModelResponse:
+    async def UnloadModel(self, request: backend_pb2.UnloadModelRequest, context: Context) -> backend_pb2.UnloadModelResponse:
         start = time.perf_counter()
         outcome = await self.backend.unload(request.model, request.drain_timeout_seconds, request.force)
         return backend_pb2.UnloadModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
 
-    async def SwitchModel(self, request: backend_pb2.SwitchModelRequest, context: Ctx) -> backend_pb2.SwitchModelResponse:
+    async def SwitchModel(self, request: backend_pb2.SwitchModelRequest, context: Context) -> backend_pb2.SwitchModelResponse:
         start = time.perf_counter()
         outcome = await self.backend.switch(request.model, request.drain_timeout_seconds, request.force)
         return backend_pb2.SwitchModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
 
-    async def SleepModel(self, request: backend_pb2.SleepModelRequest, context: Ctx) -> backend_pb2.SleepModelResponse:
+    async def SleepModel(self, request: backend_pb2.SleepModelRequest, context: Context) -> backend_pb2.SleepModelResponse:
         start = time.perf_counter()
         outcome = await self.backend.sleep(request.level)
         return backend_pb2.SleepModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))
 
-    async def GetEngines(self, request: backend_pb2.GetEnginesRequest, context: Ctx) -> backend_pb2.GetEnginesResponse:
+    async def GetEngines(self, request: backend_pb2.GetEnginesRequest, context: Context) -> backend_pb2.GetEnginesResponse:
         return backend_pb2.GetEnginesResponse(engines=[engine_proto(e) for e in self.backend.engines()])
 
-    async def WakeModel(self, request: backend_pb2.WakeModelRequest, context: Ctx) -> backend_pb2.WakeModelResponse:
+    async def WakeModel(self, request: backend_pb2.WakeModelRequest, context: Context) -> backend_pb2.WakeModelResponse:
         start = time.perf_counter()
         outcome = await self.backend.wake()
         return backend_pb2.WakeModelResponse(status=self._status(), outcome=outcome, elapsed_ms=_ms(start))

@@ -236,7 +236,8 @@ def test_killing_the_supervisor_takes_every_process_with_it_and_the_next_mesh_st
     again = Mesh(mesh.config_path, dict(mesh.env))
     try:
         again.start(timeout=300)
-        states = {p["name"]: p["statename"] for p in again.supervisor().supervisor.getAllProcessInfo()}
+        with again.supervisor() as proxy:
+            states = {p["name"]: p["statename"] for p in proxy.supervisor.getAllProcessInfo()}
         assert set(states.values()) == {"RUNNING"}, states
         assert set(states) == set(programs)
         assert httpx.get(f"{again.edge_url}/health", timeout=5).status_code == 200

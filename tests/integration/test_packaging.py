@@ -18,8 +18,10 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def build(project: Path, out: Path) -> Path:
-    # setuptools reuses its build/ folder: what an earlier build put there would ride along in this wheel
-    shutil.rmtree(project / "build", ignore_errors=True)
+    # setuptools reuses its build/lib: what an earlier build put there would ride along in this wheel
+    # (the rest of build/ holds other tools' outputs and stays)
+    for stale in (project / "build" / "lib", *(project / "build").glob("bdist.*")):
+        shutil.rmtree(stale, ignore_errors=True)
     subprocess.run([str(UV), "build", "--wheel", "--quiet", "-o", str(out), str(project)], check=True, timeout=300)
     [wheel] = out.glob("*.whl")
     return wheel

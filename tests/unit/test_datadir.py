@@ -56,17 +56,17 @@ def test_a_sticky_shared_dir_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(datadir.MeshAlreadyRunning, match=f"supervisord pid {holder.pid},"):
-            datadir.lock(tmp_path)
-    finally:
-        holder.kill()
-        holder.wait(10)
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+            with pytest.raises(datadir.MeshAlreadyRunning, match=f"supervisord pid {holder.pid},"):
+                datadir.lock(tmp_path)
+        finally:
+            holder.kill()
+            holder.wait(10)
     fd = datadir.lock(tmp_path)  # the file is still there, the lock went with its holder
     try:
         assert (tmp_path / datadir.LOCK_FILE).read_text().startswith(f"supervisord pid {os.getpid()},")

@@ -38,23 +38,24 @@ def command_of(pid: int) -> str:
 
 @pytest.mark.parametrize("death_signal", [signal.SIGTERM, signal.SIGKILL])
 def test_the_child_gets_its_signal_when_its_parent_is_sigkilled(death_signal: signal.Signals) -> None:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(int(death_signal))], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    child = int(parent.stdout.readline())
-    try:
-        deadline = time.monotonic() + 10
-        while command_of(child) != "sleep" and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert command_of(child) == "sleep", "the lifeline becomes the command (same pid)"
-        parent.kill()
-        parent.wait(10)
-        deadline = time.monotonic() + 5
-        while alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(child)
-    finally:
-        if alive(child):
-            os.kill(child, signal.SIGKILL)
+    with subprocess.Popen([sys.executable, "-c", PARENT, str(int(death_signal))], stdout=subprocess.PIPE, text=True) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        try:
+            deadline = time.monotonic() + 10
+            while command_of(child) != "sleep" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert command_of(child) == "sleep", "the lifeline becomes the command (same pid)"
+            parent.kill()
+            parent.wait(10)
+            deadline = time.monotonic() + 5
+            while alive(child) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not alive(child)
+        finally:
+            parent.kill()
+            if alive(child):
+                os.kill(child, signal.SIGKILL)
 
 
 def test_a_child_whose_parent_is_already_gone_does_not_start() -> None:

@@ -30,11 +30,11 @@ def edge_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int,
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "AIGW_CONFIG": str(tmp_path / "config.yaml"), "PYTHONPATH": f"{REPO}:{REPO / 'gen'}"}
-    proc = subprocess.Popen([sys.executable, "-m", "aigw_server.edge"], cwd=REPO, env=env, stderr=subprocess.PIPE)
-    yield proc, port, metrics_port
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(5)
+    with subprocess.Popen([sys.executable, "-m", "aigw_server.edge"], cwd=REPO, env=env, stderr=subprocess.PIPE) as proc:
+        yield proc, port, metrics_port
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
 
 
 def wait_listening(port: int, timeout: float) -> None:

@@ -71,9 +71,9 @@ async def running(raw: dict[str, Any], tmp_path: Path) -> AsyncIterator[Ocr]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield Ocr(
             service,
-            ocr_pb2_grpc.OcrServiceStub(channel),  # type: ignore[arg-type]
+            ocr_pb2_grpc.OcrServiceStub(channel),
             health_pb2_grpc.HealthStub(channel),
-            backend_pb2_grpc.BackendServiceStub(channel),  # type: ignore[arg-type]
+            backend_pb2_grpc.BackendServiceStub(channel),
         )
     await server.stop(None)
     await service.stop()

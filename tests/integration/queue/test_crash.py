@@ -62,10 +62,10 @@ class Mesh:
         return {**os.environ, "AIGW_CONFIG": str(path), "PYTHONPATH": f"{REPO}:{REPO / 'gen'}"}
 
     def start_queue(self) -> None:
-        log = open(self.tmp / "queue.log", "ab")  # noqa: SIM115 - the child process owns it
-        self.queue = subprocess.Popen(
-            [sys.executable, "-m", "aigw_server.queue"], cwd=REPO, env=self.env(), stdout=log, stderr=log
-        )
+        with open(self.tmp / "queue.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.queue = subprocess.Popen(
+                [sys.executable, "-m", "aigw_server.queue"], cwd=REPO, env=self.env(), stdout=log, stderr=log
+            )
         wait_serving(self.address, 60)
 
     def kill_queue(self) -> None:

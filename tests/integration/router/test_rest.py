@@ -224,8 +224,10 @@ async def test_chat_body_refusals_name_the_field(rest: httpx.AsyncClient, body: 
 
 
 @pytest.fixture
-def openai_client(rest: httpx.AsyncClient, mesh: Mesh) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{str(rest.base_url).rstrip('/')}/v1", api_key=mesh.token(), max_retries=0)
+async def openai_client(rest: httpx.AsyncClient, mesh: Mesh) -> AsyncIterator[openai.AsyncOpenAI]:
+    base_url = f"{str(rest.base_url).rstrip('/')}/v1"
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=mesh.token(), max_retries=0) as client:
+        yield client
 
 
 async def test_openai_sdk_raises_the_matching_exception_with_the_message(openai_client: openai.AsyncOpenAI) -> None:

@@ -33,7 +33,7 @@ class SecureTextgen:
 
     def stub(self, identity: str) -> tuple[grpc.aio.Channel, backend_pb2_grpc.BackendServiceAsyncStub]:
         channel = make_channel(self.address, MeshTls.load(self.pki, identity), "textgen")
-        return channel, backend_pb2_grpc.BackendServiceStub(channel)  # type: ignore[return-value]
+        return channel, backend_pb2_grpc.BackendServiceStub(channel)
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from aigw_server.ocr.deepseek import (
     parse_output,
     server_command,
 )
-from aigw_server.ocr.engine import EngineState
 from aigw_server.ocr.languages import LanguageIdentification
+from aigw_server.ocr.ocr_engine import EngineState
 from aigw_server.ocr.resolution import Mode
 from aigw_server.ocr.results import OutputFormat, PageImage, RecognizeOptions
 from aigw_server.ocr.workers import WorkerPool

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from PIL import Image
 
-from aigw_server.ocr.engine import EngineState
 from aigw_server.ocr.languages import LanguageIdentification
+from aigw_server.ocr.ocr_engine import EngineState
 from aigw_server.ocr.resolution import Mode
 from aigw_server.ocr.results import OutputFormat, PageImage, Recognition, RecognizeOptions
 from aigw_server.ocr.tesseract import TesseractEngine, parse_osd, parse_tsv

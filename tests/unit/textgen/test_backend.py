@@ -10,88 +10,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from aigw.common.v1 import common_pb2
-from aigw_server.runtime.config import parse_config
 from aigw_server.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from aigw_server.textgen.backend import TextgenBackend
 from aigw_server.textgen.model_server import ServerState
-from aigw_server.textgen.settings import resolve_settings
-
-METRICS = """\
-vllm:num_requests_running{engine="0",model_name="llama"} 2.0
-vllm:num_requests_waiting{engine="0",model_name="llama"} 5.0
-vllm:kv_cache_usage_perc{engine="0",model_name="llama"} 0.5
-vllm:prefix_cache_queries_total{engine="0",model_name="llama"} 200.0
-vllm:prefix_cache_hits_total{engine="0",model_name="llama"} 50.0
-"""
-
-
-class VllmStandIn:
-    """Answers /health, /metrics, chat completions and the dev-mode sleep endpoints like vLLM."""
-
-    def __init__(self) -> None:
-        self.sleeping = False
-        self.healthy = True
-        self.chats: list[httpx.Request] = []
-        self.calls: list[str] = []
-        self.bodies: list[bytes] = []
-        self.metrics = METRICS
-        self.late = 0  # health probes still to answer too late
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        self.calls.append(f"{request.method} {path}{'?' + request.url.query.decode() if request.url.query else ''}")
-        if not self.healthy:
-            raise httpx.ConnectError("refused", request=request)
-        if path == "/health":
-            if self.late > 0:
-                self.late -= 1
-                raise httpx.ReadTimeout("busy", request=request)
-            return httpx.Response(200)
-        if path == "/metrics":
-            return httpx.Response(200, text=self.metrics)
-        if path == "/sleep":
-            self.sleeping = True
-            return httpx.Response(200)
-        if path == "/wake_up":
-            self.sleeping = False
-            return httpx.Response(200)
-        if path == "/collective_rpc":
-            self.bodies.append(request.content)
-            return httpx.Response(200)
-        if path == "/is_sleeping":
-            return httpx.Response(200, json={"is_sleeping": self.sleeping})
-        self.chats.append(request)
-        answer = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {"completion_tokens": 1}}
-        return httpx.Response(200, content=orjson.dumps(answer))
-
-
-def make_backend(standin: VllmStandIn, crash_log: CrashLog | None = None, direct: bool = False, **backend: Any) -> TextgenBackend:
-    raw = {
-        "routing": {"status_interval_seconds": 0.02, "direct_engines": direct},
-        "models": {"llama": {"served_name": "meta-llama/Llama-3-8B-Instruct"}, "qwen": {}},
-        "backends": [
-            {"name": "gpu-0", "kind": "textgen", "engine": "vllm", "mode": "attach", "url": "http://vllm.test/v1"}
-            | {"models": ["llama"], "sleep_mode": True, "capacity": 32}
-            | backend
-        ],
-    }
-    settings = resolve_settings(parse_config(raw, env={}), {})
-    return TextgenBackend(settings, crash_log or CrashLog(), httpx.MockTransport(standin))
-
-
-class CrashLog:
-    """Collects crash events in memory."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def record(self, kind: str, model: str, message: str, log_tail: Any = (), details: Any = None) -> None:
-        self.events.append((kind, message))
+from tests.unit.textgen.standin import METRICS, CrashLog, VllmStandIn, chat, make_backend
 
 
 @dataclass
@@ -116,10 +42,6 @@ async def running() -> AsyncIterator[Running]:
     await backend.start(notify)
     yield Running(backend, standin, health, crash_log)
     await backend.stop()
-
-
-def chat() -> common_pb2.ChatJob:
-    return common_pb2.ChatJob(messages=[common_pb2.ChatMessage(role="user", content="Hi")])
 
 
 async def settle(condition: Any, timeout: float = 2.0) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from aigw_server.ocr.documents import DocumentLimits, fit, normalise, open_document, page_range, sniff
+from aigw_server.ocr.document_reader import DocumentLimits, fit, normalise, open_document, page_range, sniff
 from aigw_server.ocr.resolution import TESSERACT_RENDER, Mode, RenderSpec
 from aigw_server.runtime.errors import InvalidArgument
 from tests.unit.ocr import samples

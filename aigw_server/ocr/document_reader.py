@@ -1,4 +1,4 @@
-"""Documents: the real type sniffed from the bytes, limits enforced, PDF text layers and page images on demand."""
+"""An upload opened as pages: its sniffed type, limits enforced, PDF text layers and page images on demand."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from aigw_server.ocr.languages import letter_count
 from aigw_server.ocr.resolution import RenderSpec
 from aigw_server.ocr.results import Box, Line, PageImage, Word
-from aigw_server.runtime.documents import sniff as sniff_type
+from aigw_server.runtime.document_types import sniff as sniff_type
 from aigw_server.runtime.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -29,11 +29,12 @@ _MUPDF = threading.Lock()
 
 
 @functools.cache
-def _mupdf() -> Any:
+def _mupdf() -> Any:  # Any: a module imported on first use has no static type to name here
     """PyMuPDF, imported with the first PDF: it costs ~120 MB resident that an idle service need not hold."""
     import pymupdf
 
     # Its messages about damaged files go to stderr by default; the errors raised here say what matters.
+    # (`TOOLS`' methods carry no annotations, hence the ignores.)
     pymupdf.TOOLS.mupdf_display_errors(False)  # type: ignore[no-untyped-call]
     pymupdf.TOOLS.mupdf_display_warnings(False)  # type: ignore[no-untyped-call]
     return pymupdf
@@ -106,7 +107,8 @@ def normalise(image: Image.Image, grayscale: bool) -> Image.Image:
     if image.mode.startswith("I;16"):
         image = image.convert("I")
     if image.mode in ("I", "F"):
-        high = float(image.getextrema()[1])  # type: ignore[arg-type, index]
+        # Pillow types the extrema of multi-band images too; "I" and "F" images have one band: (low, high).
+        high = float(image.getextrema()[1])  # type: ignore[arg-type]
         scale = 255 / high if high > 255 else 1.0
         image = image.point(lambda v: v * scale).convert("L")
     if image.mode in ("P", "PA", "LA", "RGBA") or "transparency" in image.info:
@@ -238,7 +240,7 @@ class PdfDocument(Document):
     def text_layer(self, number: int, layout: bool) -> TextLayer | None:
         with _MUPDF:
             try:
-                page = self._doc.load_page(number - 1)  # type: ignore[no-untyped-call]
+                page = self._doc.load_page(number - 1)
                 self._check_images(page, number)
                 text = page.get_text("text")
                 if not _usable_text(text) or _looks_scanned(page, text):
@@ -250,7 +252,7 @@ class PdfDocument(Document):
 
     def _check_images(self, page: pymupdf.Page, number: int) -> None:
         """Refuses a page whose embedded images declare more pixels than allowed, before MuPDF decodes them."""
-        for info in page.get_images(full=False):  # type: ignore[no-untyped-call]
+        for info in page.get_images(full=False):  # type: ignore[no-untyped-call]  # unannotated in PyMuPDF
             width, height = int(info[2]), int(info[3])
             if width * height > self.limits.max_pixels:
                 raise InvalidArgument(
@@ -262,7 +264,7 @@ class PdfDocument(Document):
     def page_image(self, number: int, spec: RenderSpec) -> PageImage:
         with _MUPDF:
             try:
-                page = self._doc.load_page(number - 1)  # type: ignore[no-untyped-call]
+                page = self._doc.load_page(number - 1)
                 self._check_images(page, number)
                 scale = self._scale(page.rect, spec)
                 mu = _mupdf()
@@ -283,7 +285,7 @@ class PdfDocument(Document):
 
     def close(self) -> None:
         with _MUPDF:
-            self._doc.close()  # type: ignore[no-untyped-call]
+            self._doc.close()
 
 
 def _usable_text(text: str) -> bool:
@@ -299,7 +301,7 @@ def _looks_scanned(page: pymupdf.Page, text: str) -> bool:
     if letter_count(text) >= SCAN_TEXT_LETTERS:
         return False
     area = abs(page.rect) or 1.0
-    covered = sum(abs(_mupdf().Rect(info["bbox"]) & page.rect) for info in page.get_image_info())  # type: ignore[no-untyped-call]
+    covered = sum(abs(_mupdf().Rect(info["bbox"]) & page.rect) for info in page.get_image_info())
     return bool(covered / area >= SCAN_IMAGE_COVER)
 
 
