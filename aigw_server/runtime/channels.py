@@ -60,6 +60,7 @@ def make_channel(address: str, tls: MeshTls | None = None, server: str = "") -> 
     the channel is plaintext (a loopback-only mesh with `mesh_tls.mode: plaintext`).
     """
     # grpc-stubs leave `interceptors` a placeholder type that must be cast or ignored (`_PartialStubMustCastOrIgnore`).
+    # grpc-stubs type `interceptors` as a sequence of sync ClientInterceptors; grpc.aio takes its own kind.
     interceptors = [_RequestIdClientInterceptor()]
     if tls is None:
         return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)  # type: ignore[arg-type]
