@@ -194,9 +194,13 @@ class AigwClient:
         tls: bool | None = None,
         on_token: Callable[[TokenInfo], None] | None = None,
         env: Mapping[str, str] | None = None,
+        channels: Mapping[str, grpc.Channel] | None = None,
     ) -> None:
+        """`channels`: channels of your own to use for these addresses (e.g. with interceptors or credentials
+        of your choice) instead of the ones the client would open; they stay yours to close."""
         self._core = _core(address, admin_address, token, api_key, client_id, priority, timeout, retry, tls, on_token, env)
-        self._channels: dict[str, grpc.Channel] = {}
+        self._given = dict(channels or {})
+        self._channels: dict[str, grpc.Channel] = dict(self._given)
         self._stubs: dict[Service, Any] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -208,10 +212,11 @@ class AigwClient:
         self.close()
 
     def close(self) -> None:
-        """Closes the channels."""
-        for channel in self._channels.values():
-            channel.close()
-        self._channels.clear()
+        """Closes the channels it opened (given ones stay open)."""
+        for address, channel in self._channels.items():
+            if address not in self._given:
+                channel.close()
+        self._channels = dict(self._given)
         self._stubs.clear()
 
     @property
@@ -502,9 +507,13 @@ class AsyncAigwClient:
         tls: bool | None = None,
         on_token: Callable[[TokenInfo], None] | None = None,
         env: Mapping[str, str] | None = None,
+        channels: Mapping[str, grpc.aio.Channel] | None = None,
     ) -> None:
+        """`channels`: channels of your own to use for these addresses (e.g. with interceptors or credentials
+        of your choice) instead of the ones the client would open; they stay yours to close."""
         self._core = _core(address, admin_address, token, api_key, client_id, priority, timeout, retry, tls, on_token, env)
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._given = dict(channels or {})
+        self._channels: dict[str, grpc.aio.Channel] = dict(self._given)
         self._stubs: dict[Service, Any] = {}
         self._refresh_lock = asyncio.Lock()
 
@@ -517,10 +526,11 @@ class AsyncAigwClient:
         await self.close()
 
     async def close(self) -> None:
-        """Closes the channels."""
-        for channel in self._channels.values():
-            await channel.close(None)
-        self._channels.clear()
+        """Closes the channels it opened (given ones stay open)."""
+        for address, channel in self._channels.items():
+            if address not in self._given:
+                await channel.close(None)
+        self._channels = dict(self._given)
         self._stubs.clear()
 
     @property

@@ -3,6 +3,7 @@ side; the services' wheel holds the services and nothing of the harness, tests o
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,8 @@ def stub_packages(wheel: Path) -> set[str]:
 
 
 def test_the_client_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
+    # neither the repository (cwd) nor `make test`'s PYTHONPATH may make the server side importable there
+    alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     wheel = build(REPO / "client", tmp_path / "dist")
     venv = tmp_path / "venv"
     subprocess.run([str(UV), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=120)
@@ -46,15 +49,16 @@ def test_the_client_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
 
     installed = subprocess.run([str(UV), "pip", "freeze", "--python", str(python)], capture_output=True, text=True, check=True)
     names = {line.split("==")[0].split(" @ ")[0].lower() for line in installed.stdout.split()}
-    usage = subprocess.run([str(venv / "bin" / "aigw"), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    usage = subprocess.run([str(venv / "bin" / "aigw"), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=alone)
     sdk = subprocess.run(
         [str(python), "-c", "import aigw_client, aigw.router.v1.router_pb2_grpc; print(aigw_client.AigwClient.__name__)"],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=tmp_path,  # away from the repository, whose folders would otherwise be importable
+        env=alone,
     )
-    server = subprocess.run([str(python), "-c", "import aigw_server"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    server = subprocess.run([str(python), "-c", "import aigw_server"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=alone)
 
     assert top_level(wheel) == {"aigw", "aigw_client"}
     assert stub_packages(wheel) == {"admin", "common", "router"}, "the public contracts, none of the internal ones"

@@ -50,6 +50,8 @@ def vllm_routes() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 @pytest.fixture
