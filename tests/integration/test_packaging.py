@@ -49,16 +49,14 @@ def test_the_client_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
 
     installed = subprocess.run([str(UV), "pip", "freeze", "--python", str(python)], capture_output=True, text=True, check=True)
     names = {line.split("==")[0].split(" @ ")[0].lower() for line in installed.stdout.split()}
-    usage = subprocess.run([str(venv / "bin" / "aigw"), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=alone)
-    sdk = subprocess.run(
-        [str(python), "-c", "import aigw_client, aigw.router.v1.router_pb2_grpc; print(aigw_client.AigwClient.__name__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,  # away from the repository, whose folders would otherwise be importable
-        env=alone,
-    )
-    server = subprocess.run([str(python), "-c", "import aigw_server"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=alone)
+
+    def away(*argv: str) -> subprocess.CompletedProcess[str]:
+        """Runs in the temporary folder: the repository's own folders would otherwise be importable."""
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=alone)
+
+    usage = away(str(venv / "bin" / "aigw"), "--help")
+    sdk = away(str(python), "-c", "import aigw_client, aigw.router.v1.router_pb2_grpc; print(aigw_client.AigwClient.__name__)")
+    server = away(str(python), "-c", "import aigw_server")
 
     assert top_level(wheel) == {"aigw", "aigw_client"}
     assert stub_packages(wheel) == {"admin", "common", "router"}, "the public contracts, none of the internal ones"
