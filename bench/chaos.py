@@ -30,6 +30,7 @@ from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.runtime.auth import TokenSigner
 from aigw_server.runtime.config import RateLimit
+from aigw_server.runtime.enums import PRIORITIES
 from bench.documents import page_png
 from harness.mesh import Mesh
 from harness.mesh_config import Auth, ChatModel, MeshSpec, OcrModel, QueueKnobs, SupervisedEngine, TesseractOcr
@@ -39,7 +40,6 @@ MODEL = "chaos-chat"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 SOAK_SLOT_SECONDS = 40.0  # in long runs, one kill about every 40 s
 MODES = ("sync", "stream", "async", "ocr")
-PRIORITIES = ("high", "normal", "low")
 
 
 @dataclass

@@ -1,9 +1,8 @@
-"""The API's words for its enums (priorities, OCR resolutions, job states, backend states), derived once from
+"""The API's words for its enums (priorities, OCR resolutions, backend states), derived once from
 the proto enums: a value added to a proto enum gets its word here without a second list to keep in step.
 
 A word is the value's name without its type prefix, in lower case (`PRIORITY_HIGH` → "high",
-`RESOLUTION_GUNDAM` → "gundam"); job states have no prefix and keep their upper-case names ("SUCCEEDED"),
-as the REST contract shows them.
+`RESOLUTION_GUNDAM` → "gundam").
 """
 
 from __future__ import annotations
@@ -15,11 +14,9 @@ from google.protobuf.descriptor import EnumDescriptor
 from aigw.common.v1 import common_pb2
 
 
-def words(enum: EnumDescriptor, prefix: str = "", lower: bool = True) -> dict[str, str]:
+def words(enum: EnumDescriptor, prefix: str) -> dict[str, str]:
     """{word: value name} for every value of `enum` but its UNSPECIFIED one, in the enum's order."""
-    return {
-        (v.name.removeprefix(prefix).lower() if lower else v.name.removeprefix(prefix)): v.name for v in enum.values if v.number
-    }
+    return {v.name.removeprefix(prefix).lower(): v.name for v in enum.values if v.number}
 
 
 def _inverse(by_word: Mapping[str, int]) -> dict[int, str]:
@@ -44,11 +41,6 @@ RESOLUTION_BY_WORD: dict[str, common_pb2.Resolution.ValueType] = {
 }
 RESOLUTION_WORDS: dict[int, str] = _inverse(RESOLUTION_BY_WORD)
 RESOLUTIONS: tuple[str, ...] = tuple(RESOLUTION_BY_WORD)
-
-JOB_STATE_BY_WORD: dict[str, common_pb2.JobState.ValueType] = {
-    w: common_pb2.JobState.Value(n) for w, n in words(_ENUMS["JobState"], lower=False).items()
-}
-JOB_STATE_WORDS: dict[int, str] = _inverse(JOB_STATE_BY_WORD)
 
 BACKEND_STATE_BY_WORD: dict[str, common_pb2.BackendState.ValueType] = {
     w: common_pb2.BackendState.Value(n) for w, n in words(_ENUMS["BackendState"], "BACKEND_STATE_").items()
