@@ -1,4 +1,5 @@
-"""gRPC adapters: the backends' BackendService, with downstream errors as domain errors; the queue's is the shared one."""
+"""gRPC adapters: the backends' BackendService, with downstream errors as domain errors (the queue's client is
+`aigw_server.runtime.queue_client`); a lifecycle call's timeout is its own wait plus a queue call's."""
 
 from __future__ import annotations
 
@@ -15,13 +16,10 @@ from aigw_server.admin.fleet import LifecycleResult
 from aigw_server.runtime.config import BackendConfig
 from aigw_server.runtime.errors import GatewayError
 from aigw_server.runtime.queue_client import QUEUE_CALL_SECONDS
-from aigw_server.runtime.queue_client import QueueClient as QueueClient  # re-exported: admin's queue client is the shared one
 from aigw_server.runtime.rpc_errors import from_rpc_error
 
 R = TypeVar("R")
 
-STORE_TIMEOUT_S = QUEUE_CALL_SECONDS
-"""A queue call's timeout; a backend's lifecycle calls take it on top of their own wait."""
 STATUS_TIMEOUT_S = 2.0
 DRAIN_TIMEOUT_S = 30.0
 
@@ -41,8 +39,8 @@ class BackendClient:
         self.config = config
         self.health_stub = health_pb2_grpc.HealthStub(channel)
         self.stub = backend_pb2_grpc.BackendServiceStub(channel)
-        self.load_timeout = config.startup_timeout_seconds + STORE_TIMEOUT_S
-        self.unload_timeout = DRAIN_TIMEOUT_S + STORE_TIMEOUT_S
+        self.load_timeout = config.startup_timeout_seconds + QUEUE_CALL_SECONDS
+        self.unload_timeout = DRAIN_TIMEOUT_S + QUEUE_CALL_SECONDS
 
     async def health(self) -> str:
         try:

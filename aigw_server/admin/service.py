@@ -14,7 +14,7 @@ import grpc
 from aigw.admin.v1 import admin_pb2, admin_pb2_grpc
 from aigw_server.admin.access import Access
 from aigw_server.admin.bootstrap import AdminBootstrap
-from aigw_server.admin.clients import BackendClient, QueueClient
+from aigw_server.admin.clients import BackendClient
 from aigw_server.admin.fleet import BackendControl, Fleet
 from aigw_server.admin.identity import Accounts
 from aigw_server.admin.login_limiter import LoginLimiter
@@ -28,6 +28,7 @@ from aigw_server.runtime.authz import mesh_tls
 from aigw_server.runtime.channels import make_channel
 from aigw_server.runtime.config import GatewayConfig, ServiceName
 from aigw_server.runtime.errors import GatewayError
+from aigw_server.runtime.queue_client import QueueClient
 from aigw_server.runtime.server import Health
 
 log = logging.getLogger(__name__)
