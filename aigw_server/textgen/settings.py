@@ -161,7 +161,7 @@ def resolve_settings(cfg: GatewayConfig, env: Mapping[str, str]) -> TextgenSetti
         models={name: model_spec(cfg, backend, name) for name in names},
         known_models=frozenset(chat_models),
         address=backend.address or cfg.services.textgen.address,
-        # A backend's own metrics port; otherwise only the first textgen backend takes aigw_server.textgen's.
+        # A backend's own metrics port; otherwise only the first textgen backend takes services.textgen's.
         metrics_port=backend.metrics_port or (cfg.services.textgen.metrics_port if first_textgen else 0),
         queue_address=cfg.services.queue.address,
         status_interval_seconds=cfg.routing.status_interval_seconds,
