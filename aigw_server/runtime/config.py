@@ -505,8 +505,8 @@ def _validate(cfg: GatewayConfig) -> None:
 def _check_replicas(b: BackendConfig, where: str) -> None:
     if b.replicas < 0:
         raise ConfigError(f"{where}.replicas: must be >= 0")
-    if b.replicas and INDEX not in b.address and b.address.rsplit(":", 1)[0] not in ("0.0.0.0", "::", "[::]"):
-        # Only the pod that binds its own address (0.0.0.0) may give every replica one address.
+    if b.replicas > 1 and INDEX not in b.address and b.address.rsplit(":", 1)[0] not in ("0.0.0.0", "::", "[::]"):
+        # Only a pod binding its own address (0.0.0.0), or a single replica, gives every replica one address.
         raise ConfigError(f"{where}.address: {b.address!r} needs {INDEX} so each of the {b.replicas} replicas has its own")
     if INDEX in b.address and not b.replicas:
         raise ConfigError(f"{where}.address: {INDEX} is only for a backend with replicas")

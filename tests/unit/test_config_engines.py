@@ -98,6 +98,9 @@ def test_a_replicated_entry_is_one_backend_per_pod() -> None:
     )
     assert [b.address for b in pod.backends] == ["0.0.0.0:50053", "0.0.0.0:50053"]
     assert resolve_settings(pod, {"AIGW_BACKEND": "textgen-1"}).address == "0.0.0.0:50053"
+    # A single replica (the compose host) may keep a plain address.
+    one = parse_config(attached(name="textgen", replicas=1, address="textgen:50053"), {})
+    assert [(b.name, b.address) for b in one.backends] == [("textgen-0", "textgen:50053")]
 
 
 def test_a_default_may_hold_a_placeholder() -> None:
