@@ -138,3 +138,33 @@ async def test_an_engine_killed_mid_request_leaves_the_job_to_another_without_te
             assert job.attempt == 2
             assert [e.code for e in job.attempt_errors] == ["UNAVAILABLE"]
             assert generate_rpcs() == before_rpcs
+
+
+async def test_the_router_calls_the_advertised_engine_while_textgen_probes_its_own_url(
+    ferretdb: FerretDBProcess, tmp_path: Path
+) -> None:
+    """As a textgen pod that reaches vLLM on loopback and advertises the pod's IP: two servers make the two
+    addresses tell apart. Chats go to the advertised one; health and lifecycle stay on textgen's own."""
+    with upstreams((), ()) as (own, advertised):
+        backend = {**textgen_backend("tg-a", own), "advertise_url": f"{advertised.url}/v1"}
+        async with mesh_on(ferretdb, tmp_path, [backend]) as mesh:
+            before_rpcs = generate_rpcs()
+            assert await answers(mesh) == [ANSWER, ANSWER]
+            assert (advertised.stats()["requests"], own.stats()["requests"]) == (2, 0)
+            assert generate_rpcs() == before_rpcs
+            async with grpc.aio.insecure_channel(mesh.cfg.backend("tg-a").address) as channel:
+                stub = backend_pb2_grpc.BackendServiceStub(channel)
+                engines = await stub.GetEngines(backend_pb2.GetEnginesRequest())
+                assert [e.base_url for e in engines.engines] == [advertised.url]
+
+                # textgen's health checks go to its own URL: that server gone, the backend stops serving.
+                own.kill()
+
+                async def crashed() -> bool:
+                    status = await stub.GetStatus(backend_pb2.GetStatusRequest())
+                    return status.status.state != common_pb2.BACKEND_STATE_READY
+
+                deadline = asyncio.get_running_loop().time() + 30
+                while not await crashed():
+                    assert asyncio.get_running_loop().time() < deadline, "textgen kept probing the advertised engine"
+                    await asyncio.sleep(0.1)
