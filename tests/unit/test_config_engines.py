@@ -122,7 +122,14 @@ def test_bad_replicas_are_config_errors(extra: dict[str, object], message: str) 
 
 
 def test_replica_names_must_not_clash() -> None:
-    replicated = {"name": "t", "replicas": 2, "address": "t-{index}.t:50053", "engine": "openai", "mode": "attach", "url": "http://x"}
+    replicated = {
+        "name": "t",
+        "replicas": 2,
+        "address": "t-{index}.t:50053",
+        "engine": "openai",
+        "mode": "attach",
+        "url": "http://x",
+    }
     raw = {"models": MODELS, "backends": [replicated, {**replicated, "name": "t-1", "replicas": 0, "address": "t:50053"}]}
     with pytest.raises(ConfigError, match=r"backends\[1\]\.name: 't-1' is used twice"):
         parse_config(raw, {})
