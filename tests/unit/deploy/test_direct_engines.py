@@ -56,6 +56,7 @@ def test_a_pod_advertises_its_ip_and_keeps_loopback_for_itself(ordinal: int) -> 
     settings = textgen_pod(ordinal, f"10.244.{ordinal}.7")
     assert settings.name == f"textgen-{ordinal}"
     assert settings.address == "0.0.0.0:50053"
+    assert settings.metrics_port == next(p["containerPort"] for p in POD["textgen"]["ports"] if p["name"] == "metrics")
     assert settings.url == f"http://127.0.0.1:{vllm_port()}", "probes and lifecycle calls stay in the pod"
     assert settings.advertise_url == f"http://10.244.{ordinal}.7:{vllm_port()}"
     # What a router makes of it: its own config (no AIGW_TEXTGEN_* there) names the pod at its DNS name.
