@@ -133,10 +133,14 @@ async def test_a_backend_that_stops_answering_has_its_engines_read_again() -> No
     port = free_port()
     client = BackendClient(BackendConfig(name="textgen-0", address=f"127.0.0.1:{port}"), direct=True)
     assert client.engines is not None
-    client.engines.update(("ready",), [])
+    client.engines.make_client = factory
+    client.engines.update(("ready",), [engine("http://10.244.1.9:8000", "k", "llama")])
+    assert len(client.engines.all_clients()) == 1
     try:
         with pytest.raises(Unavailable):
             await client.status()
+        assert client.engines.acquire("llama") is None, "the gone pod's engine is dropped"
+        assert client.engines.all_clients() == [], "and its client closed (no call used it)"
+        assert client.engines.needs_refresh(("ready",))
     finally:
         await client.close()
-    assert client.engines.needs_refresh(("ready",))
