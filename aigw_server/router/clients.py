@@ -69,9 +69,20 @@ class BackendClient:
         await self.channel.close(None)
 
     async def status(self) -> tuple[common_pb2.BackendStatus, bool]:
-        """The backend's status and whether its health check says SERVING; refreshes the engines when it changed."""
-        reply = await unary(self.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=STATUS_CALL_SECONDS))
-        check = await unary(self.health.Check(health_pb2.HealthCheckRequest(), timeout=STATUS_CALL_SECONDS))
+        """The backend's status and whether its health check says SERVING; refreshes the engines when it changed.
+
+        A backend that does not answer may be gone (a deleted pod) or come back as another process (a
+        replaced pod: same status, new engine address): its engines are dropped, their idle clients closed,
+        and read again once it answers.
+        """
+        try:
+            reply = await unary(self.lifecycle.GetStatus(backend_pb2.GetStatusRequest(), timeout=STATUS_CALL_SECONDS))
+            check = await unary(self.health.Check(health_pb2.HealthCheckRequest(), timeout=STATUS_CALL_SECONDS))
+        except GatewayError:
+            if self.engines is not None:
+                self.engines.update(None, [])
+                await asyncio.gather(*(c.aclose() for c in self.engines.closable()))
+            raise
         if self.engines is not None:
             await self._refresh_engines(status_fingerprint(reply.status))
         return reply.status, check.status == health_pb2.HealthCheckResponse.SERVING

@@ -11,11 +11,15 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
 DEFAULT_CONFIG_PATH = "config/config.yaml"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A default may hold a `{placeholder}` of its own (a replicated backend's `{index}`).
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[a-z_]+\})*))?\}")
+INDEX = "{index}"
+URL_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 
 ServiceName = Literal["router", "queue", "textgen", "ocr", "admin", "edge"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("router", "queue", "textgen", "ocr", "admin", "edge")
@@ -207,10 +211,15 @@ class BackendConfig:
     name: str = ""
     kind: Literal["textgen", "ocr"] = "textgen"
     address: str = ""
+    # N > 0: the entry stands for the N pods of a StatefulSet, backends `<name>-0` … `<name>-<N-1>`,
+    # each at `address` with `{index}` replaced by its ordinal (docs/deployment.md).
+    replicas: int = 0
     metrics_port: int = 0
     engine: Literal["transformers", "vllm", "openai", "tesseract", "deepseek-ocr"] = "transformers"
     mode: Literal["supervise", "attach"] = "supervise"
     url: str = ""
+    # Where routers reach an attached engine (GetEngines), when not at `url`, which textgen itself uses.
+    advertise_url: str = ""
     command: tuple[str, ...] = ()
     port: int = 0
     models: tuple[str, ...] = ()
@@ -469,9 +478,13 @@ def _validate(cfg: GatewayConfig) -> None:
         where = f"backends[{i}]"
         if not b.name:
             raise ConfigError(f"{where}.name: required")
-        if b.name in seen:
-            raise ConfigError(f"{where}.name: {b.name!r} is used twice")
-        seen.add(b.name)
+        _check_replicas(b, where)
+        for name in (r.name for r in replicas(b)):
+            if name in seen:
+                raise ConfigError(f"{where}.name: {name!r} is used twice")
+            seen.add(name)
+        if b.advertise_url:
+            _check_advertise_url(b, where)
         for m in b.models:
             if m not in cfg.models:
                 raise ConfigError(f"{where}.models: {m!r} is not defined under models")
@@ -487,6 +500,50 @@ def _validate(cfg: GatewayConfig) -> None:
         if b.hang_timeout_seconds <= 0:
             raise ConfigError(f"{where}.hang_timeout_seconds: must be > 0 seconds")
         _check_gpu_share(b, where)
+
+
+def _check_replicas(b: BackendConfig, where: str) -> None:
+    if b.replicas < 0:
+        raise ConfigError(f"{where}.replicas: must be >= 0")
+    if b.replicas > 1 and INDEX not in b.address and b.address.rsplit(":", 1)[0] not in ("0.0.0.0", "::", "[::]"):
+        # Only a pod binding its own address (0.0.0.0), or a single replica, gives every replica one address.
+        raise ConfigError(f"{where}.address: {b.address!r} needs {INDEX} so each of the {b.replicas} replicas has its own")
+    if INDEX in b.address and not b.replicas:
+        raise ConfigError(f"{where}.address: {INDEX} is only for a backend with replicas")
+
+
+def replicas(b: BackendConfig) -> tuple[BackendConfig, ...]:
+    """The backends an entry stands for: itself, or one per replica (`<name>-<i>` at its own address)."""
+    if not b.replicas:
+        return (b,)
+    return tuple(
+        dataclasses.replace(b, name=f"{b.name}-{i}", address=b.address.replace(INDEX, str(i)), replicas=0)
+        for i in range(b.replicas)
+    )
+
+
+def _check_advertise_url(b: BackendConfig, where: str) -> None:
+    """A base URL a router can call: http(s), a host name or IP address, an optional port and /v1, nothing else."""
+    key = f"{where}.advertise_url"
+    if b.kind != "textgen":
+        raise ConfigError(f"{key}: only a textgen backend's engine is called by routers")
+    if b.mode != "attach":
+        raise ConfigError(f"{key}: only for mode attach (a supervised server listens on 127.0.0.1 alone)")
+    parts = urlsplit(b.advertise_url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{key}: {b.advertise_url!r} is not an http(s) URL with a host")
+    if port == -1 or parts.username is not None or parts.query or parts.fragment or parts.path.rstrip("/") not in ("", "/v1"):
+        raise ConfigError(f"{key}: {b.advertise_url!r} must be scheme://host[:port][/v1] (no credentials, path or query)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not URL_HOST.fullmatch(host):
+            raise ConfigError(f"{key}: {host!r} is not a host name or IP address (is the variable that builds it set?)") from None
 
 
 def _check_gpu_share(b: BackendConfig, where: str) -> None:
@@ -530,7 +587,7 @@ def parse_config(raw: dict[str, Any] | None, env: typing.Mapping[str, str] | Non
     tree["source"] = source
     cfg = _build(GatewayConfig, tree, "")
     _validate(cfg)
-    return cfg
+    return dataclasses.replace(cfg, backends=tuple(r for b in cfg.backends for r in replicas(b)))
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: typing.Mapping[str, str] | None = None) -> GatewayConfig:

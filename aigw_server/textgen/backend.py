@@ -413,11 +413,12 @@ class TextgenBackend:
         )
 
     def engines(self) -> list[EngineInfo]:
-        """The engines that take new work now (READY), with what they serve and their credential."""
+        """The engines that take new work now (READY), with what they serve, where routers reach them and their credential."""
         backend = self.settings.backend
         return [
             EngineInfo(
-                base_url=server.url,
+                # Routers may reach the engine at another address than textgen's own probes (a pod's IP).
+                base_url=self.settings.advertise_url or server.url,
                 engine=backend.engine,
                 models=[spec for name, spec in self.settings.models.items() if self._servers.get(name) is server],
                 priority_scheduling=self.settings.priority_scheduling,

@@ -39,6 +39,8 @@ class TextgenSettings:
     api_key: str
     priority_scheduling: bool
     direct_grace_seconds: float = 0.0
+    # Where routers call the attached engine (GetEngines); empty: at `url`, where textgen itself calls it.
+    advertise_url: str = ""
 
     @property
     def name(self) -> str:
@@ -166,6 +168,7 @@ def resolve_settings(cfg: GatewayConfig, env: Mapping[str, str]) -> TextgenSetti
         queue_address=cfg.services.queue.address,
         status_interval_seconds=cfg.routing.status_interval_seconds,
         url=url,
+        advertise_url=base_url(backend.advertise_url) if backend.advertise_url else "",
         api_key=attached_api_key(backend, env) if backend.mode == "attach" else "",
         priority_scheduling=_priority_scheduling(backend),
         # Routers that call engines directly need one status interval to see a drain begin.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -14,14 +15,25 @@ from prometheus_client import REGISTRY
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.common.v1 import common_pb2
-from aigw.router.v1 import router_pb2
+from aigw.router.v1 import router_pb2, router_pb2_grpc
+from aigw_server.router.service import RouterService
+from aigw_server.runtime.auth import TokenSigner
+from aigw_server.textgen.service import build as build_textgen
 from harness.ferretdb import FerretDBProcess
+from tests.helpers import free_port
 from tests.integration.router.harness import (
     MODEL,
+    SECRET,
+    USERS,
     Mesh,
+    QueueProcess,
     Upstream,
     bearer,
+    create_users,
+    mesh_config,
     mesh_on,
+    own_database,
+    serving,
     textgen_backend,
     upstreams,
     wait_until,
@@ -138,3 +150,64 @@ async def test_an_engine_killed_mid_request_leaves_the_job_to_another_without_te
             assert job.attempt == 2
             assert [e.code for e in job.attempt_errors] == ["UNAVAILABLE"]
             assert generate_rpcs() == before_rpcs
+
+
+async def test_the_router_calls_the_advertised_engine_while_textgen_probes_its_own_url(
+    ferretdb: FerretDBProcess, tmp_path: Path
+) -> None:
+    """As a textgen pod that reaches vLLM on loopback and advertises the pod's IP: two servers make the two
+    addresses tell apart. Chats go to the advertised one; health and lifecycle stay on textgen's own."""
+    with upstreams((), ()) as (own, advertised):
+        backend = {**textgen_backend("tg-a", own), "advertise_url": f"{advertised.url}/v1"}
+        async with mesh_on(ferretdb, tmp_path, [backend]) as mesh:
+            before_rpcs = generate_rpcs()
+            assert await answers(mesh) == [ANSWER, ANSWER]
+            assert (advertised.stats()["requests"], own.stats()["requests"]) == (2, 0)
+            assert generate_rpcs() == before_rpcs
+            async with grpc.aio.insecure_channel(mesh.cfg.backend("tg-a").address) as channel:
+                stub = backend_pb2_grpc.BackendServiceStub(channel)
+                engines = await stub.GetEngines(backend_pb2.GetEnginesRequest())
+                assert [e.base_url for e in engines.engines] == [advertised.url]
+
+                # textgen's health checks go to its own URL: that server gone, the backend stops serving.
+                own.kill()
+
+                async def crashed() -> bool:
+                    status = await stub.GetStatus(backend_pb2.GetStatusRequest())
+                    return status.status.state != common_pb2.BACKEND_STATE_READY
+
+                deadline = asyncio.get_running_loop().time() + 30
+                while not await crashed():
+                    assert asyncio.get_running_loop().time() < deadline, "textgen kept probing the advertised engine"
+                    await asyncio.sleep(0.1)
+
+
+async def test_a_textgen_replaced_at_a_new_engine_address_is_followed(ferretdb: FerretDBProcess, tmp_path: Path) -> None:
+    """A pod replaced under the same name: same backend address, same status, its engine at a new IP. The
+    router drops the gone engine when the backend stops answering and calls the new one once it is back."""
+    with upstreams((), ()) as (old, new):
+        cfg = mesh_config(ferretdb.uri, own_database(), tmp_path, [{**textgen_backend("tg-a", old), "advertise_url": old.url}])
+        backend = cfg.backends[0]
+        replaced = replace(cfg, backends=(replace(backend, url=new.url, advertise_url=new.url),))
+        queue = QueueProcess(cfg)
+        await queue.start()
+        try:
+            await create_users(cfg.services.queue.address, USERS)
+            router = RouterService(cfg)
+            port = free_port()
+            async with serving(router, f"127.0.0.1:{port}", until_serving=False):
+                token, _ = TokenSigner(cfg.auth, SECRET).issue_access("alice", "user", ())
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = router_pb2_grpc.RouterServiceStub(channel)
+                    async with serving(build_textgen(cfg, {"AIGW_BACKEND": "tg-a"}), backend.address):
+                        await wait_until(lambda: MODEL in router.pool.servable_models(), what="the first textgen")
+                        assert (await stub.Chat(chat(), metadata=bearer(token))).response == ANSWER
+                    await wait_until(lambda: MODEL not in router.pool.servable_models(), what="the router saw it go")
+                    async with serving(build_textgen(replaced, {"AIGW_BACKEND": "tg-a"}), backend.address):
+                        await wait_until(lambda: MODEL in router.pool.servable_models(), what="the new textgen")
+                        before_rpcs = generate_rpcs()
+                        assert (await stub.Chat(chat(), metadata=bearer(token))).response == ANSWER
+                        assert generate_rpcs() == before_rpcs, "called directly"
+            assert (old.stats()["requests"], new.stats()["requests"]) == (1, 1)
+        finally:
+            await queue.stop()

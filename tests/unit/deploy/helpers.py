@@ -24,7 +24,7 @@ K8S = DEPLOY / "k8s"
 PLACEHOLDER_ENV = {
     "MONGODB_URI": "mongodb://mongo:27017/aigw?replicaSet=rs0",
     "JWT_SECRET": "x" * 64,
-    "AIGW_GPU0_API_KEY": "k" * 32,
+    "AIGW_TEXTGEN_API_KEY": "k" * 32,
 }
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 GRPC_SERVICES = frozenset(
@@ -88,6 +88,19 @@ def containers(workload: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def env_values(container: dict[str, Any]) -> dict[str, str]:
     """Literal env values of a container (secret references left out)."""
     return {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+
+
+def pod_env(workload: dict[str, Any], container: dict[str, Any], ordinal: int = 0, pod_ip: str = "10.244.0.9") -> dict[str, str]:
+    """A container's environment as the kubelet hands it to pod `ordinal` (a StatefulSet's `<name>-<ordinal>`):
+    literals, the downward API's pod name and IP, `$(VAR)` references expanded (secret references left out)."""
+    fields = {"metadata.name": f"{workload['metadata']['name']}-{ordinal}", "status.podIP": pod_ip}
+    env: dict[str, str] = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), str(e["value"]))
+        elif "fieldRef" in e.get("valueFrom", {}):
+            env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
 
 
 def compose_variables(text: str) -> set[tuple[str, bool]]:

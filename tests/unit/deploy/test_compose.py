@@ -153,6 +153,6 @@ def test_the_chat_engine_refuses_callers_without_its_key() -> None:
     vllm, textgen = SERVICES["vllm"], SERVICES["textgen"]
     assert vllm["environment"]["VLLM_API_KEY"].startswith("${VLLM_API_KEY:?")
     assert not any("api-key" in str(arg) for arg in [*vllm.get("entrypoint", []), *vllm["command"]])
-    backend = production_config().backend("gpu-0")
+    backend = production_config().backend("textgen-0")
     assert textgen["environment"][backend.api_key_env] == vllm["environment"]["VLLM_API_KEY"]
     assert re.search(r"^VLLM_API_KEY=", (DEPLOY / ".env.example").read_text(), re.MULTILINE)

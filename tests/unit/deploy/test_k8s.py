@@ -16,6 +16,7 @@ from tests.unit.deploy.helpers import (
     kustomization,
     module_exists,
     of_kind,
+    pod_env,
     production_config,
     python_module,
     workloads,
@@ -121,8 +122,9 @@ def test_aigw_pods_are_ready_by_grpc_health_and_run_a_real_module(name: str) -> 
 @pytest.mark.parametrize("name", ["queue", "admin", "router", "textgen", "ocr", "ocr-tesseract"])
 def test_each_pod_binds_the_port_its_probes_and_service_use(name: str) -> None:
     main = WORKLOADS[name]["spec"]["template"]["spec"]["containers"][0]
-    cfg = production_config(env_values(main))
-    backend = env_values(main).get("AIGW_BACKEND")
+    env = pod_env(WORKLOADS[name], main)
+    cfg = production_config(env)
+    backend = env.get("AIGW_BACKEND")
     service = python_module(main["command"]).split(".")[1]
     bound = cfg.backend(backend).address if backend else cfg.endpoint(service).address  # type: ignore[arg-type]
     host, port = bound.rsplit(":", 1)
@@ -142,10 +144,25 @@ def test_services_select_workloads_and_target_declared_ports() -> None:
 
 
 def test_backend_addresses_in_the_config_are_services_here() -> None:
+    """A backend is a Service, or one pod of a StatefulSet by its stable name `<pod>.<headless Service>`."""
     services = {(s["metadata"]["name"], p["port"]) for s in of_kind("Service") for p in s["spec"]["ports"]}
+    pods = {
+        f"{name}-{i}.{w['spec']['serviceName']}"
+        for name, w in WORKLOADS.items()
+        if w["kind"] == "StatefulSet"
+        for i in range(max_replicas(name))
+    }
     for backend in production_config().backends:
         host, port = backend.address.rsplit(":", 1)
+        if host in pods:
+            host = host.split(".", 1)[1]
         assert (host, int(port)) in services, backend.name
+
+
+def max_replicas(name: str) -> int:
+    """The most pods a workload runs: its autoscaler's maximum, else its replicas."""
+    hpa = [h for h in of_kind("HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == name]
+    return int(hpa[0]["spec"]["maxReplicas"]) if hpa else int(WORKLOADS[name]["spec"].get("replicas", 1))
 
 
 def test_config_maps_and_secrets_referenced_exist() -> None:

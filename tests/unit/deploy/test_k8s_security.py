@@ -132,7 +132,7 @@ def test_the_chat_engine_takes_a_key_from_the_secret_and_only_routers_reach_its_
     assert vllm_env["VLLM_API_KEY"] == engine_key
     assert not any("--api-key" in str(arg) for arg in [*pod["vllm"].get("command", []), *pod["vllm"]["args"]])
     textgen_env = {e["name"]: e.get("valueFrom") for e in pod["textgen"]["env"]}
-    backend = production_config().backend("gpu-0")
+    backend = production_config().backend("textgen-0")
     assert textgen_env[backend.api_key_env] == engine_key
     # The engine's port: routers (direct calls) and Prometheus (/metrics); textgen is in the pod.
     assert allowed_from("textgen", 8000) == {"router", "namespace:{'kubernetes.io/metadata.name': 'monitoring'}"}

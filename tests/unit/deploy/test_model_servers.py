@@ -126,4 +126,4 @@ def test_priorities_reach_the_attached_chat_server() -> None:
     textgen = next(w for w in workloads() if w["metadata"]["name"] == "textgen")
     server = next(c for c in containers(textgen) if c["image"].startswith("vllm/"))
     assert _flag(server["args"], "--scheduling-policy") == "priority"
-    assert env_values(textgen["spec"]["template"]["spec"]["containers"][0])["AIGW_GPU0_URL"].endswith(":8000")
+    assert env_values(textgen["spec"]["template"]["spec"]["containers"][0])["AIGW_TEXTGEN_URL"].endswith(":8000")

@@ -24,7 +24,8 @@ def test_services_reach_each_other_by_their_service_names() -> None:
     cfg = production_config()
     assert cfg.services.queue.address == "queue:50052"
     assert cfg.services.admin.address == "admin:50055"
-    assert [b.address for b in cfg.backends] == ["textgen:50053", "ocr:50054", "ocr-tesseract:50054"]
+    chat = [f"textgen-{i}.textgen:50053" for i in range(4)]
+    assert [b.address for b in cfg.backends] == [*chat, "ocr:50054", "ocr-tesseract:50054"]
 
 
 @pytest.mark.parametrize(("service", "port"), [("queue", 50052), ("admin", 50055), ("router", 50051)])

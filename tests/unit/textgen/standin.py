@@ -38,12 +38,14 @@ class VllmStandIn:
         self.healthy = True
         self.chats: list[httpx.Request] = []
         self.calls: list[str] = []
+        self.hosts: set[str] = set()  # every host textgen called
         self.bodies: list[bytes] = []
         self.metrics = METRICS
         self.late = 0  # health probes still to answer too late
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        self.hosts.add(request.url.host)
         self.calls.append(f"{request.method} {path}{'?' + request.url.query.decode() if request.url.query else ''}")
         if not self.healthy:
             raise httpx.ConnectError("refused", request=request)

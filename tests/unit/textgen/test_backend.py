@@ -212,3 +212,20 @@ async def test_sleep_needs_sleep_mode() -> None:
 
     with pytest.raises(FailedPrecondition, match="sleep_mode: true"):
         await backend.sleep(1)
+
+
+async def test_routers_get_the_advertised_url_while_textgen_keeps_probing_its_own() -> None:
+    standin = VllmStandIn()
+    backend = make_backend(standin, advertise_url="http://10.244.3.7:8000")
+    await backend.start(lambda serving: asyncio.sleep(0))
+    try:
+        await settle(lambda: backend.engines() != [])
+        (engine,) = backend.engines()
+        await settle(lambda: any(call.startswith("GET /metrics") for call in standin.calls))
+        await backend.generate("llama", chat(), common_pb2.PRIORITY_NORMAL, "req-1")
+    finally:
+        await backend.stop()
+
+    assert engine.base_url == "http://10.244.3.7:8000"
+    assert [spec.name for spec in engine.models] == ["llama"]
+    assert standin.hosts == {"vllm.test"}, "health, metrics and its own calls stay on textgen's URL"
