@@ -19,7 +19,7 @@ from tests.unit.deploy.helpers import (
 )
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-MONITORING = K8S / "monitoring"
+MONITORING = K8S.parent / "k8s-monitoring"
 
 
 def _flag(argv: list[str], name: str) -> str | None:
@@ -85,7 +85,7 @@ def test_the_base_autoscaler_reads_only_metrics_every_cluster_has() -> None:
 
 def test_the_monitoring_overlay_produces_the_metric_its_autoscaler_reads() -> None:
     overlay = documents(MONITORING / "kustomization.yaml")[0]
-    assert overlay["resources"][0] == ".."
+    assert (MONITORING / overlay["resources"][0]).resolve() == K8S.resolve()
     patch = documents(MONITORING / overlay["patches"][0]["path"])[0]
     base = {h["metadata"]["name"]: h for h in of_kind("HorizontalPodAutoscaler")}
     assert patch["metadata"]["name"] in base
