@@ -74,6 +74,30 @@ class Outcome:
     release: str = ""
 
 
+class Heartbeats:
+    """The heartbeats of one attempt: every ttl/3, the first one ttl/3 after the attempt started.
+
+    Most attempts end before their first heartbeat is due, so a timer waits for it instead of a task;
+    the task that sends the heartbeats starts when the timer fires.
+    """
+
+    def __init__(self, runner: JobRunner, attempt: Attempt) -> None:
+        self.runner = runner
+        self.attempt = attempt
+        self.interval = max(0.05, attempt.lease.ttl_ms / 3000)
+        self.task: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(self.interval, self._start)
+
+    def _start(self) -> None:
+        self.task = asyncio.create_task(self.runner.heartbeat(self.attempt, self.interval))
+
+    def stop(self) -> None:
+        """No further heartbeat (the attempt ended); one on its way is abandoned."""
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+
 def seconds_left(job: common_pb2.Job, now: float) -> float:
     """Seconds to the job's deadline (a large number when it has none)."""
     if not job.timings.HasField("deadline"):
@@ -109,11 +133,11 @@ class JobRunner:
         """Runs one attempt and returns the job as the queue has it afterwards."""
         attempt = Attempt(job, lease, listener)
         self.running[job.request_id] = attempt
-        beat = asyncio.create_task(self._heartbeat(attempt))
+        beats = Heartbeats(self, attempt)
         try:
             outcome = await self._attempt(attempt, owner)
         finally:
-            beat.cancel()
+            beats.stop()
             self.running.pop(job.request_id, None)
         return await self._report(attempt, outcome)
 
@@ -248,11 +272,9 @@ class JobRunner:
         result.text = "\f".join(p.text for p in result.pages)
         return result
 
-    async def _heartbeat(self, attempt: Attempt) -> None:
-        """Renews the lease every ttl/3 with the progress; stops the attempt when the queue says so."""
-        interval = max(0.05, attempt.lease.ttl_ms / 3000)
+    async def heartbeat(self, attempt: Attempt, interval: float) -> None:
+        """Renews the lease now and then every `interval` seconds with the progress; stops the attempt when the queue says so."""
         while True:
-            await asyncio.sleep(interval)
             request = queue_pb2.HeartbeatRequest(
                 lease_id=attempt.lease.lease_id,
                 request_id=attempt.job.request_id,
@@ -266,10 +288,11 @@ class JobRunner:
                 return
             except GatewayError as exc:
                 log.warning("heartbeat failed; retrying", extra={"code": exc.code})
-                continue
-            if reply.cancel:
-                attempt.stop(reply.cancel_reason or "cancelled")
-                return
+            else:
+                if reply.cancel:
+                    attempt.stop(reply.cancel_reason or "cancelled")
+                    return
+            await asyncio.sleep(interval)
 
     async def _report(self, attempt: Attempt, outcome: Outcome) -> common_pb2.Job:
         """Reports the attempt, retrying while the queue is unavailable (a restarting queue keeps the lease)."""
