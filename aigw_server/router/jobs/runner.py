@@ -54,14 +54,16 @@ class Attempt:
     backend: str = ""
     progress: int = 0
     stop_reason: str = ""
-    work: asyncio.Task[common_pb2.ChatResult | common_pb2.OcrResult] | None = None
+    calling: asyncio.Task[object] | None = None
+    cancelled_call: bool = False
 
     def stop(self, reason: str) -> None:
         """Stops the backend call (cancelled, deadline passed, lease lost)."""
         if not self.stop_reason:
             self.stop_reason = reason
-        if self.work is not None:
-            self.work.cancel()
+        if self.calling is not None and not self.cancelled_call:
+            self.cancelled_call = True
+            self.calling.cancel()
 
 
 @dataclass(frozen=True)
@@ -177,22 +179,26 @@ class JobRunner:
         left = seconds_left(attempt.job, self.clock())
         if left <= 0:
             return Outcome(error=DeadlineExceeded("the request's deadline passed"))
-        attempt.work = asyncio.create_task(self._execute(attempt, backend, left))
+        # The backend call runs in the attempt's own task: `Attempt.stop` (and the deadline, through it)
+        # cancels this task while it is in the call, and the cancellation is taken back here when it was
+        # only that; one from outside (shutdown) still ends the task.
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = asyncio.get_running_loop().call_later(left, attempt.stop, "deadline")
+        attempt.calling, attempt.cancelled_call = task, False
         try:
-            await asyncio.wait([attempt.work], timeout=left)
+            return Outcome(result=await self._execute(attempt, backend, left))
         except asyncio.CancelledError:
-            attempt.work.cancel()
+            if attempt.cancelled_call and task.cancelling() == 1:
+                return Outcome(error=_stop_error(attempt.stop_reason))
             raise
-        if not attempt.work.done():
-            attempt.stop("deadline")
-            with contextlib.suppress(asyncio.CancelledError):
-                await attempt.work
-        if attempt.work.cancelled():
-            return Outcome(error=_stop_error(attempt.stop_reason))
-        exc = attempt.work.exception()
-        if exc is None:
-            return Outcome(result=attempt.work.result())
-        return self._failure(attempt, exc)
+        except Exception as exc:  # noqa: BLE001 - every failure of the call becomes the attempt's outcome
+            return self._failure(attempt, exc)
+        finally:
+            deadline.cancel()
+            attempt.calling = None
+            if attempt.cancelled_call:
+                task.uncancel()
 
     def _failure(self, attempt: Attempt, exc: BaseException) -> Outcome:
         if not isinstance(exc, GatewayError):

@@ -1,9 +1,10 @@
-"""A running attempt's heartbeats: every ttl/3 with its progress, none for an attempt that ends first, a stop obeyed."""
+"""One leased attempt: heartbeats every ttl/3 (none for an attempt that ends first), stops, deadline, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -61,13 +62,21 @@ class Backend:
         return common_pb2.ChatResult(model=request.model, finish_reason="stop")
 
 
-async def run_attempt(queue: Queue, backend_seconds: float, ttl_ms: int) -> common_pb2.Job:
+def make_runner(queue: Queue, backend_seconds: float) -> JobRunner:
     backends = (BackendConfig(name="tg", kind="textgen", address="127.0.0.1:1", models=("chat-a",)),)
     pool = BackendPool(backends, RoutingConfig())
     pool.observe("tg", StatusReport(state="ready", loaded_models=frozenset({"chat-a"}), in_flight=0, capacity=4))
     backend: Any = Backend(backend_seconds)
-    runner = JobRunner(cast(JobQueue, queue), pool, {"tg": backend}, "router-test", no_backend_wait=0.0)
+    return JobRunner(cast(JobQueue, queue), pool, {"tg": backend}, "router-test", no_backend_wait=0.0)
+
+
+async def run_attempt(
+    queue: Queue, backend_seconds: float, ttl_ms: int, runner: JobRunner | None = None, deadline: float = 0.0
+) -> common_pb2.Job:
+    runner = runner or make_runner(queue, backend_seconds)
     job = common_pb2.Job(request_id="r1", model="chat-a", state=common_pb2.RUNNING, chat=common_pb2.ChatJob())
+    if deadline:
+        job.timings.deadline.FromNanoseconds(int(deadline * 1e9))
     lease = queue_pb2.Lease(lease_id="l1", request_id="r1", attempt=1, ttl_ms=ttl_ms)
     return await runner.run(job, lease, Listener(streaming=False), owner=True)
 
@@ -99,3 +108,47 @@ async def test_a_heartbeat_answered_cancel_stops_the_attempt() -> None:
     assert len(queue.beats) == 1
     assert job.state == common_pb2.CANCELLED
     assert queue.failed[0].error.code == "CANCELLED"
+
+
+async def test_a_stopped_attempt_reports_the_job_cancelled_with_the_reason() -> None:
+    queue = Queue()
+    runner = make_runner(queue, backend_seconds=5.0)
+    attempt = asyncio.create_task(run_attempt(queue, 5.0, ttl_ms=30_000, runner=runner))
+    await asyncio.sleep(0.05)
+    assert runner.stop_local("r1", "the client went away")
+    job = await asyncio.wait_for(attempt, timeout=1.0)
+    assert job.state == common_pb2.CANCELLED
+    assert (queue.failed[0].error.code, queue.failed[0].retryable) == ("CANCELLED", False)
+    assert "the client went away" in queue.failed[0].error.message
+    assert not runner.stop_local("r1", "again"), "the attempt is still listed as running"
+
+
+async def test_an_attempt_past_its_deadline_is_reported_deadline_exceeded() -> None:
+    queue = Queue()
+    job = await asyncio.wait_for(run_attempt(queue, 5.0, ttl_ms=30_000, deadline=time.time() + 0.1), timeout=2.0)
+    assert job.state == common_pb2.CANCELLED  # what the fake queue answers any failure with
+    assert (queue.failed[0].error.code, queue.failed[0].retryable) == ("DEADLINE_EXCEEDED", False)
+
+
+async def test_an_attempt_cancelled_from_outside_ends_its_task_without_a_report() -> None:
+    queue = Queue()
+    runner = make_runner(queue, backend_seconds=5.0)
+    attempt = asyncio.create_task(run_attempt(queue, 5.0, ttl_ms=30_000, runner=runner))
+    await asyncio.sleep(0.05)
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    assert queue.failed == [] and queue.completed == []
+    assert not runner.stop_local("r1", "late")
+
+
+async def test_a_stop_and_a_cancellation_from_outside_together_still_end_the_task() -> None:
+    queue = Queue()
+    runner = make_runner(queue, backend_seconds=5.0)
+    attempt = asyncio.create_task(run_attempt(queue, 5.0, ttl_ms=30_000, runner=runner))
+    await asyncio.sleep(0.05)
+    runner.stop_local("r1", "cancelled")
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    assert queue.failed == []
