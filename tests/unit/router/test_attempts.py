@@ -138,7 +138,8 @@ async def test_an_attempt_cancelled_from_outside_ends_its_task_without_a_report(
     attempt.cancel()
     with pytest.raises(asyncio.CancelledError):
         await attempt
-    assert queue.failed == [] and queue.completed == []
+    assert queue.failed == []
+    assert queue.completed == []
     assert not runner.stop_local("r1", "late")
 
 
