@@ -54,6 +54,7 @@ class Attempt:
     backend: str = ""
     progress: int = 0
     stop_reason: str = ""
+    # The task running the backend call while it is in it (the attempt's own), and whether a stop cancelled it.
     calling: asyncio.Task[object] | None = None
     cancelled_call: bool = False
 
@@ -298,7 +299,7 @@ class JobRunner:
                 if reply.cancel:
                     attempt.stop(reply.cancel_reason or "cancelled")
                     return
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval)  # after a failed heartbeat too: the next one is the retry
 
     async def _report(self, attempt: Attempt, outcome: Outcome) -> common_pb2.Job:
         """Reports the attempt, retrying while the queue is unavailable (a restarting queue keeps the lease)."""
