@@ -15,7 +15,7 @@ from aigw_server.queue.jobs_engine import JobResult, QueueStats, SubmitSpec
 from aigw_server.queue.model_settings import ModelSettings, Patch
 from aigw_server.queue.series import BUCKET_SECONDS, MinuteView, Quantiles
 from aigw_server.queue.stats import percentiles
-from aigw_server.queue.times import from_timestamp, to_timestamp
+from aigw_server.queue.times import from_timestamp, set_timestamp, to_timestamp
 from aigw_server.runtime.enums import PRIORITY_WORDS
 from aigw_server.runtime.errors import InvalidArgument
 
@@ -86,16 +86,17 @@ def job_proto(rec: JobRecord, position: int, now: float, include_payload: bool =
         progress=rec.progress,
         cancel_requested=rec.cancel_requested,
     )
-    job.attempt_errors.extend(error_proto(e) for e in rec.attempt_errors)
+    if rec.attempt_errors:
+        job.attempt_errors.extend(error_proto(e) for e in rec.attempt_errors)
     if rec.error is not None:
         job.error.CopyFrom(error_proto(rec.error))
     timings = job.timings
-    timings.submitted_at.CopyFrom(to_timestamp(rec.submitted_at))
-    timings.deadline.CopyFrom(to_timestamp(rec.deadline))
+    set_timestamp(timings.submitted_at, rec.submitted_at)
+    set_timestamp(timings.deadline, rec.deadline)
     if rec.started_at:
-        timings.started_at.CopyFrom(to_timestamp(rec.started_at))
+        set_timestamp(timings.started_at, rec.started_at)
     if rec.finished_at:
-        timings.finished_at.CopyFrom(to_timestamp(rec.finished_at))
+        set_timestamp(timings.finished_at, rec.finished_at)
     timings.queued_ms = rec.queued_ms(now)
     timings.service_ms = rec.service_ms(now)
     if include_payload and rec.payload:

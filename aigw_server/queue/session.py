@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
+from prometheus_client import Counter, Histogram
 
 from aigw.queue.v1 import queue_pb2
 from aigw_server.runtime.errors import GatewayError
@@ -27,6 +28,24 @@ MAX_IN_FLIGHT = 1024
 
 # Each call takes its own request type; a Callable over Message would refuse them (parameters are contravariant).
 Operation = Callable[[Any], Awaitable[Message]]
+
+
+class CallMetrics:
+    """The RPC counters and timers of Session calls under their unary RPC's names; each label set looked up once."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, int], Counter] = {}
+        self.timers: dict[str, Histogram] = {}
+
+    def observe(self, name: str, code: int, seconds: float) -> None:
+        counter = self.counters.get((name, code))
+        if counter is None:
+            counter = self.counters[(name, code)] = RPC_TOTAL.labels("queue", name, code_pb2.Code.Name(code))
+        counter.inc()
+        timer = self.timers.get(name)
+        if timer is None:
+            timer = self.timers[name] = RPC_SECONDS.labels("queue", name)
+        timer.observe(seconds)
 
 
 def operations(calls: JobCalls) -> dict[str, tuple[str, Operation]]:
@@ -52,6 +71,7 @@ class SessionServicer:
 
     def __init__(self, calls: JobCalls, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.operations = operations(calls)
+        self.metrics = CallMetrics()
         self.max_in_flight = max_in_flight
         self.streams: set[_Stream] = set()
         self.draining = False
@@ -72,7 +92,7 @@ class SessionServicer:
         When the stream breaks (the caller went away, the server stops), every call still running is
         cancelled, as its unary call would be.
         """
-        stream = _Stream(self.operations, self.max_in_flight)
+        stream = _Stream(self.operations, self.metrics, self.max_in_flight)
         reader = stream.reader = asyncio.create_task(stream.read(requests))
         self.streams.add(stream)
         if self.draining:
@@ -90,8 +110,9 @@ class SessionServicer:
 class _Stream:
     """The calls in flight on one Session stream and the replies waiting to be sent."""
 
-    def __init__(self, ops: dict[str, tuple[str, Operation]], max_in_flight: int) -> None:
+    def __init__(self, ops: dict[str, tuple[str, Operation]], metrics: CallMetrics, max_in_flight: int) -> None:
         self.ops = ops
+        self.metrics = metrics
         self.slots = asyncio.Semaphore(max_in_flight)
         self.replies: asyncio.Queue[queue_pb2.SessionResponse | None] = asyncio.Queue()
         self.running: dict[int, asyncio.Task[None]] = {}
@@ -150,9 +171,7 @@ class _Stream:
         try:
             reply = await self._answer(request, which, operation, message)
             self.replies.put_nowait(reply)
-            code = reply.error.code if reply.HasField("error") else code_pb2.OK
-            RPC_TOTAL.labels("queue", name, code_pb2.Code.Name(code)).inc()
-            RPC_SECONDS.labels("queue", name).observe(time.perf_counter() - start)
+            self.metrics.observe(name, reply.error.code if reply.HasField("error") else code_pb2.OK, time.perf_counter() - start)
         finally:
             del self.running[call_id]
             self.waits.discard(call_id)

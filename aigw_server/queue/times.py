@@ -34,6 +34,13 @@ def to_timestamp(t: float) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=int((t - seconds) * 1e9))
 
 
+def set_timestamp(field: Timestamp, t: float) -> None:
+    """Sets a Timestamp field of a message to `t` in place (what `CopyFrom(to_timestamp(t))` does, without the copy)."""
+    seconds = int(t)
+    field.seconds = seconds
+    field.nanos = int((t - seconds) * 1e9)
+
+
 def from_timestamp(ts: Timestamp) -> float:
     """A protobuf Timestamp as seconds."""
     return ts.seconds + ts.nanos / 1e9

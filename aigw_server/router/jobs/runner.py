@@ -54,14 +54,17 @@ class Attempt:
     backend: str = ""
     progress: int = 0
     stop_reason: str = ""
-    work: asyncio.Task[common_pb2.ChatResult | common_pb2.OcrResult] | None = None
+    # The task running the backend call while it is in it (the attempt's own), and whether a stop cancelled it.
+    calling: asyncio.Task[object] | None = None
+    cancelled_call: bool = False
 
     def stop(self, reason: str) -> None:
         """Stops the backend call (cancelled, deadline passed, lease lost)."""
         if not self.stop_reason:
             self.stop_reason = reason
-        if self.work is not None:
-            self.work.cancel()
+        if self.calling is not None and not self.cancelled_call:
+            self.cancelled_call = True
+            self.calling.cancel()
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,30 @@ class Outcome:
     error: GatewayError | None = None
     retryable: bool = False
     release: str = ""
+
+
+class Heartbeats:
+    """The heartbeats of one attempt: every ttl/3, the first one ttl/3 after the attempt started.
+
+    Most attempts end before their first heartbeat is due, so a timer waits for it instead of a task;
+    the task that sends the heartbeats starts when the timer fires.
+    """
+
+    def __init__(self, runner: JobRunner, attempt: Attempt) -> None:
+        self.runner = runner
+        self.attempt = attempt
+        self.interval = max(0.05, attempt.lease.ttl_ms / 3000)
+        self.task: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(self.interval, self._start)
+
+    def _start(self) -> None:
+        self.task = asyncio.create_task(self.runner.heartbeat(self.attempt, self.interval))
+
+    def stop(self) -> None:
+        """No further heartbeat (the attempt ended); one on its way is abandoned."""
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
 
 def seconds_left(job: common_pb2.Job, now: float) -> float:
@@ -109,11 +136,11 @@ class JobRunner:
         """Runs one attempt and returns the job as the queue has it afterwards."""
         attempt = Attempt(job, lease, listener)
         self.running[job.request_id] = attempt
-        beat = asyncio.create_task(self._heartbeat(attempt))
+        beats = Heartbeats(self, attempt)
         try:
             outcome = await self._attempt(attempt, owner)
         finally:
-            beat.cancel()
+            beats.stop()
             self.running.pop(job.request_id, None)
         return await self._report(attempt, outcome)
 
@@ -153,22 +180,26 @@ class JobRunner:
         left = seconds_left(attempt.job, self.clock())
         if left <= 0:
             return Outcome(error=DeadlineExceeded("the request's deadline passed"))
-        attempt.work = asyncio.create_task(self._execute(attempt, backend, left))
+        # The backend call runs in the attempt's own task: `Attempt.stop` (and the deadline, through it)
+        # cancels this task while it is in the call, and the cancellation is taken back here when it was
+        # only that; one from outside (shutdown) still ends the task.
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = asyncio.get_running_loop().call_later(left, attempt.stop, "deadline")
+        attempt.calling, attempt.cancelled_call = task, False
         try:
-            await asyncio.wait([attempt.work], timeout=left)
+            return Outcome(result=await self._execute(attempt, backend, left))
         except asyncio.CancelledError:
-            attempt.work.cancel()
+            if attempt.cancelled_call and task.cancelling() == 1:
+                return Outcome(error=_stop_error(attempt.stop_reason))
             raise
-        if not attempt.work.done():
-            attempt.stop("deadline")
-            with contextlib.suppress(asyncio.CancelledError):
-                await attempt.work
-        if attempt.work.cancelled():
-            return Outcome(error=_stop_error(attempt.stop_reason))
-        exc = attempt.work.exception()
-        if exc is None:
-            return Outcome(result=attempt.work.result())
-        return self._failure(attempt, exc)
+        except Exception as exc:  # noqa: BLE001 - every failure of the call becomes the attempt's outcome
+            return self._failure(attempt, exc)
+        finally:
+            deadline.cancel()
+            attempt.calling = None
+            if attempt.cancelled_call:
+                task.uncancel()
 
     def _failure(self, attempt: Attempt, exc: BaseException) -> Outcome:
         if not isinstance(exc, GatewayError):
@@ -248,11 +279,9 @@ class JobRunner:
         result.text = "\f".join(p.text for p in result.pages)
         return result
 
-    async def _heartbeat(self, attempt: Attempt) -> None:
-        """Renews the lease every ttl/3 with the progress; stops the attempt when the queue says so."""
-        interval = max(0.05, attempt.lease.ttl_ms / 3000)
+    async def heartbeat(self, attempt: Attempt, interval: float) -> None:
+        """Renews the lease now and then every `interval` seconds with the progress; stops the attempt when the queue says so."""
         while True:
-            await asyncio.sleep(interval)
             request = queue_pb2.HeartbeatRequest(
                 lease_id=attempt.lease.lease_id,
                 request_id=attempt.job.request_id,
@@ -266,10 +295,11 @@ class JobRunner:
                 return
             except GatewayError as exc:
                 log.warning("heartbeat failed; retrying", extra={"code": exc.code})
-                continue
-            if reply.cancel:
-                attempt.stop(reply.cancel_reason or "cancelled")
-                return
+            else:
+                if reply.cancel:
+                    attempt.stop(reply.cancel_reason or "cancelled")
+                    return
+            await asyncio.sleep(interval)  # after a failed heartbeat too: the next one is the retry
 
     async def _report(self, attempt: Attempt, outcome: Outcome) -> common_pb2.Job:
         """Reports the attempt, retrying while the queue is unavailable (a restarting queue keeps the lease)."""
