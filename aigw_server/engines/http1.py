@@ -253,12 +253,12 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body."""
-        while not self._done:
-            await self._wait()
-        data = b"".join(self._parts)
-        self._parts.clear()
-        self._buffered = 0
-        return data
+        if self._done:  # the usual case: a small answer came with its head
+            data = b"".join(self._parts)
+            self._parts.clear()
+            self._buffered = 0
+            return data
+        return b"".join([part async for part in self.aiter_bytes()])
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -12,7 +12,7 @@ Upstream failures become domain errors here and nowhere else:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -130,7 +130,7 @@ class EngineClient:
 
     async def stream_chat(
         self, body: dict[str, Any], headers: dict[str, str], hide: str = "", shown: str = ""
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The parsed chunks of a streamed chat completion, until `[DONE]`.
 
         Leaving the iteration early (cancellation, deadline, an error) closes the response's connection:
