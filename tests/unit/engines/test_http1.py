@@ -12,12 +12,19 @@ from pathlib import Path
 
 import orjson
 import pytest
+import uvloop
 
 from aigw_server.engines import http1
 from aigw_server.engines.openai_http import EngineClient
 from aigw_server.runtime.errors import Unavailable
 from aigw_server.runtime.pki import issue, new_ca, write_identity
 from tests.helpers import free_port
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test on asyncio's own loop and on uvloop's (what the services run on)."""
+    return uvloop.EventLoopPolicy() if request.param == "uvloop" else asyncio.DefaultEventLoopPolicy()
 
 
 @dataclass
