@@ -173,10 +173,11 @@ class Response:
     # fed by the connection
 
     def _headers_complete(self, status: int) -> None:
+        if status < 200:  # an informational answer: the real one follows
+            return
         self.status = status
-        if status >= 200:
-            framed = any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers)
-            self._until_eof = not framed and status not in (204, 304)
+        framed = any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers)
+        self._until_eof = not framed and status not in (204, 304)
         self._wake()
 
     def _body(self, data: bytes) -> None:
@@ -189,8 +190,7 @@ class Response:
         self._wake()
 
     def _complete(self, keep_alive: bool) -> None:
-        if self.status < 200:  # an informational answer: the real one follows
-            self.status = 0
+        if not self.status:  # the end of an informational answer
             self.headers = []
             return
         self._done = True

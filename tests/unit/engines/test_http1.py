@@ -333,6 +333,23 @@ async def test_a_server_silent_before_or_during_its_answer_times_out(served: Ser
         assert peer.ended, "the timed-out connection was closed"
 
 
+async def test_an_informational_answer_is_skipped(served: Served, pools: Pools) -> None:
+    async def early(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 100 Continue\r\nx-early: 1\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(answer(b"final", "x-final: 1"))
+        return True
+
+    _, url = await served(early)
+    pool = pools(url)
+    async with await pool.request("POST", "/", {}, b"", timeout=5.0) as resp:
+        assert (resp.status, await resp.read()) == (200, b"final")
+        assert (b"x-final", b"1") in resp.headers
+        assert (b"x-early", b"1") not in resp.headers
+    assert await post(pool) == (200, b"final")
+
+
 async def test_a_connection_reset_mid_answer_is_broken(served: Served, pools: Pools) -> None:
     async def cut(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
