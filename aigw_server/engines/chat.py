@@ -7,6 +7,7 @@ which calls the engine directly (docs/router.md, "Direct engine calls").
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from aigw.common.v1 import common_pb2
@@ -52,12 +53,14 @@ async def stream(
 ) -> AsyncGenerator[StreamPart, None]:
     """The answer as it is generated; UNAVAILABLE when the stream ends before a finish reason."""
     finish, usage = "", None
-    async for event in client.stream_chat(body, {"x-request-id": request_id}, target.upstream_name, target.model):
-        delta, reason = chunk_parts(event)
-        finish = reason or finish
-        usage = usage_of(event) or usage
-        if delta:
-            yield delta, "", None
+    # Closed here, not when collected: leaving this stream early closes the engine's connection at once.
+    async with aclosing(client.stream_chat(body, {"x-request-id": request_id}, target.upstream_name, target.model)) as events:
+        async for event in events:
+            delta, reason = chunk_parts(event)
+            finish = reason or finish
+            usage = usage_of(event) or usage
+            if delta:
+                yield delta, "", None
     if not finish:
         raise Unavailable("the model server ended the stream before the answer was finished")
     yield "", finish, usage

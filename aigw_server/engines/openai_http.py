@@ -1,4 +1,4 @@
-"""The HTTP client of one OpenAI-compatible model server: pooled keep-alive connections, errors mapped once.
+"""The client of one OpenAI-compatible model server: pooled keep-alive connections, errors mapped once.
 
 Upstream failures become domain errors here and nowhere else:
 
@@ -12,13 +12,15 @@ Upstream failures become domain errors here and nowhere else:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
-from aigw_server.engines.sse import SseDecoder
+from aigw_server.engines import http1
+from aigw_server.engines.sse import LineSplitter, SseDecoder
 from aigw_server.runtime.errors import GatewayError, InvalidArgument, Unavailable
 
 CHAT_PATH = "/v1/chat/completions"
@@ -71,11 +73,11 @@ def status_error(status: int, body: bytes, hide: str = "", shown: str = "") -> G
     return Unavailable(f"the model server failed (HTTP {status})")
 
 
-def transport_error(exc: httpx.HTTPError, timeout: float) -> Unavailable:
+def transport_error(exc: httpx.HTTPError | http1.HttpError, timeout: float) -> Unavailable:
     """The domain error for a failed connection, read or write."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (httpx.TimeoutException, http1.TimedOut)):
         return Unavailable(f"the model server did not answer within {timeout:g}s")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, (httpx.ConnectError, http1.ConnectFailed)):
         return Unavailable("the model server is not accepting connections")
     return Unavailable("the connection to the model server failed")
 
@@ -87,54 +89,40 @@ def _error_code(err: Any) -> int:
 
 
 class EngineClient:
-    """One pooled HTTP/1.1 keep-alive transport per model server, created once and reused by every request.
+    """The client of one model server, created once and reused by every request.
 
-    Chat requests go straight to the client's transport: the AsyncClient layer above it (URL merging,
-    cookies, auth and redirect hooks) costs about 0.3 ms per request, which the gateway's latency budget
-    cannot spare. Probes and control calls use the client.
+    Chat requests (unary and streamed) go through a lean HTTP/1.1 keep-alive pool (`aigw_server.engines.http1`):
+    a general-purpose client's bookkeeping cost about half of the router's Python time per request. Probes
+    and control calls, off the hot path, use httpx.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        capacity: int,
-        timeout: float,
-        api_key: str = "",
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, base_url: str, *, capacity: int, timeout: float, api_key: str = "") -> None:
         self._headers = {"content-type": "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        pool = httpx.Limits(max_connections=None, max_keepalive_connections=max(8, capacity * 2), keepalive_expiry=60.0)
         self.timeout = timeout
-        self._timeouts = {"timeout": httpx.Timeout(timeout, connect=5.0).as_dict()}
-        self._chat_url = httpx.URL(base_url + CHAT_PATH)
-        self._transport = transport or httpx.AsyncHTTPTransport(limits=pool)
-        self._http = httpx.AsyncClient(
-            base_url=base_url, headers=self._headers, timeout=httpx.Timeout(timeout, connect=5.0), transport=self._transport
-        )
+        self._chat_path = urlsplit(base_url).path.rstrip("/") + CHAT_PATH
+        self._pool = http1.Pool(base_url, max_idle=max(8, capacity * 2), idle_expiry=60.0, connect_timeout=5.0)
+        self._http = httpx.AsyncClient(base_url=base_url, headers=self._headers, timeout=httpx.Timeout(timeout, connect=5.0))
 
     async def aclose(self) -> None:
+        await self._pool.aclose()
         await self._http.aclose()
 
-    def _chat_request(self, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
-        return httpx.Request(
-            "POST", self._chat_url, content=orjson.dumps(body), headers={**self._headers, **headers}, extensions=self._timeouts
+    async def _post_chat(self, body: dict[str, Any], headers: dict[str, str]) -> http1.Response:
+        return await self._pool.request(
+            "POST", self._chat_path, {**self._headers, **headers}, orjson.dumps(body), timeout=self.timeout
         )
 
     async def chat(self, body: dict[str, Any], headers: dict[str, str], hide: str = "", shown: str = "") -> Any:
         """A unary chat completion's JSON answer."""
         try:
-            resp = await self._transport.handle_async_request(self._chat_request(body, headers))
-            try:
-                content = await resp.aread()
-            finally:
-                await resp.aclose()
-        except httpx.HTTPError as exc:
+            async with await self._post_chat(body, headers) as resp:
+                content = await resp.read()
+        except http1.HttpError as exc:
             raise transport_error(exc, self.timeout) from None
-        if resp.status_code != 200:
-            raise status_error(resp.status_code, content, hide, shown)
+        if resp.status != 200:
+            raise status_error(resp.status, content, hide, shown)
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -142,31 +130,30 @@ class EngineClient:
 
     async def stream_chat(
         self, body: dict[str, Any], headers: dict[str, str], hide: str = "", shown: str = ""
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The parsed chunks of a streamed chat completion, until `[DONE]`.
 
-        Leaving the iteration early (cancellation, deadline) closes the response, which closes its
-        connection: the server sees the client gone and stops generating.
+        Leaving the iteration early (cancellation, deadline, an error) closes the response's connection:
+        the server sees the client gone and stops generating.
         """
         try:
-            resp = await self._transport.handle_async_request(self._chat_request(body, headers))
-            try:
-                if resp.status_code != 200:
-                    raise status_error(resp.status_code, await resp.aread(), hide, shown)
-                decoder = SseDecoder()
-                async for line in resp.aiter_lines():
-                    data = decoder.feed(line)
-                    if data is None:
-                        continue
-                    if data == "[DONE]":
-                        return
-                    event = orjson.loads(data)
-                    if isinstance(event, dict) and "error" in event:
-                        raise status_error(_error_code(event["error"]), data.encode(), hide, shown)
-                    yield event
-            finally:
-                await resp.aclose()
-        except httpx.HTTPError as exc:
+            async with await self._post_chat(body, headers) as resp:
+                if resp.status != 200:
+                    raise status_error(resp.status, await resp.read(), hide, shown)
+                events = SseDecoder()
+                lines = LineSplitter()
+                async for part in resp.aiter_bytes():
+                    for line in lines.feed(part):
+                        data = events.feed(line)
+                        if data is None:
+                            continue
+                        if data == "[DONE]":
+                            return
+                        event = orjson.loads(data)
+                        if isinstance(event, dict) and "error" in event:
+                            raise status_error(_error_code(event["error"]), data.encode(), hide, shown)
+                        yield event
+        except http1.HttpError as exc:
             raise transport_error(exc, self.timeout) from None
         except orjson.JSONDecodeError:
             raise Unavailable("the model server sent a malformed stream chunk") from None

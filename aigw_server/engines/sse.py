@@ -31,3 +31,19 @@ class SseDecoder:
     def flush(self) -> str | None:
         """The data of an event the stream ended without a blank line after, if any."""
         return self.feed("")
+
+
+class LineSplitter:
+    """Cuts a body arriving in parts into its lines (LF, CRLF or CR ends them; returned without them)."""
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, part: bytes) -> list[str]:
+        data = self._rest + part if self._rest else part
+        lines = data.splitlines(keepends=True)
+        # A last line without its end, or ending in CR (its LF may be in the next part), waits for more.
+        self._rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        return [line.rstrip(b"\r\n").decode("utf-8", "replace") for line in lines]

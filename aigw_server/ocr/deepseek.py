@@ -17,7 +17,6 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
-import httpx
 from PIL import Image
 
 from aigw_server.engines.openai_http import EngineClient
@@ -141,16 +140,13 @@ class DeepSeekOcrEngine:
         pool: WorkerPool,
         identification: LanguageIdentification,
         crash_log: CrashSink,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.backend = backend
         self.pool = pool
         self.identification = identification
         self.crash_log = crash_log
         self.url = base_url(backend.url if backend.mode == "attach" else f"http://127.0.0.1:{backend.port}")
-        self.client = EngineClient(
-            self.url, capacity=backend.capacity, timeout=backend.request_timeout_seconds, transport=transport
-        )
+        self.client = EngineClient(self.url, capacity=backend.capacity, timeout=backend.request_timeout_seconds)
         self.server: EngineSupervisor | None = None
         self._model = ""
         self._served = ""

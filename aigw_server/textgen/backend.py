@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from aigw.common.v1 import common_pb2
 from aigw_server.engines.chat import ChatTarget, StreamPart, complete, request_body
 from aigw_server.engines.chat import stream as stream_chat
@@ -84,12 +82,9 @@ def _known_sum(values: list[float]) -> int:
 class TextgenBackend:
     """Owns the model servers of one backend; every lifecycle change holds one lock."""
 
-    def __init__(
-        self, settings: TextgenSettings, crash_log: CrashSink, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, settings: TextgenSettings, crash_log: CrashSink) -> None:
         self.settings = settings
         self._crash_log = crash_log
-        self._transport = transport
         self._servers: dict[str, ModelServer] = {}
         self._lock = asyncio.Lock()
         self._notify: Notify | None = None
@@ -348,9 +343,7 @@ class TextgenBackend:
         return sum(c for c in counted if c > 0)
 
     def _new_server(self, specs: list[ModelSpec], slot: int) -> ModelServer:
-        return ModelServer(
-            self.settings, specs, slot=slot, crash_log=self._crash_log, on_change=self._changed, transport=self._transport
-        )
+        return ModelServer(self.settings, specs, slot=slot, crash_log=self._crash_log, on_change=self._changed)
 
     async def _start_server(self, spec: ModelSpec) -> None:
         taken = {s.slot for s in self._unique()}

@@ -10,8 +10,6 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 
-import httpx
-
 from aigw_server.engines.openai_http import EngineClient
 from aigw_server.engines.process import ServerProcess
 from aigw_server.engines.supervisor import HEALTH_FAILURES_BEFORE_KILL, CrashSink, EngineSupervisor, ServerState
@@ -36,7 +34,6 @@ class ModelServer:
         slot: int,
         crash_log: CrashSink,
         on_change: Callable[[], None],
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.specs = {spec.name: spec for spec in specs}
@@ -52,7 +49,6 @@ class ModelServer:
             capacity=backend.capacity,
             timeout=backend.request_timeout_seconds,
             api_key=self.api_key,
-            transport=transport,
         )
         self.state = ServerState.IDLE
         self.detail = ""

@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping
 
 import grpc
-import httpx
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
 from aigw.textgen.v1 import textgen_pb2, textgen_pb2_grpc
@@ -28,14 +27,12 @@ class TextgenService:
         backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
     ]
 
-    def __init__(
-        self, settings: TextgenSettings, transport: httpx.AsyncBaseTransport | None = None, tls: MeshTls | None = None
-    ) -> None:
+    def __init__(self, settings: TextgenSettings, tls: MeshTls | None = None) -> None:
         self.settings = settings
         self.bind_address = settings.address
         self.metrics_port = settings.metrics_port
         self.crash_log = QueueCrashLog(settings.queue_address, settings.name, tls)
-        self.backend = TextgenBackend(settings, self.crash_log, transport)
+        self.backend = TextgenBackend(settings, self.crash_log)
 
     def register(self, server: grpc.aio.Server) -> None:
         textgen_pb2_grpc.add_TextgenServiceServicer_to_server(TextgenServicer(self.backend), server)

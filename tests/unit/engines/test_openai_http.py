@@ -1,4 +1,4 @@
-"""The upstream HTTP client: error mapping, SSE streams, and keep-alive reuse of one connection."""
+"""The upstream HTTP client against a real local server: error mapping, SSE streams, keep-alive reuse of one connection."""
 
 from __future__ import annotations
 
@@ -11,13 +11,27 @@ import pytest
 
 from aigw_server.engines.openai_http import EngineClient
 from aigw_server.runtime.errors import GatewayError, InvalidArgument, Unavailable
+from tests.helpers import free_port
+from tests.unit.http_peer import HttpPeer
 
 BODY = {"model": "/models/llama", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 ANSWER = {"choices": [{"message": {"role": "assistant", "content": "Hey"}, "finish_reason": "stop"}]}
 
 
+_opened: list[EngineClient] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_clients() -> AsyncIterator[None]:
+    yield
+    while _opened:
+        await _opened.pop().aclose()
+
+
 def client(handler: Callable[[httpx.Request], httpx.Response]) -> EngineClient:
-    return EngineClient("http://upstream.test", capacity=4, timeout=5.0, transport=httpx.MockTransport(handler))
+    upstream = EngineClient(HttpPeer(handler).url, capacity=4, timeout=5.0)
+    _opened.append(upstream)
+    return upstream
 
 
 async def failure(response: httpx.Response, stream: bool = False) -> GatewayError:
@@ -84,16 +98,19 @@ async def test_server_side_failures_are_unavailable(status: int, words: str) -> 
 
 
 async def test_connection_failures_and_timeouts_are_unavailable() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the request, never answers
+        writer.close()
 
-    def stall(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
+    refused = EngineClient(f"http://127.0.0.1:{free_port()}", capacity=4, timeout=5.0)
     with pytest.raises(Unavailable, match="not accepting connections"):
-        await client(refuse).chat(BODY, {})
-    with pytest.raises(Unavailable, match="did not answer within 5s"):
-        await client(stall).chat(BODY, {})
+        await refused.chat(BODY, {})
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    slow = EngineClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", capacity=4, timeout=0.25)
+    with pytest.raises(Unavailable, match=r"did not answer within 0\.25s"):
+        await slow.chat(BODY, {})
+    await slow.aclose()
+    server.close()
 
 
 def sse(*events: object) -> bytes:

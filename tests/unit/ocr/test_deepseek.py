@@ -37,6 +37,7 @@ from aigw_server.ocr.workers import WorkerPool
 from aigw_server.runtime.config import BackendConfig, ModelConfig
 from aigw_server.runtime.errors import InvalidArgument, Unavailable
 from tests.helpers import free_port
+from tests.unit.http_peer import HttpPeer
 from tests.unit.ocr import samples
 
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
@@ -156,14 +157,15 @@ class CrashLog:
 
 
 def attached(peer: Peer, pool: WorkerPool, tmp_path: Path) -> DeepSeekOcrEngine:
-    backend = BackendConfig(name="gpu-ocr", kind="ocr", engine="deepseek-ocr", mode="attach", url="http://gpu-1:8000/v1")
-    return DeepSeekOcrEngine(backend, pool, LanguageIdentification(), CrashLog(), transport=httpx.MockTransport(peer))
+    url = HttpPeer(peer).url + "/v1"
+    backend = BackendConfig(name="gpu-ocr", kind="ocr", engine="deepseek-ocr", mode="attach", url=url)
+    return DeepSeekOcrEngine(backend, pool, LanguageIdentification(), CrashLog())
 
 
 async def test_attached_engine_recognises_pages(pool: WorkerPool, tmp_path: Path) -> None:
     peer = Peer(content="Der schnelle braune Fuchs springt über den Zaun und läuft davon." + END)
     engine = attached(peer, pool, tmp_path)
-    assert await engine.load("deepseek-ocr", MODEL) == "DeepSeek-OCR deepseek-ocr attached to http://gpu-1:8000"
+    assert await engine.load("deepseek-ocr", MODEL) == f"DeepSeek-OCR deepseek-ocr attached to {engine.url}"
     found = await engine.recognize(PageImage(3, Image.new("RGB", (640, 480), "white")), options(OutputFormat.MARKDOWN))
     assert found.text == "Der schnelle braune Fuchs springt über den Zaun und läuft davon."
     assert (found.language, found.script, found.width, found.height) == ("deu", "Latin", 640, 480)

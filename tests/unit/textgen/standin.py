@@ -1,4 +1,4 @@
-"""A vLLM stand-in (vLLM cannot run here) answering through httpx's in-process transport, and a backend attached to it."""
+"""A vLLM stand-in (vLLM cannot run here) served over a real local socket, and a backend attached to it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aigw.common.v1 import common_pb2
 from aigw_server.runtime.config import parse_config
 from aigw_server.textgen.backend import TextgenBackend
 from aigw_server.textgen.settings import resolve_settings
+from tests.unit.http_peer import HttpPeer
 
 METRICS = """\
 vllm:num_requests_running{engine="0",model_name="llama"} 2.0
@@ -42,6 +43,7 @@ class VllmStandIn:
         self.bodies: list[bytes] = []
         self.metrics = METRICS
         self.late = 0  # health probes still to answer too late
+        self.url = HttpPeer(self).url
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -79,13 +81,13 @@ def make_backend(standin: VllmStandIn, crash_log: CrashLog | None = None, direct
         "routing": {"status_interval_seconds": 0.02, "direct_engines": direct},
         "models": {"llama": {"served_name": "meta-llama/Llama-3-8B-Instruct"}, "qwen": {}},
         "backends": [
-            {"name": "gpu-0", "kind": "textgen", "engine": "vllm", "mode": "attach", "url": "http://vllm.test/v1"}
+            {"name": "gpu-0", "kind": "textgen", "engine": "vllm", "mode": "attach", "url": standin.url + "/v1"}
             | {"models": ["llama"], "sleep_mode": True, "capacity": 32}
             | backend
         ],
     }
     settings = resolve_settings(parse_config(raw, env={}), {})
-    return TextgenBackend(settings, crash_log or CrashLog(), httpx.MockTransport(standin))
+    return TextgenBackend(settings, crash_log or CrashLog())
 
 
 class CrashLog:

@@ -1,6 +1,6 @@
 """The backend attached to a vLLM stand-in (vLLM cannot run here): sleep/wake, metrics, status, refusals.
 
-The stand-in answers the documented vLLM endpoints through httpx's in-process transport.
+The stand-in answers the documented vLLM endpoints over a real local socket.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ async def test_get_engines_names_where_each_engine_listens_and_what_it_serves(se
     assert isinstance(reply, backend_pb2.GetEnginesResponse)
     (engine,) = reply.engines
     assert (engine.base_url, engine.engine, engine.capacity, engine.priority_scheduling) == (
-        "http://vllm.test",
+        served.standin.url,
         "vllm",
         32,
         True,
