@@ -103,8 +103,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         hold = None if sub.async_mode else self._hold(context, submitted, caller)
-        await send_request_id(context, submitted.job.request_id)
-        job = submitted.job if hold is None else await self.inference.wait(submitted, hold)
+        job = await self._answer(context, submitted, hold)
         return convert.chat_response(job)
 
     async def StreamChat(
@@ -119,9 +118,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         hold = self._hold(context, submitted, caller)
         job, model = submitted.job, spec.model.name
         rid = job.request_id
+        answer = self.inference.text(submitted, hold)  # the backend call starts while the first message goes out
         await send_request_id(context, rid)
         yield router_pb2.StreamChatResponse(request_id=rid, model=model, status=job.state, position=job.position)
-        async for item in self.inference.text(submitted, hold):
+        async for item in answer:
             if isinstance(item, str):
                 yield router_pb2.StreamChatResponse(request_id=rid, model=model, status=common_pb2.RUNNING, delta=item)
             else:
@@ -140,29 +140,36 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         submitted = await self.inference.submit(caller, spec.model.name, convert.chat_job(spec), sub)
         hold = None if sub.async_mode else self._hold(context, submitted, caller)
         job = submitted.job
-        await send_request_id(context, job.request_id)
         created = int(time.time())
         if hold is None:
+            await send_request_id(context, job.request_id)
             yield httpbody_pb2.HttpBody(
                 content_type=JSON_TYPE, data=async_accepted_body(job.request_id, common_pb2.JobState.Name(job.state))
             )
         elif completion.stream:
-            async for chunk in self._sse(submitted, hold, completion, created, spec.model.name):
+            answer = self.inference.text(submitted, hold)  # the backend call starts while the headers go out
+            await send_request_id(context, job.request_id)
+            async for chunk in self._sse(submitted, answer, completion, created, spec.model.name):
                 yield httpbody_pb2.HttpBody(content_type=SSE_TYPE, data=chunk)
         else:
-            final = await self.inference.wait(submitted, hold)
+            final = await self._answer(context, submitted, hold)
             result = final.chat_result
             body = completion_body(
                 final.request_id, created, spec.model.name, result.message.content, result.finish_reason, convert.usage_of(final)
             )
             yield httpbody_pb2.HttpBody(content_type=JSON_TYPE, data=body)
 
+    @staticmethod
     async def _sse(
-        self, submitted: Submitted, hold: Hold, completion: CompletionRequest, created: int, model: str
+        submitted: Submitted,
+        answer: AsyncIterator[str | common_pb2.Job],
+        completion: CompletionRequest,
+        created: int,
+        model: str,
     ) -> AsyncIterator[bytes]:
         writer = ChunkWriter(submitted.job.request_id, created, model)
         yield writer.role()
-        async for item in self.inference.text(submitted, hold):
+        async for item in answer:
             if isinstance(item, str):
                 yield writer.delta(item)
                 continue
@@ -186,8 +193,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         await self._refuse_stopped(spec.model.name, caller, sub)
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         hold = None if sub.async_mode else self._hold(context, submitted, caller)
-        await send_request_id(context, submitted.job.request_id)
-        job = submitted.job if hold is None else await self.inference.wait(submitted, hold)
+        job = await self._answer(context, submitted, hold)
         return convert.ocr_response(job)
 
     async def StreamOcr(self, request: router_pb2.StreamOcrRequest, context: Ctx) -> AsyncIterator[router_pb2.StreamOcrResponse]:
@@ -199,9 +205,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         submitted = await self.inference.submit(caller, spec.model.name, convert.ocr_job(spec), sub)
         hold = self._hold(context, submitted, caller)
         job = submitted.job
+        answer = self.inference.pages(submitted, hold)  # the backend call starts while the first message goes out
         await send_request_id(context, job.request_id)
         yield router_pb2.StreamOcrResponse(request_id=job.request_id, status=job.state, position=job.position)
-        async for item in self.inference.pages(submitted, hold):
+        async for item in answer:
             if isinstance(item, Page):
                 yield router_pb2.StreamOcrResponse(
                     request_id=job.request_id, status=common_pb2.RUNNING, page=item.page, page_count=item.page_count
@@ -256,6 +263,19 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         job = await self.queue.get(request_id, include_payload)
         self.gate.check_visible(caller, request_id, job.subject)
         return job
+
+    async def _answer(self, context: Ctx, submitted: Submitted, hold: Hold | None) -> common_pb2.Job:
+        """The job to answer with: as admitted for an async request (no hold), else finished.
+
+        The request id goes out as the `x-request-id` header meanwhile; a job this call waits for starts
+        first, so that sending the header does not delay the backend call.
+        """
+        if hold is None:
+            await send_request_id(context, submitted.job.request_id)
+            return submitted.job
+        running = self.inference.start(submitted, hold)
+        await send_request_id(context, submitted.job.request_id)
+        return await self.inference.answer(running, hold)
 
     def _hold(self, context: Ctx, submitted: Submitted, caller: Caller) -> Hold:
         """The caller waits for the answer: when the call ends before it (disconnect, cancel, deadline), the job stops."""

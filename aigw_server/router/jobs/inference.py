@@ -130,10 +130,16 @@ class Inference:
         """The hold of a synchronous caller on `submitted`; the RPC calls its `call_ended` when it ends."""
         return Hold(self, submitted, caller.principal.subject)
 
-    async def wait(self, submitted: Submitted, hold: Hold) -> common_pb2.Job:
-        """The finished job (its error raised); the job is cancelled if the caller goes away first (`hold`)."""
+    def start(self, submitted: Submitted, hold: Hold) -> asyncio.Task[common_pb2.Job]:
+        """Starts running the job now (its answer is `answer(task, hold)`), so that what the RPC sends meanwhile
+        (its request id) does not delay the backend call."""
         hold.started = True
-        final = await asyncio.shield(self.own.start(submitted.job, Listener(streaming=False), submitted.lease))
+        return self.own.start(submitted.job, Listener(streaming=False), submitted.lease)
+
+    @staticmethod
+    async def answer(running: asyncio.Task[common_pb2.Job], hold: Hold) -> common_pb2.Job:
+        """The finished job of a started run (its error raised); the job is cancelled if the caller goes away first."""
+        final = await asyncio.shield(running)
         hold.answered = True
         failure = job_failure(final)
         if failure is not None:
@@ -147,19 +153,18 @@ class Inference:
         self.own.start(submitted.job, listener, submitted.lease)
         return listener
 
-    async def text(self, submitted: Submitted, hold: Hold) -> AsyncIterator[str | common_pb2.Job]:
-        """The answer's text as the backend produces it, then the finished job.
+    def text(self, submitted: Submitted, hold: Hold) -> AsyncIterator[str | common_pb2.Job]:
+        """The answer's text as the backend produces it, then the finished job; the job starts running now.
 
         When no text came live (another worker ran the job), the whole answer comes as one piece. When an
         attempt fails after text was sent, the stream ends with UNAVAILABLE: the retry starts the answer
         afresh, and its result stays retrievable by request id. A caller that goes away first cancels the job.
         """
-        async for item in _answering(hold, self._text(submitted, hold)):
-            yield item
+        return _answering(hold, self._text(submitted, self.follow(submitted, hold)))
 
-    async def _text(self, submitted: Submitted, hold: Hold) -> AsyncIterator[str | common_pb2.Job]:
+    async def _text(self, submitted: Submitted, listener: Listener) -> AsyncIterator[str | common_pb2.Job]:
         streamed = False
-        async for event in self.follow(submitted, hold).events():
+        async for event in listener.events():
             if isinstance(event, Delta):
                 streamed = True
                 yield event.text
@@ -172,17 +177,16 @@ class Inference:
                     yield content
                 yield final
 
-    async def pages(self, submitted: Submitted, hold: Hold) -> AsyncIterator[Page | common_pb2.Job]:
-        """Each page once, as a backend finishes it, then the finished job (pages not sent live come from its result).
-
-        A caller that goes away first cancels the job.
+    def pages(self, submitted: Submitted, hold: Hold) -> AsyncIterator[Page | common_pb2.Job]:
+        """Each page once, as a backend finishes it, then the finished job (pages not sent live come from its
+        result); the job starts running now. A caller that goes away first cancels the job.
         """
-        async for item in _answering(hold, self._pages(submitted, hold)):
-            yield item
+        return _answering(hold, self._pages(self.follow(submitted, hold)))
 
-    async def _pages(self, submitted: Submitted, hold: Hold) -> AsyncIterator[Page | common_pb2.Job]:
+    @staticmethod
+    async def _pages(listener: Listener) -> AsyncIterator[Page | common_pb2.Job]:
         sent: set[int] = set()
-        async for event in self.follow(submitted, hold).events():
+        async for event in listener.events():
             if isinstance(event, Page) and event.page.page not in sent:
                 sent.add(event.page.page)
                 yield event

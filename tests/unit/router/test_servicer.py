@@ -167,6 +167,7 @@ class Backend:
         self.words = ["Hel", "lo"]
         self.release: asyncio.Event | None = None
         self.calls = 0
+        self.called = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def engine_route(self, model: str) -> AsyncIterator[EngineRoute | None]:
@@ -174,6 +175,7 @@ class Backend:
 
     async def generate(self, request: textgen_pb2.GenerateRequest, timeout: float) -> common_pb2.ChatResult:
         self.calls += 1
+        self.called.set()
         if self.release is not None:
             await self.release.wait()
         usage = common_pb2.Usage(prompt_tokens=2, completion_tokens=2, total_tokens=4)
@@ -184,6 +186,7 @@ class Backend:
         self, request: textgen_pb2.StreamGenerateRequest, timeout: float
     ) -> AsyncGenerator[textgen_pb2.StreamGenerateResponse, None]:
         self.calls += 1
+        self.called.set()
         for word in self.words:
             yield textgen_pb2.StreamGenerateResponse(delta=word)
         yield textgen_pb2.StreamGenerateResponse(finish_reason="stop", usage=common_pb2.Usage(total_tokens=4))
@@ -446,3 +449,38 @@ async def test_a_model_no_backend_holds_is_unavailable_with_retry_info_for_a_wai
     assert status.message.startswith("model 'chat-a' is stopped")
     assert retry_delay(status) == 60.0
     assert router.queue.submitted == []
+
+
+class HeaderAfterBackend(Context):
+    """A call whose initial metadata gets out only once the backend was called (as on a slow connection)."""
+
+    def __init__(self, metadata: Sequence[tuple[str, str]], backend_called: asyncio.Event) -> None:
+        super().__init__(metadata)
+        self.backend_called = backend_called
+
+    async def send_initial_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
+        await self.backend_called.wait()
+        await super().send_initial_metadata(metadata)
+
+
+async def test_the_backend_call_does_not_wait_for_the_request_id_header_to_go_out() -> None:
+    router = Router()
+    backend = router.backend
+    token = router.context().metadata
+
+    context = HeaderAfterBackend(token, backend.called)
+    reply = await asyncio.wait_for(router.servicer.Chat(chat_request(), on(context)), 5)
+    assert (reply.response, context.initial) == ("Hello", [("x-request-id", reply.request_id)])
+
+    backend.called.clear()
+    context = HeaderAfterBackend(token, backend.called)
+    stream = router.servicer.StreamChat(
+        router_pb2.StreamChatRequest(model="chat-a", messages=chat_request().messages), on(context)
+    )
+    replies = await asyncio.wait_for(_all(stream), 5)
+    assert "".join(r.delta for r in replies) == "Hello"
+    assert context.initial == [("x-request-id", replies[0].request_id)]
+
+
+async def _all(stream: AsyncIterator[router_pb2.StreamChatResponse]) -> list[router_pb2.StreamChatResponse]:
+    return [reply async for reply in stream]
