@@ -294,12 +294,12 @@ class Pool:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http:// or https:// URL: {base_url!r}")
+        default_port = 443 if url.scheme == "https" else 80
         self.host = url.hostname
-        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.port = url.port or default_port
         self.ssl: ssl.SSLContext | None = None
         if url.scheme == "https":
             self.ssl = ssl_context or ssl.create_default_context()
-        default_port = 443 if url.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         self._host_header = (host if self.port == default_port else f"{host}:{self.port}").encode("ascii")
         self.max_idle = max_idle
@@ -328,8 +328,10 @@ class Pool:
         response = Response(self, conn, timeout)
         conn.response = response
         try:
-            await conn.send(head + body if len(body) < 65536 else head, timeout)
-            if len(body) >= 65536:
+            if len(body) < 65536:  # one write for the usual small request
+                await conn.send(head + body, timeout)
+            else:
+                await conn.send(head, timeout)
                 await conn.send(body, timeout)
             await response._head()
         except BaseException:
