@@ -12,13 +12,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import bson
+from bson import ObjectId
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
+from pymongo.uri_parser import parse_uri
 
+from aigw_server.queue.store_wire import WireConnection, WireError
 from aigw_server.runtime.config import DatabaseConfig
 from aigw_server.runtime.datadir import socket_path, socket_uri
 from aigw_server.runtime.errors import Unavailable
@@ -95,15 +100,101 @@ class Features:
     ttl_indexes: bool
 
 
+class InsertSink(Protocol):
+    """Where a batch of inserts into one collection goes: the failures by the documents' index (none: all stored)."""
+
+    async def write(self, docs: list[Doc]) -> dict[int, Exception]: ...
+
+    def close(self) -> None: ...
+
+
+class DriverInserts:
+    """A batch as one `insert_many` (one `insert_one` alone) through pymongo."""
+
+    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+        self._collection = collection
+
+    async def write(self, docs: list[Doc]) -> dict[int, Exception]:
+        try:
+            if len(docs) == 1:
+                await self._collection.insert_one(docs[0])
+            else:
+                await self._collection.insert_many(docs, ordered=False)
+        except DuplicateKeyError:
+            return {0: Duplicate()}
+        except BulkWriteError as exc:
+            return _write_failures(exc.details, len(docs))
+        except PyMongoError as exc:
+            return dict.fromkeys(range(len(docs)), unavailable(exc))
+        except InvalidDocument as exc:  # a document over the server's size limit (DocumentTooLarge)
+            log.error("a document could not be written: %s", str(exc)[:300])
+            return dict.fromkeys(range(len(docs)), StoreUnavailable(uncertain=True))
+        return {}
+
+    def close(self) -> None:
+        """The collection's client is closed with the store."""
+
+
+class WireInserts:
+    """A batch as unordered OP_MSG `insert` commands on a connection of the collection's own (`store_wire`).
+
+    Documents are encoded with the collection's codec options and, lacking an `_id`, given an ObjectId
+    in place, as pymongo does; the reply is read as pymongo's bulk write result would be.
+    """
+
+    def __init__(self, collection: AsyncCollection[Doc], connection: WireConnection) -> None:
+        self._collection = collection
+        self._connection = connection
+        self._db = collection.database.name
+        self._write_concern = collection.write_concern.document
+
+    async def write(self, docs: list[Doc]) -> dict[int, Exception]:
+        failures: dict[int, Exception] = {}
+        encoded: list[bytes] = []
+        positions: list[int] = []
+        options = self._collection.codec_options
+        for i, doc in enumerate(docs):
+            doc.setdefault("_id", ObjectId())
+            data = bson.encode(doc, codec_options=options)
+            if len(data) > self._connection.max_document:
+                log.error("a %d-byte document is larger than the store takes; it is not written", len(data))
+                failures[i] = StoreUnavailable(uncertain=False)
+                continue
+            encoded.append(data)
+            positions.append(i)
+        sent = True
+        for start, end in self._connection.chunks(encoded):
+            if not sent:
+                failures.update((positions[j], StoreUnavailable(uncertain=False)) for j in range(start, end))
+                continue
+            try:
+                reply = await self._connection.insert(self._db, self._collection.name, encoded[start:end], self._write_concern)
+            except WireError as exc:
+                log.warning("database operation failed: %s", exc)
+                failures.update((positions[j], StoreUnavailable(uncertain=exc.sent)) for j in range(start, end))
+                sent = False
+                continue
+            if not reply.get("ok"):
+                log.warning("database operation failed: %s", reply.get("errmsg", "")[:300], extra={"code": reply.get("code")})
+                failures.update((positions[j], StoreUnavailable(uncertain=True)) for j in range(start, end))
+                continue
+            for k, failure in _write_failures(reply, end - start).items():
+                failures[positions[start + k]] = failure
+        return failures
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 class InsertBatcher:
-    """Coalesces concurrent inserts into one collection: one insert_many (one transaction) per batch.
+    """Coalesces concurrent inserts into one collection: one write (one transaction) per batch.
 
     A lone insert goes out at once; inserts arriving while one is in flight leave together when it
     returns. Each caller learns its own document's fate.
     """
 
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
-        self._collection = collection
+    def __init__(self, sink: InsertSink) -> None:
+        self._sink = sink
         self._pending: list[tuple[Doc, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -122,6 +213,7 @@ class InsertBatcher:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=CLOSE_WAIT_SECONDS)
             self._task = None
+        self._sink.close()
 
     async def _run(self) -> None:
         while True:
@@ -134,19 +226,7 @@ class InsertBatcher:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[tuple[Doc, asyncio.Future[None]]]) -> None:
-        failures: dict[int, Exception] = {}
-        try:
-            if len(batch) == 1:
-                await self._collection.insert_one(batch[0][0])
-            else:
-                await self._collection.insert_many([doc for doc, _ in batch], ordered=False)
-        except DuplicateKeyError:
-            failures[0] = Duplicate()
-        except BulkWriteError as exc:
-            failures = _bulk_failures(exc, len(batch))
-        except PyMongoError as exc:
-            error = unavailable(exc)
-            failures = dict.fromkeys(range(len(batch)), error)
+        failures = await self._sink.write([doc for doc, _ in batch])
         for i, (_, fut) in enumerate(batch):
             if fut.done():
                 continue
@@ -157,9 +237,9 @@ class InsertBatcher:
                 fut.set_exception(failure)
 
 
-def _bulk_failures(exc: BulkWriteError, size: int) -> dict[int, Exception]:
-    details: Mapping[str, Any] = exc.details  # the server's reply document, as pymongo types it
-    if details.get("writeConcernErrors"):
+def _write_failures(details: Mapping[str, Any], size: int) -> dict[int, Exception]:
+    """The failed documents of an unordered insert, from the server's reply or pymongo's bulk result."""
+    if details.get("writeConcernErrors") or details.get("writeConcernError"):
         return dict.fromkeys(range(size), StoreUnavailable(uncertain=True))
     failures: dict[int, Exception] = {}
     for error in details.get("writeErrors", []):
@@ -171,6 +251,19 @@ def _bulk_failures(exc: BulkWriteError, size: int) -> dict[int, Exception]:
 def database_uri(cfg: DatabaseConfig, data_dir: Path) -> str:
     """MONGODB_URI, or the embedded FerretDB's Unix socket in the data dir (it has no TCP port)."""
     return cfg.uri or socket_uri(socket_path(data_dir))
+
+
+def wire_socket(uri: str) -> str | None:
+    """The Unix socket of a single server reached without credentials, TLS or options (the embedded store's
+    kind), whose hot inserts can go on the wire directly; None for any other deployment."""
+    try:
+        parsed = parse_uri(uri)
+    except (PyMongoError, ValueError):
+        return None
+    nodes = parsed["nodelist"]
+    if len(nodes) != 1 or not nodes[0][0].startswith("/") or parsed["username"] or parsed["options"]:
+        return None
+    return str(nodes[0][0])
 
 
 class QueueStore:
@@ -191,6 +284,9 @@ class QueueStore:
         self.features = Features(replica_set=False, ttl_indexes=False)
         self.db: AsyncDatabase[Doc] = self.client.get_database(cfg.name, write_concern=WriteConcern(w=1, j=True))
         self._batchers: dict[str, InsertBatcher] = {}
+        self._socket = wire_socket(database_uri(cfg, data_dir))
+        self.wire_inserts = self._socket is not None
+        """Whether the hot inserts go on the wire directly (`WireInserts`) rather than through pymongo."""
 
     def coll(self, name: str) -> AsyncCollection[Doc]:
         return self.db.get_collection(name)
@@ -215,8 +311,15 @@ class QueueStore:
         except PyMongoError as exc:
             raise unavailable(exc) from None
         self.features = Features(replica_set=replica_set, ttl_indexes=ttl)
-        self._batchers = {name: InsertBatcher(self.coll(name)) for name in (JOBS, EVENTS, OUTCOMES, CRASHES)}
+        self._batchers = {name: InsertBatcher(self._insert_sink(name)) for name in (JOBS, EVENTS, OUTCOMES, CRASHES)}
         return self.features
+
+    def _insert_sink(self, name: str) -> InsertSink:
+        """The embedded store's hot inserts go on the wire directly, each collection on a connection of its own."""
+        if self._socket is None:
+            return DriverInserts(self.coll(name))
+        connection = WireConnection(self._socket, connect_timeout=SERVER_SELECTION_MS / 1000, reply_timeout=SOCKET_MS / 1000)
+        return WireInserts(self.coll(name), connection)
 
     async def close(self) -> None:
         for batcher in self._batchers.values():
