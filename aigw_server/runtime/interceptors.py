@@ -5,7 +5,8 @@
 3. metrics       — Prometheus counters and latency histograms per method and code.
 4. authorization — with service identity on, `aigw_server.runtime.authz.POLICY` decides who may call what.
 5. error mapping — domain errors -> gRPC statuses; unparsable requests -> INVALID_ARGUMENT;
-   unexpected errors -> logged INTERNAL; every error's trailing metadata carries the call's `x-request-id`.
+   unexpected errors -> logged INTERNAL; the trailing metadata of every error of a unary or
+   server-streaming call carry the call's `x-request-id`.
 
 All of them cover unary and server-streaming RPCs (the only kinds the public protos use); a
 client-streaming method gets the authorization check only. They are one interceptor, not five,
