@@ -82,6 +82,9 @@ class UnaryCall(Protocol):
     async def initial_metadata(self) -> grpc.aio.Metadata | None:
         """The metadata the service sent before its reply."""
 
+    async def trailing_metadata(self) -> grpc.aio.Metadata | None:
+        """The metadata the service sent with its status (the router's `x-request-id` of a unary answer)."""
+
 
 class StreamCall(Protocol):
     """A server-streaming call in flight (`grpc.aio.UnaryStreamCall`): read message by message."""
@@ -303,7 +306,7 @@ class Gateway:
         except grpc.aio.AioRpcError as exc:
             self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
             return
-        headers = _returned_headers(await call.initial_metadata(), rid)
+        headers = _returned_headers(await call.initial_metadata(), rid, await call.trailing_metadata())
         if route.binding.raw_response:
             content_type, body = route.renderer.http_body(reply)
             if content_type:
@@ -444,15 +447,16 @@ def _request_id(value: bytes | None) -> str:
     return os.urandom(16).hex()
 
 
-def _returned_headers(metadata: ReturnedMetadata | None, rid: str) -> list[tuple[str, str]]:
+def _returned_headers(
+    metadata: ReturnedMetadata | None, rid: str, trailing: ReturnedMetadata | None = None
+) -> list[tuple[str, str]]:
     """Response initial metadata as HTTP headers (as Envoy passes them), without gRPC's own and binary keys.
 
     `x-request-id` is the service's own when it sent one (the router's is the id the request is stored
-    under), else the edge's.
+    under), else the edge's: a unary answer's comes in its trailing metadata (`trailing`), a stream's in
+    its initial metadata (where a router from before that rule sent a unary answer's too).
     """
-    for key, value in metadata or ():
-        if key == "x-request-id" and isinstance(value, str) and value:
-            rid = value
+    rid = _service_request_id(trailing) or _service_request_id(metadata) or rid
     headers = [("x-request-id", rid)]
     for key, value in metadata or ():
         if (
@@ -463,3 +467,12 @@ def _returned_headers(metadata: ReturnedMetadata | None, rid: str) -> list[tuple
         ):
             headers.append((key, value))
     return headers
+
+
+def _service_request_id(metadata: ReturnedMetadata | None) -> str:
+    """The `x-request-id` a service sent in `metadata` (its last), "" when none."""
+    found = ""
+    for key, value in metadata or ():
+        if key == "x-request-id" and isinstance(value, str) and value:
+            found = value
+    return found

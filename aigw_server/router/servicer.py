@@ -35,6 +35,7 @@ from aigw_server.router.openai_compat import (
 )
 from aigw_server.runtime.errors import InvalidArgument, Unavailable
 from aigw_server.runtime.listing import check_listing
+from aigw_server.runtime.rpc_errors import REQUEST_ID_KEY
 
 # One context type for RPCs whose request and response messages differ (grpc-stubs makes it generic in both).
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -61,8 +62,19 @@ def call_meta(context: Ctx) -> CallMeta:
 
 
 async def send_request_id(context: Ctx, request_id: str) -> None:
-    """Every answer carries its request id in the `x-request-id` header too."""
-    await context.send_initial_metadata((("x-request-id", request_id),))
+    """A stream's answer carries its request id in the `x-request-id` header (initial metadata), so that
+    the caller has it before the first message."""
+    await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+
+
+def keep_request_id(context: Ctx, request_id: str) -> None:
+    """A unary answer carries its request id in the `x-request-id` trailer (trailing metadata).
+
+    Trailing metadata travel with the answer and its status in one write; initial metadata sent apart
+    would be a write (and a wakeup of the caller) of their own. A call that fails afterwards sends the
+    same id with its status (`runtime.interceptors`).
+    """
+    context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -152,7 +164,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             async for chunk in self._sse(submitted, answer, completion, created, spec.model.name):
                 yield httpbody_pb2.HttpBody(content_type=SSE_TYPE, data=chunk)
         else:
-            final = await self._answer(context, submitted, hold)
+            running = self.inference.start(submitted, hold)  # the backend call starts while the headers go out
+            await send_request_id(context, job.request_id)
+            final = await self.inference.answer(running, hold)
             result = final.chat_result
             body = completion_body(
                 final.request_id, created, spec.model.name, result.message.content, result.finish_reason, convert.usage_of(final)
@@ -265,17 +279,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         return job
 
     async def _answer(self, context: Ctx, submitted: Submitted, hold: Hold | None) -> common_pb2.Job:
-        """The job to answer with: as admitted for an async request (no hold), else finished.
-
-        The request id goes out as the `x-request-id` header meanwhile; a job this call waits for starts
-        first, so that sending the header does not delay the backend call.
-        """
+        """The job to answer with: as admitted for an async request (no hold), else finished; its request id
+        goes out as the `x-request-id` trailer, with the answer or with the error that ends the call."""
+        keep_request_id(context, submitted.job.request_id)
         if hold is None:
-            await send_request_id(context, submitted.job.request_id)
             return submitted.job
-        running = self.inference.start(submitted, hold)
-        await send_request_id(context, submitted.job.request_id)
-        return await self.inference.answer(running, hold)
+        return await self.inference.answer(self.inference.start(submitted, hold), hold)
 
     def _hold(self, context: Ctx, submitted: Submitted, caller: Caller) -> Hold:
         """The caller waits for the answer: when the call ends before it (disconnect, cancel, deadline), the job stops."""

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from aigw_server.runtime.config import ConfigError, GatewayConfig
+from aigw_server.runtime.rpc_errors import request_id_metadata
 
 log = logging.getLogger("aigw.authz")
 
@@ -234,10 +235,11 @@ async def authorize(method: str, context: Ctx) -> None:
         return
     name = method.lstrip("/")
     log.warning("call refused", extra={"method": method, "caller": identity})
+    trailing = request_id_metadata()  # the call's id, as every error of the error boundary carries it
     if identity == PUBLIC:
         reason = f"{name} is internal to the mesh: it needs a service certificate"
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"service {identity!r} may not call {name}")
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason, trailing)
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"service {identity!r} may not call {name}", trailing)
 
 
 # grpc-stubs make this class generic; grpc's own is not subscriptable at run time

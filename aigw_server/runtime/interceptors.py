@@ -5,7 +5,8 @@
 3. metrics       — Prometheus counters and latency histograms per method and code.
 4. authorization — with service identity on, `aigw_server.runtime.authz.POLICY` decides who may call what.
 5. error mapping — domain errors -> gRPC statuses; unparsable requests -> INVALID_ARGUMENT;
-   unexpected errors -> logged INTERNAL.
+   unexpected errors -> logged INTERNAL; the trailing metadata of every error of a unary or
+   server-streaming call carry the call's `x-request-id`.
 
 All of them cover unary and server-streaming RPCs (the only kinds the public protos use); a
 client-streaming method gets the authorization check only. They are one interceptor, not five,
@@ -28,7 +29,7 @@ from prometheus_client import Counter, Histogram
 from aigw_server.runtime import authz
 from aigw_server.runtime.errors import GatewayError, InvalidArgument
 from aigw_server.runtime.logs import request_id_var
-from aigw_server.runtime.rpc_errors import internal_status, to_status
+from aigw_server.runtime.rpc_errors import internal_status, request_id_metadata, to_status
 
 log = logging.getLogger("aigw.rpc")
 
@@ -154,12 +155,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         timer.observe(seconds)
 
     @staticmethod
-    async def _fail(method: str, context: Ctx, exc: Exception) -> None:
-        # grpc-stubs lack ServicerContext.abort_with_status (grpc.aio has it since 1.38).
+    async def _fail(method: str, context: Ctx, exc: Exception, request_id: bool = True) -> None:
+        """Ends the call with the error's status; its trailing metadata carries the status's details
+        (`grpc-status-details-bin`) and, with `request_id`, the call's `x-request-id` (they replace what the
+        servicer set as trailing metadata before it failed: the router sets only the request id).
+
+        Client-streaming calls have no one request id (the queue's Session stream carries many), so theirs
+        go without."""
         if isinstance(exc, GatewayError):
-            await context.abort_with_status(to_status(exc))  # type: ignore[attr-defined]
-        log.error("unhandled error in %s", method, exc_info=exc)
-        await context.abort_with_status(internal_status())  # type: ignore[attr-defined]
+            status = to_status(exc)
+        else:
+            log.error("unhandled error in %s", method, exc_info=exc)
+            status = internal_status()
+        trailing = (*status.trailing_metadata, *request_id_metadata()) if request_id else status.trailing_metadata
+        await context.abort(status.code, status.details, trailing)
 
     def _unary(self, method: str, behavior: Unary) -> Unary:
         name = method.rsplit("/", 1)[-1]
@@ -221,7 +230,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:  # noqa: BLE001 - this is the one boundary
-                await fail(method, context, exc)
+                await fail(method, context, exc, request_id=False)
 
         return run
 
@@ -239,7 +248,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:  # noqa: BLE001 - this is the one boundary
-                await fail(method, context, exc)
+                await fail(method, context, exc, request_id=False)
 
         return run
 

@@ -16,10 +16,12 @@ from grpc_status import rpc_status
 
 from aigw_server.runtime import errors
 from aigw_server.runtime.errors import ErrorCode, GatewayError
+from aigw_server.runtime.logs import request_id_var
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "aigw"
+REQUEST_ID_KEY = "x-request-id"
 INTERNAL_MESSAGE = "internal error; the request id identifies it in the gateway's logs"
 DOWNSTREAM_FAILED_MESSAGE = "a gateway service failed; try again"
 
@@ -69,6 +71,17 @@ def status_proto(err: GatewayError) -> status_pb2.Status:
     if err.reason:
         status.details.add().Pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN))
     return status
+
+
+def request_id_metadata() -> tuple[tuple[str, str], ...]:
+    """`x-request-id` with the id the call is logged under, for an error's trailing metadata.
+
+    Once the router has made a request's id, that id; before, the caller's `x-request-id` (or the one the
+    call was given). Empty when the id is not a valid metadata value (printable ASCII), which only a
+    caller's own can fail to be.
+    """
+    rid = request_id_var.get()
+    return ((REQUEST_ID_KEY, rid),) if rid and rid.isascii() and rid.isprintable() else ()
 
 
 def internal_status() -> grpc.Status:

@@ -117,11 +117,17 @@ def _servicer(owner: EdgeTestService, protos: EdgeTestProtos) -> Any:
             await context.abort_with_status(rpc_status.to_status(status))
 
         async def Headers(self, request: Any, context: Any) -> Any:
-            await context.send_initial_metadata((("x-served-by", "edgetest"), ("grpc-internal", "x")))
             merged: dict[str, str] = {}
             for key, value in context.invocation_metadata():
                 if isinstance(value, str):
                     merged[key] = f"{merged[key]},{value}" if key in merged else value
+            # The request id a service answers with: `x-answer-id-initial` sends one as a stream (or a router
+            # from before unary answers sent theirs in trailing metadata) does, `x-answer-id-trailing` as the
+            # router answers a unary call.
+            initial = [("x-request-id", merged["x-answer-id-initial"])] if "x-answer-id-initial" in merged else []
+            await context.send_initial_metadata((("x-served-by", "edgetest"), ("grpc-internal", "x"), *initial))
+            if "x-answer-id-trailing" in merged:
+                context.set_trailing_metadata((("x-request-id", merged["x-answer-id-trailing"]), ("x-trailing-only", "t")))
             return pb2.HeadersResponse(metadata=merged)
 
     return Servicer()

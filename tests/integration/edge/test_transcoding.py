@@ -123,6 +123,27 @@ async def test_client_request_id_is_kept_and_returned(running: Running) -> None:
     assert r.headers["x-request-id"] == "req-42"
 
 
+async def test_a_unary_answers_request_id_comes_from_its_trailing_metadata(running: Running) -> None:
+    r = await running.client.get("/v1/headers", headers={"X-Request-ID": "req-43", "X-Answer-Id-Trailing": "router-id-1"})
+    assert r.json()["metadata"]["x-request-id"] == "req-43"
+    assert r.headers["x-request-id"] == "router-id-1"
+    assert r.headers.get_list("x-request-id") == ["router-id-1"]
+    # Only the request id is taken from the trailers: the others are not headers (nor are they under Envoy).
+    assert "x-trailing-only" not in r.headers
+    assert r.headers["x-served-by"] == "edgetest"
+
+
+async def test_a_request_id_in_initial_metadata_still_names_the_answer(running: Running) -> None:
+    r = await running.client.get("/v1/headers", headers={"X-Request-ID": "req-44", "X-Answer-Id-Initial": "router-id-2"})
+    assert r.headers.get_list("x-request-id") == ["router-id-2"]
+
+
+async def test_the_trailing_request_id_wins_over_an_initial_one(running: Running) -> None:
+    sent = {"X-Answer-Id-Initial": "router-id-3", "X-Answer-Id-Trailing": "router-id-4"}
+    r = await running.client.get("/v1/headers", headers=sent)
+    assert r.headers.get_list("x-request-id") == ["router-id-4"]
+
+
 async def test_client_address_is_the_forwarded_for_value_when_none_was_sent(running: Running) -> None:
     md = (await running.client.get("/v1/headers")).json()["metadata"]
     assert md["x-forwarded-for"] == "127.0.0.1"

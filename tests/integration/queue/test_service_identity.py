@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -123,6 +124,13 @@ async def test_a_router_cannot_complete_a_job_whose_lease_it_does_not_hold(secur
     assert await code_of(complete) == grpc.StatusCode.FAILED_PRECONDITION
     job = (await router.GetJob(queue_pb2.GetJobRequest(request_id=submitted.job.request_id, include_payload=True))).job
     assert job.state == common_pb2.RUNNING
+
+
+async def test_a_refused_call_answers_the_callers_request_id_in_its_trailing_metadata(secure: SecureQueue) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await secure.jobs("textgen").Submit(chat_submit(), metadata=(("x-request-id", "refused-call-1"),))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert ("x-request-id", "refused-call-1") in tuple(cast("grpc.aio.Metadata", caught.value.trailing_metadata()))
 
 
 async def test_a_probe_reads_health_and_nothing_else(secure: SecureQueue) -> None:

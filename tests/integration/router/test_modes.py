@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 import grpc
 import orjson
 import pytest
 import pytest_asyncio
 from google.api import httpbody_pb2
+from google.rpc import code_pb2, status_pb2
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aigw.common.v1 import common_pb2
@@ -29,12 +31,14 @@ from tests.integration.router.harness import (
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 TOKEN_DELAY_MS = 40
+MAX_TOKENS_LIMIT = 1000
 WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
-    options = ("--answer", " ".join(WORDS), "--tokens", "500", "--chunk-delay-ms", str(TOKEN_DELAY_MS))
+    options: tuple[str, ...] = ("--answer", " ".join(WORDS), "--tokens", "500", "--chunk-delay-ms", str(TOKEN_DELAY_MS))
+    options += ("--max-tokens-limit", str(MAX_TOKENS_LIMIT))
     with upstreams(options) as (up,):
         yield up
 
@@ -47,6 +51,12 @@ async def mesh(ferretdb: FerretDBProcess, upstream: Upstream, tmp_path_factory: 
 
 def expected(tokens: int) -> str:
     return " ".join(WORDS[i % len(WORDS)] for i in range(tokens))
+
+
+def trailers_of(error: grpc.aio.AioRpcError) -> dict[str, str | bytes]:
+    """The trailing metadata a failed call ended with."""
+    # grpc-stubs type them as grpc.Call's metadatum objects; grpc.aio returns (key, value) pairs.
+    return dict(cast("grpc.aio.Metadata", error.trailing_metadata()))
 
 
 def messages() -> list[common_pb2.ChatMessage]:
@@ -74,6 +84,38 @@ async def test_stream_chat_delivers_tokens_as_the_backend_produces_them(mesh: Me
     assert last[1].status == common_pb2.SUCCEEDED
     assert last[1].finish_reason == "length"
     assert last[1].usage.completion_tokens == 12
+
+
+async def test_a_unary_chat_answers_its_request_id_in_trailing_metadata(mesh: Mesh) -> None:
+    call = mesh.router.Chat(router_pb2.ChatRequest(model=MODEL, messages=messages(), max_tokens=2), metadata=bearer(mesh.token()))
+    reply = await call
+    assert reply.status == common_pb2.SUCCEEDED
+    assert dict(await call.trailing_metadata())["x-request-id"] == reply.request_id
+    assert "x-request-id" not in dict(await call.initial_metadata())
+
+
+async def test_a_refused_unary_chat_carries_the_callers_request_id_beside_its_status_details(mesh: Mesh) -> None:
+    request = router_pb2.ChatRequest(model=MODEL, messages=messages(), priority="urgent")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await mesh.router.Chat(request, metadata=bearer(mesh.token(), x_request_id="modes-caller-7"))
+    trailing = trailers_of(refused.value)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert trailing["x-request-id"] == "modes-caller-7"
+    status = status_pb2.Status.FromString(trailing["grpc-status-details-bin"])
+    assert (status.code, status.message) == (code_pb2.INVALID_ARGUMENT, refused.value.details())
+
+
+async def test_a_unary_chat_that_ends_in_error_after_admission_names_its_stored_request(mesh: Mesh) -> None:
+    request = router_pb2.ChatRequest(model=MODEL, messages=messages(), max_tokens=MAX_TOKENS_LIMIT + 1)
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await mesh.router.Chat(request, metadata=bearer(mesh.token(), x_request_id="modes-caller-8"))
+    assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ended.value.details()
+    trailing = trailers_of(ended.value)
+    assert "grpc-status-details-bin" in trailing
+    request_id = str(trailing["x-request-id"])
+    assert request_id != "modes-caller-8", "once admitted, the id is the router's, the one the request is stored under"
+    job = await job_of(mesh, request_id)
+    assert (job.state, job.error.code) == (common_pb2.FAILED, "INVALID_ARGUMENT")
 
 
 async def test_openai_stream_is_sse_ending_in_done(mesh: Mesh) -> None:

@@ -38,7 +38,8 @@ async def test_raw_image_upload_is_recognised(mesh: Mesh) -> None:
         router_pb2.OcrRequest(upload=upload, languages=["eng"]), metadata=bearer(mesh.token(), x_resolution="small")
     )
     reply = await call
-    assert dict(await call.initial_metadata())["x-request-id"] == reply.request_id
+    assert dict(await call.trailing_metadata())["x-request-id"] == reply.request_id
+    assert "x-request-id" not in dict(await call.initial_metadata())
     assert reply.status == common_pb2.SUCCEEDED
     assert "quick brown fox" in reply.text
     assert reply.result.document_type == "png"

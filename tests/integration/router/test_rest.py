@@ -11,10 +11,12 @@ from typing import Any
 import grpc
 import httpx
 import openai
+import orjson
 import pytest
 import pytest_asyncio
 
 from aigw.backend.v1 import backend_pb2, backend_pb2_grpc
+from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2
 from aigw_server.runtime.config import json_upload_bytes
 from bench.documents import page_png
@@ -191,6 +193,47 @@ async def test_unrecognisable_requests_are_refused_before_admission(
     assert await stored_ocr_jobs(mesh, client_id) == 0
     after = await mesh.jobs.GetQueueStats(queue_pb2.GetQueueStatsRequest(model=OCR_MODEL))
     assert after.total_failed == before.total_failed
+
+
+# the x-request-id header: the id the request is stored under, one header, whichever metadata carried it
+
+
+async def test_a_rest_chat_answers_the_stored_request_id_in_its_header(mesh: Mesh, rest: httpx.AsyncClient) -> None:
+    reply = await rest.post("/api/chat", json={"model": MODEL, "prompt": "hi"}, headers={"x-request-id": "rest-client-1"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers.get_list("x-request-id") == [reply.json()["request_id"]]
+    job = await mesh.jobs.GetJob(queue_pb2.GetJobRequest(request_id=reply.headers["x-request-id"]))
+    assert job.job.state == common_pb2.SUCCEEDED
+
+
+async def test_an_async_rest_chat_and_ocr_answer_the_stored_request_id_in_their_header(rest: httpx.AsyncClient) -> None:
+    prefer = {"prefer": "respond-async"}
+    chat = await rest.post("/api/chat", json={"model": MODEL, "prompt": "hi"}, headers=prefer)
+    ocr = await rest.post("/api/ocr", content=page_png(7), headers={**prefer, "content-type": "image/png"})
+    for reply in (chat, ocr):
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["status"] in ("QUEUED", "RUNNING", "SUCCEEDED")
+        assert reply.headers.get_list("x-request-id") == [reply.json()["request_id"]]
+
+
+async def test_a_rest_ocr_answers_the_stored_request_id_in_its_header(rest: httpx.AsyncClient) -> None:
+    reply = await rest.post("/api/ocr", content=page_png(7), headers={"content-type": "image/png", "x-resolution": "small"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers.get_list("x-request-id") == [reply.json()["request_id"]]
+
+
+async def test_a_refused_rest_chat_answers_the_clients_request_id(rest: httpx.AsyncClient) -> None:
+    body = {"model": MODEL, "prompt": "hi", "priority": "urgent"}
+    reply = await rest.post("/api/chat", json=body, headers={"x-request-id": "rest-client-2"})
+    assert reply.status_code == 400
+    assert reply.headers.get_list("x-request-id") == ["rest-client-2"]
+
+
+async def test_a_rest_stream_answers_the_stored_request_id_in_its_header(rest: httpx.AsyncClient) -> None:
+    async with rest.stream("POST", "/api/chat/stream", json={"model": MODEL, "prompt": "hi"}) as reply:
+        assert reply.status_code == 200
+        first = (await reply.aread()).decode().split("\n\n")[0]
+    assert reply.headers.get_list("x-request-id") == [orjson.loads(first.removeprefix("data: "))["request_id"]]
 
 
 # chat refusals in the API's terms

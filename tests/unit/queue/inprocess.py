@@ -140,7 +140,15 @@ class MemoryStore(QueueStore):
 
 
 class Aborted(Exception):
-    """Raised by FakeContext.abort_with_status, as grpc.aio raises AbortError."""
+    """Raised by FakeContext.abort, as grpc.aio raises AbortError."""
+
+
+class SentStatus(NamedTuple):
+    """The status a call ended with, as the server sent it."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 @dataclass
@@ -148,7 +156,7 @@ class FakeContext:
     """What the queue's servicers and interceptors use of grpc.aio.ServicerContext, recording the status."""
 
     metadata: Sequence[tuple[str, str]] = ()
-    status: grpc.Status | None = None
+    status: SentStatus | None = None
     _code: grpc.StatusCode | None = None
     _details: str = ""
     trailing: tuple[tuple[str, str | bytes], ...] = field(default_factory=tuple)
@@ -177,10 +185,12 @@ class FakeContext:
     def peer(self) -> str:
         return "in-process"
 
-    async def abort_with_status(self, status: grpc.Status) -> None:
-        self.status = status
-        self._code = status.code
-        self._details = status.details
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[tuple[str, str | bytes]] = ()
+    ) -> None:
+        self.status = SentStatus(code, details, tuple(trailing_metadata))
+        self._code = code
+        self._details = details
         raise grpc.aio.AbortError()
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import grpc
+import orjson
 import pytest
+from google.api import httpbody_pb2
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -37,22 +40,26 @@ from aigw_server.router.service import document_rules
 from aigw_server.router.servicer import RouterServicer
 from aigw_server.runtime.auth import Authenticator, TokenSigner, TokenVerifier
 from aigw_server.runtime.config import AuthConfig, BackendConfig, GatewayConfig, ModelConfig
-from aigw_server.runtime.errors import GatewayError, NotFound, ResourceExhausted, Unavailable
+from aigw_server.runtime.errors import GatewayError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from aigw_server.runtime.rpc_errors import status_proto
+from tests.unit.servicer_calls import InProcessContext, InProcessService
 
 pytestmark = pytest.mark.timeout(30)
 
 SECRET = "s" * 48
 AUTH = AuthConfig(jwt_secret=SECRET, access_token_ttl_seconds=3600)
 WORKER = "router-test"
+Reply = TypeVar("Reply")
 
 
 class Context:
-    """A grpc.aio ServicerContext as far as the router uses it: metadata in, initial metadata out, done callbacks."""
+    """A grpc.aio ServicerContext as far as the router uses it: metadata in, initial and trailing metadata out,
+    done callbacks."""
 
     def __init__(self, metadata: Sequence[tuple[str, str]] = ()) -> None:
         self.metadata = tuple(metadata)
         self.initial: list[tuple[str, str]] = []
+        self.trailing: list[tuple[str, str]] = []
         self.done_callbacks: list[Callable[[Any], None]] = []
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
@@ -60,6 +67,9 @@ class Context:
 
     async def send_initial_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
         self.initial.extend(metadata)
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
+        self.trailing = list(metadata)
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         self.done_callbacks.append(callback)
@@ -84,10 +94,12 @@ class Queue:
         self.failures: list[queue_pb2.FailJobRequest] = []
         self.cancelled: list[tuple[str, str]] = []
         self.full = False
+        self.refused: list[str] = []
         self.watch_events: list[queue_pb2.WatchJobResponse] = []
 
     async def submit(self, request: queue_pb2.SubmitRequest) -> queue_pb2.SubmitResponse:
         if self.full:
+            self.refused.append(request.request_id)
             raise ResourceExhausted(f"model {request.model!r} has 10 requests waiting; try again later", retry_after=2.5)
         self.submitted.append(request)
         job = common_pb2.Job(
@@ -166,6 +178,7 @@ class Backend:
     def __init__(self) -> None:
         self.words = ["Hel", "lo"]
         self.release: asyncio.Event | None = None
+        self.fail: GatewayError | None = None
         self.calls = 0
         self.called = asyncio.Event()
 
@@ -178,6 +191,8 @@ class Backend:
         self.called.set()
         if self.release is not None:
             await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
         usage = common_pb2.Usage(prompt_tokens=2, completion_tokens=2, total_tokens=4)
         message = common_pb2.ChatMessage(role="assistant", content="".join(self.words))
         return common_pb2.ChatResult(model=request.model, message=message, finish_reason="stop", usage=usage)
@@ -235,6 +250,29 @@ class Router:
         return Context(metadata)
 
 
+class BoundaryContext(InProcessContext):
+    """An in-process context that also takes the done callbacks a waiting call registers."""
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        return None
+
+
+def served(router: Router) -> InProcessService:
+    """The router's RPCs behind the interceptor of every aigw server (request id, error boundary)."""
+    return InProcessService(router_pb2.DESCRIPTOR.services_by_name["RouterService"], router.servicer, "router")
+
+
+def sent_status(context: InProcessContext) -> status_pb2.Status:
+    """The google.rpc.Status a failed call sent in its trailing metadata."""
+    [details] = [value for key, value in context.trailing_metadata_sent if key == "grpc-status-details-bin"]
+    assert isinstance(details, bytes)
+    return status_pb2.Status.FromString(details)
+
+
+def sent_request_ids(context: InProcessContext) -> list[str | bytes]:
+    return [value for key, value in context.trailing_metadata_sent if key == "x-request-id"]
+
+
 def chat_request(**fields: Any) -> router_pb2.ChatRequest:
     body: dict[str, Any] = {"model": "chat-a", "messages": [common_pb2.ChatMessage(role="user", content="hi")], **fields}
     return router_pb2.ChatRequest(**body)
@@ -281,7 +319,7 @@ async def test_chat_submits_the_request_as_a_job_and_answers_with_its_result_and
     assert (submitted.owner_id, submitted.accept_lease) == (WORKER, True)
     assert [(m.role, m.content) for m in submitted.chat.messages] == [("user", "hi")]
     assert submitted.chat.params.max_tokens == 8
-    assert context.initial == [("x-request-id", submitted.request_id)]
+    assert (context.initial, context.trailing) == ([], [("x-request-id", submitted.request_id)])
     assert reply.request_id == submitted.request_id
     assert (reply.status, reply.response, reply.finish_reason, reply.usage.total_tokens) == (
         common_pb2.SUCCEEDED,
@@ -299,11 +337,11 @@ async def test_chat_with_prefer_respond_async_answers_queued_at_once_and_runs_no
     [submitted] = router.queue.submitted
     assert (submitted.owner_id, submitted.accept_lease, submitted.priority) == ("", False, common_pb2.PRIORITY_NORMAL)
     assert (reply.request_id, reply.status, reply.position, reply.response) == (submitted.request_id, common_pb2.QUEUED, 3, "")
-    assert context.initial == [("x-request-id", submitted.request_id)]
+    assert (context.initial, context.trailing) == ([], [("x-request-id", submitted.request_id)])
     assert router.backend.calls == 0
 
 
-async def test_a_full_queue_is_resource_exhausted_with_retry_info_and_no_request_id() -> None:
+async def test_a_full_queue_is_resource_exhausted_with_retry_info() -> None:
     router = Router()
     router.queue.full = True
     context = router.context()
@@ -311,7 +349,67 @@ async def test_a_full_queue_is_resource_exhausted_with_retry_info_and_no_request
     assert status.code == code_pb2.RESOURCE_EXHAUSTED
     assert status.message == "model 'chat-a' has 10 requests waiting; try again later"
     assert retry_delay(status) == 2.5
-    assert context.initial == []
+    assert (context.initial, context.trailing) == ([], [])
+
+
+async def test_a_unary_chat_answers_with_its_request_id_in_trailing_metadata_only() -> None:
+    router = Router()
+    context = BoundaryContext(router.context().metadata)
+    reply = await served(router).unary("Chat", chat_request(), context)
+    assert isinstance(reply, router_pb2.ChatResponse)
+    assert (reply.status, reply.response) == (common_pb2.SUCCEEDED, "Hello")
+    assert context.initial_metadata == ()
+    assert context.trailing_metadata_sent == (("x-request-id", reply.request_id),)
+
+
+async def test_a_refusal_after_the_request_id_is_made_carries_it_beside_the_status_details() -> None:
+    router = Router()
+    router.queue.full = True
+    context = BoundaryContext(router.context().metadata)
+    with pytest.raises(grpc.aio.AbortError):
+        await served(router).unary("Chat", chat_request(), context)
+    status = sent_status(context)
+    assert (context.code(), status.code, retry_delay(status)) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        code_pb2.RESOURCE_EXHAUSTED,
+        2.5,
+    )
+    assert sent_request_ids(context) == router.queue.refused
+    assert context.initial_metadata == ()
+
+
+async def test_a_refusal_before_the_request_id_is_made_carries_the_callers_id() -> None:
+    router = Router()
+    context = BoundaryContext([*router.context().metadata, ("x-request-id", "caller-chosen-7")])
+    with pytest.raises(grpc.aio.AbortError):
+        await served(router).unary("Chat", chat_request(priority="urgent"), context)
+    status = sent_status(context)
+    assert (status.code, field_violations(status)) == (code_pb2.INVALID_ARGUMENT, ["priority"])
+    assert sent_request_ids(context) == ["caller-chosen-7"]
+    assert router.queue.submitted == []
+
+
+async def test_a_failed_ocr_call_carries_its_request_id_in_trailing_metadata() -> None:
+    router = Router()
+    context = BoundaryContext(router.context().metadata)
+    with pytest.raises(grpc.aio.AbortError):
+        await served(router).unary("Ocr", router_pb2.OcrRequest(model="no-such-ocr"), context)
+    assert field_violations(sent_status(context)) == ["document"]
+    [rid] = sent_request_ids(context)
+    assert re.fullmatch(r"[0-9a-f]{32}", str(rid)), "the id the call was given, as the router logs it"
+
+
+async def test_a_job_that_fails_after_its_request_id_went_out_answers_the_same_id_with_its_status() -> None:
+    router = Router()
+    router.backend.fail = InvalidArgument("max_tokens: the engine allows at most 4")
+    context = BoundaryContext(router.context().metadata)
+    with pytest.raises(grpc.aio.AbortError):
+        await served(router).unary("Chat", chat_request(), context)
+    [submitted] = router.queue.submitted
+    assert sent_request_ids(context) == [submitted.request_id]
+    assert sent_status(context) == status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message="max_tokens: the engine allows at most 4"
+    )
 
 
 async def test_no_credential_is_unauthenticated_and_submits_nothing() -> None:
@@ -343,7 +441,7 @@ async def test_stream_chat_sends_the_state_then_each_delta_then_the_end() -> Non
     request = router_pb2.StreamChatRequest(model="chat-a", messages=[common_pb2.ChatMessage(role="user", content="hi")])
     events = [e async for e in router.servicer.StreamChat(request, on(context))]
     rid = router.queue.submitted[0].request_id
-    assert context.initial == [("x-request-id", rid)]
+    assert (context.initial, context.trailing) == ([("x-request-id", rid)], [])
     assert {e.request_id for e in events} == {rid}
     assert [(e.status, e.delta) for e in events[:-1]] == [
         (common_pb2.RUNNING, ""),
@@ -463,16 +561,11 @@ class HeaderAfterBackend(Context):
         await super().send_initial_metadata(metadata)
 
 
-async def test_the_backend_call_does_not_wait_for_the_request_id_header_to_go_out() -> None:
+async def test_the_backend_call_does_not_wait_for_the_request_id_header_of_a_stream_to_go_out() -> None:
     router = Router()
     backend = router.backend
     token = router.context().metadata
 
-    context = HeaderAfterBackend(token, backend.called)
-    reply = await asyncio.wait_for(router.servicer.Chat(chat_request(), on(context)), 5)
-    assert (reply.response, context.initial) == ("Hello", [("x-request-id", reply.request_id)])
-
-    backend.called.clear()
     context = HeaderAfterBackend(token, backend.called)
     stream = router.servicer.StreamChat(
         router_pb2.StreamChatRequest(model="chat-a", messages=chat_request().messages), on(context)
@@ -481,6 +574,18 @@ async def test_the_backend_call_does_not_wait_for_the_request_id_header_to_go_ou
     assert "".join(r.delta for r in replies) == "Hello"
     assert context.initial == [("x-request-id", replies[0].request_id)]
 
+    # The OpenAI-compatible method is a stream at the gRPC level even when its answer is one JSON body.
+    backend.called.clear()
+    context = HeaderAfterBackend(token, backend.called)
+    body = orjson.dumps({"model": "chat-a", "messages": [{"role": "user", "content": "hi"}]})
+    completion = router.servicer.CreateChatCompletion(
+        httpbody_pb2.HttpBody(content_type="application/json", data=body), on(context)
+    )
+    [answer] = await asyncio.wait_for(_all(completion), 5)
+    rid = router.queue.submitted[-1].request_id
+    assert orjson.loads(answer.data)["id"] == f"chatcmpl-{rid}"
+    assert (context.initial, context.trailing) == ([("x-request-id", rid)], [])
 
-async def _all(stream: AsyncIterator[router_pb2.StreamChatResponse]) -> list[router_pb2.StreamChatResponse]:
+
+async def _all(stream: AsyncIterator[Reply]) -> list[Reply]:
     return [reply async for reply in stream]
