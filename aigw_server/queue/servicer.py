@@ -158,6 +158,12 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
         async for reply in self.session.run(request_iterator):
             yield reply
 
+    async def SessionBatches(
+        self, request_iterator: AsyncIterator[queue_pb2.SessionBatchesRequest], context: Ctx
+    ) -> AsyncIterator[queue_pb2.SessionBatchesResponse]:
+        async for batch in self.session.run_batches(request_iterator):
+            yield batch
+
     async def ListJobs(self, request: queue_pb2.ListJobsRequest, context: Ctx) -> queue_pb2.ListJobsResponse:
         self.readiness.check()
         f = JobFilter(
