@@ -47,6 +47,8 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 Outgoing: TypeAlias = tuple[int, int, str, Message]
 """A call waiting to be written: call id, timeout in ms, its `SessionRequest.call` field, its message."""
+ACCEPTED = ("aigw-session-batches", "accepted")
+"""The response header with which the queue accepts a SessionBatches stream, before any call is written."""
 ABANDON = queue_pb2.SessionAbandon()
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks it
 
@@ -140,7 +142,12 @@ class _Stream(ABC, Generic[Req, Resp]):
         self.busy = False
         """A write is under way, or the flusher is about to write what is queued."""
         self.flusher: asyncio.Task[None] | None = None
+        self.accepted = False
+        """Whether the queue's answer to opening the stream was seen (see `_accept`)."""
         self.reader = asyncio.create_task(self._read())
+
+    async def _accept(self) -> None:
+        """Waits, before the first write, until writing is known to be safe (nothing to wait for on Session)."""
 
     @abstractmethod
     def _messages(self, calls: list[Outgoing]) -> Iterable[Req]:
@@ -210,6 +217,9 @@ class _Stream(ABC, Generic[Req, Resp]):
     async def _write(self, calls: list[Outgoing]) -> None:
         try:
             async with self.writing:
+                if not self.accepted:
+                    await self._accept()
+                    self.accepted = True
                 for message in self._messages(calls):
                     await self.call.write(message)
         except grpc.aio.AioRpcError as exc:  # the stream ended before or under the write
@@ -271,6 +281,17 @@ class _CallStream(_Stream[queue_pb2.SessionRequest, queue_pb2.SessionResponse]):
 
 class _BatchStream(_Stream[queue_pb2.SessionBatchesRequest, queue_pb2.SessionBatchesResponse]):
     """A SessionBatches stream: the calls written together in one message, within MAX_BATCH_CALLS and MAX_BATCH_BYTES."""
+
+    async def _accept(self) -> None:
+        """Waits for the queue's response headers: ACCEPTED, sent as soon as it accepts the stream, or a refusal.
+
+        An older queue refuses the unknown method (UNIMPLEMENTED), and the authorization check may refuse
+        the caller; a write racing a refusal would end the call INTERNAL in grpcio, hiding it. Without
+        ACCEPTED the stream is over: this waits for its status, which the reader then reports as it came.
+        """
+        headers = await self.call.initial_metadata()
+        if ACCEPTED not in tuple(headers or ()):
+            await self.call.code()
 
     def _messages(self, calls: list[Outgoing]) -> Iterable[queue_pb2.SessionBatchesRequest]:
         batch = queue_pb2.SessionBatchesRequest()

@@ -222,7 +222,9 @@ class QueueServiceServicer:
         for the stream's writer, each SessionBatchesResponse the answers that were waiting for its reader. Every
         call in a batch is handled exactly as on Session (call ids, timeouts, abandon, errors per call, concurrent
         runs, answers in the order calls finish). A router tries it first and uses Session with a queue that
-        answers UNIMPLEMENTED (an older version). Authorised as Session is.
+        answers UNIMPLEMENTED (an older version). The queue accepts the stream with the response header
+        `aigw-session-batches: accepted`, sent at once; the router writes its first calls only after it, so that no
+        call is sent on a stream that is refused. Authorised as Session is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

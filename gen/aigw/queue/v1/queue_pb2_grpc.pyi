@@ -72,7 +72,9 @@ class QueueServiceStub:
     for the stream's writer, each SessionBatchesResponse the answers that were waiting for its reader. Every
     call in a batch is handled exactly as on Session (call ids, timeouts, abandon, errors per call, concurrent
     runs, answers in the order calls finish). A router tries it first and uses Session with a queue that
-    answers UNIMPLEMENTED (an older version). Authorised as Session is.
+    answers UNIMPLEMENTED (an older version). The queue accepts the stream with the response header
+    `aigw-session-batches: accepted`, sent at once; the router writes its first calls only after it, so that no
+    call is sent on a stream that is refused. Authorised as Session is.
     """
 
 @_typing.type_check_only
@@ -117,7 +119,9 @@ class QueueServiceAsyncStub(QueueServiceStub):
     for the stream's writer, each SessionBatchesResponse the answers that were waiting for its reader. Every
     call in a batch is handled exactly as on Session (call ids, timeouts, abandon, errors per call, concurrent
     runs, answers in the order calls finish). A router tries it first and uses Session with a queue that
-    answers UNIMPLEMENTED (an older version). Authorised as Session is.
+    answers UNIMPLEMENTED (an older version). The queue accepts the stream with the response header
+    `aigw-session-batches: accepted`, sent at once; the router writes its first calls only after it, so that no
+    call is sent on a stream that is refused. Authorised as Session is.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -249,7 +253,9 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         for the stream's writer, each SessionBatchesResponse the answers that were waiting for its reader. Every
         call in a batch is handled exactly as on Session (call ids, timeouts, abandon, errors per call, concurrent
         runs, answers in the order calls finish). A router tries it first and uses Session with a queue that
-        answers UNIMPLEMENTED (an older version). Authorised as Session is.
+        answers UNIMPLEMENTED (an older version). The queue accepts the stream with the response header
+        `aigw-session-batches: accepted`, sent at once; the router writes its first calls only after it, so that no
+        call is sent on a stream that is refused. Authorised as Session is.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
