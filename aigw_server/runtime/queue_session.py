@@ -99,7 +99,7 @@ class QueueSession:
         except Unimplemented:
             if not isinstance(stream, _BatchStream):
                 raise
-            # An older queue: no handler ran for SessionBatches, so none of its calls was started; resend on Session.
+            # An older queue refused the stream before any call was written (_BatchStream._accept): resend on Session.
             if self.batches:
                 log.info("the queue does not implement SessionBatches; using Session")
                 self.batches = False
