@@ -17,6 +17,7 @@ from aigw_server.queue.jobs_engine import JobEngine
 from aigw_server.queue.session import SessionServicer
 from aigw_server.queue.times import to_timestamp
 from aigw_server.runtime.errors import InvalidArgument, Unavailable
+from aigw_server.runtime.queue_session import ACCEPTED
 
 # grpc's stubs type a context by its request and response messages, which differ per RPC of one servicer.
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -157,6 +158,13 @@ class QueueServicer(queue_pb2_grpc.QueueServiceServicer):
     ) -> AsyncIterator[queue_pb2.SessionResponse]:
         async for reply in self.session.run(request_iterator):
             yield reply
+
+    async def SessionBatches(
+        self, request_iterator: AsyncIterator[queue_pb2.SessionBatchesRequest], context: Ctx
+    ) -> AsyncIterator[queue_pb2.SessionBatchesResponse]:
+        await context.send_initial_metadata((ACCEPTED,))  # the router writes its first calls after these headers
+        async for batch in self.session.run_batches(request_iterator):
+            yield batch
 
     async def ListJobs(self, request: queue_pb2.ListJobsRequest, context: Ctx) -> queue_pb2.ListJobsResponse:
         self.readiness.check()

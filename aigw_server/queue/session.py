@@ -1,12 +1,12 @@
-"""QueueService.Session: one router's job calls over one stream, each run exactly as its unary RPC runs."""
+"""QueueService.Session and SessionBatches: one router's job calls over one stream, each run exactly as its unary RPC runs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
@@ -25,6 +25,14 @@ log = logging.getLogger("aigw.rpc")
 
 MAX_IN_FLIGHT = 1024
 """Calls one stream may have running; the queue reads no further call from it until one ends (backpressure)."""
+
+MAX_BATCH_REPLIES = 64
+"""Answers one SessionBatchesResponse carries at most."""
+MAX_BATCH_BYTES = 1 << 20
+"""Size after which a SessionBatchesResponse takes no further answer (one larger answer travels alone);
+well below the channels' 32 MiB message limit (aigw_server.runtime.channels)."""
+
+M = TypeVar("M")
 
 # Each call takes its own request type; a Callable over Message would refuse them (parameters are contravariant).
 Operation = Callable[[Any], Awaitable[Message]]
@@ -92,19 +100,68 @@ class SessionServicer:
         When the stream breaks (the caller went away, the server stops), every call still running is
         cancelled, as its unary call would be.
         """
-        stream = _Stream(self.operations, self.metrics, self.max_in_flight)
-        reader = stream.reader = asyncio.create_task(stream.read(requests))
-        self.streams.add(stream)
-        if self.draining:
-            stream.stop_reading()
+        stream = self._open(requests, _one)
         try:
             while (reply := await stream.replies.get()) is not None:
                 yield reply
-            await reader
+            await stream.ended()
         finally:
-            self.streams.discard(stream)
-            reader.cancel()
-            stream.cancel_all()
+            self._close(stream)
+
+    async def run_batches(
+        self, batches: AsyncIterator[queue_pb2.SessionBatchesRequest]
+    ) -> AsyncIterator[queue_pb2.SessionBatchesResponse]:
+        """`run` with several calls per message: the answers that wait while one message is written leave together.
+
+        A lone answer leaves at once; those that finish while the previous message is being written
+        go in the next one (at most MAX_BATCH_REPLIES, and no more once MAX_BATCH_BYTES is passed).
+        """
+        stream = self._open(batches, _calls)
+        replies = stream.replies
+        held: queue_pb2.SessionResponse | None = None
+        try:
+            while (reply := held if held is not None else await replies.get()) is not None:
+                message = queue_pb2.SessionBatchesResponse()
+                message.replies.append(reply)
+                held = None
+                size = 0
+                while not replies.empty() and len(message.replies) < MAX_BATCH_REPLIES:
+                    held = replies.get_nowait()
+                    if held is None:  # the end: send what was gathered, then finish
+                        replies.put_nowait(None)
+                        break
+                    size = size or reply.ByteSize()
+                    size += held.ByteSize()
+                    if size > MAX_BATCH_BYTES:
+                        break
+                    message.replies.append(held)
+                    held = None
+                yield message
+            await stream.ended()
+        finally:
+            self._close(stream)
+
+    def _open(self, messages: AsyncIterator[M], calls_of: Callable[[M], Iterable[queue_pb2.SessionRequest]]) -> _Stream:
+        stream = _Stream(self.operations, self.metrics, self.max_in_flight)
+        stream.reader = asyncio.create_task(stream.read(messages, calls_of))
+        self.streams.add(stream)
+        if self.draining:
+            stream.stop_reading()
+        return stream
+
+    def _close(self, stream: _Stream) -> None:
+        self.streams.discard(stream)
+        if stream.reader is not None:
+            stream.reader.cancel()
+        stream.cancel_all()
+
+
+def _one(request: queue_pb2.SessionRequest) -> tuple[queue_pb2.SessionRequest]:
+    return (request,)
+
+
+def _calls(batch: queue_pb2.SessionBatchesRequest) -> Iterable[queue_pb2.SessionRequest]:
+    return batch.calls
 
 
 class _Stream:
@@ -120,6 +177,11 @@ class _Stream:
         self.reader: asyncio.Task[None] | None = None
         self.draining = False
 
+    async def ended(self) -> None:
+        """Waits for the reader: the caller half-closed (or the server drains) and every call was answered."""
+        if self.reader is not None:
+            await self.reader
+
     def stop_reading(self) -> None:
         """Reads no further call; the stream ends once the calls it runs are answered.
 
@@ -131,18 +193,20 @@ class _Stream:
             for call_id in self.waits:
                 self.running[call_id].cancel()
 
-    async def read(self, requests: AsyncIterator[queue_pb2.SessionRequest]) -> None:
+    async def read(self, messages: AsyncIterator[M], calls_of: Callable[[M], Iterable[queue_pb2.SessionRequest]]) -> None:
+        """Starts each call of each message read (`calls_of` says which calls a message carries) within the slots."""
         try:
             try:
-                async for request in requests:
-                    which = request.WhichOneof("call")
-                    if which == "abandon":
-                        task = self.running.get(request.call_id)
-                        if task is not None:
-                            task.cancel()
-                        continue
-                    await self.slots.acquire()
-                    self._start(request, which)
+                async for message in messages:
+                    for request in calls_of(message):
+                        which = request.WhichOneof("call")
+                        if which == "abandon":
+                            task = self.running.get(request.call_id)
+                            if task is not None:
+                                task.cancel()
+                            continue
+                        await self.slots.acquire()
+                        self._start(request, which)
             except asyncio.CancelledError:
                 if not self.draining:
                     raise

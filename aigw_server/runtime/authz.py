@@ -101,6 +101,8 @@ POLICY: dict[str, frozenset[str]] = {
     # The router's job calls over one stream: admitted once at open (router only); each call in it is
     # then one of the router-only calls above, under the same lease checks (aigw_server/queue/session.py).
     f"{_QS}Session": frozenset({ROUTER}),
+    # The same stream with several calls per message: exactly who may open Session.
+    f"{_QS}SessionBatches": frozenset({ROUTER}),
     f"{_QS}ListJobs": frozenset({ROUTER, ADMIN}),
     f"{_QS}GetQueueStats": frozenset({ROUTER, ADMIN}),
     f"{_QS}GetQueueSeries": frozenset({ADMIN}),

@@ -78,7 +78,7 @@ class QueueClient:
         self.configs = queue_pb2_grpc.ModelConfigServiceStub(channel)
         self.identity = queue_pb2_grpc.IdentityServiceStub(channel)
         self.switches = queue_pb2_grpc.AutoSwitchStoreServiceStub(channel)
-        self.session = QueueSession(self.jobs.Session) if session else None
+        self.session = QueueSession(self.jobs.Session, self.jobs.SessionBatches) if session else None
 
     @classmethod
     def connect(cls, address: str, tls: MeshTls | None = None, session: bool = True) -> QueueClient:

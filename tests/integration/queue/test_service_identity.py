@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aigw.common.v1 import common_pb2
 from aigw.queue.v1 import queue_pb2, queue_pb2_grpc
 from aigw_server.queue.service import QueueService
-from aigw_server.runtime.authz import MeshTls
+from aigw_server.runtime.authz import POLICY, MeshTls
 from aigw_server.runtime.channels import make_channel
 from aigw_server.runtime.config import GatewayConfig
 from aigw_server.runtime.errors import FailedPrecondition, PermissionDenied
@@ -141,6 +141,11 @@ async def test_a_probe_reads_health_and_nothing_else(secure: SecureQueue) -> Non
     assert await code_of(stub.GetJob(queue_pb2.GetJobRequest(request_id="x"))) == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_session_batches_is_allowed_to_exactly_the_callers_of_session() -> None:
+    session = "/aigw.queue.v1.QueueService/Session"
+    assert POLICY[f"{session}Batches"] == POLICY[session] == {"router"}
+
+
 @pytest.mark.parametrize("identity", ["admin", "textgen", "ocr", "edge", "probe"])
 async def test_only_the_router_opens_a_session_and_a_refused_one_changes_nothing(secure: SecureQueue, identity: str) -> None:
     stream = secure.jobs(identity).Session(iter([queue_pb2.SessionRequest(call_id=1, submit=chat_submit())]))
@@ -148,9 +153,16 @@ async def test_only_the_router_opens_a_session_and_a_refused_one_changes_nothing
         async for _ in stream:
             pass
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    batch = queue_pb2.SessionBatchesRequest(calls=[queue_pb2.SessionRequest(call_id=1, submit=chat_submit())])
+    batches = secure.jobs(identity).SessionBatches(iter([batch]))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in batches:
+            pass
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "may not call aigw.queue.v1.QueueService/SessionBatches" in str(caught.value.details())
     queue = QueueClient.connect(secure.address, MeshTls.load(secure.pki, identity))
     try:
-        with pytest.raises(PermissionDenied, match=r"may not call aigw\.queue\.v1\.QueueService/Session"):
+        with pytest.raises(PermissionDenied, match=r"may not call aigw\.queue\.v1\.QueueService/SessionBatches"):
             await queue.submit(chat_submit())
     finally:
         await queue.close()
@@ -173,8 +185,10 @@ async def test_a_router_session_is_held_to_the_lease_checks_of_each_call(secure:
         with pytest.raises(FailedPrecondition):
             await other.complete(complete)
         assert (await router.get(submitted.job.request_id)).state == common_pb2.RUNNING
-        assert router.session is not None  # both went over their sessions
+        assert router.session is not None  # both went over their sessions, several calls per message
         assert other.session is not None
+        assert router.session.batches
+        assert other.session.batches
     finally:
         await router.close()
         await other.close()

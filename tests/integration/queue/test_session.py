@@ -1,5 +1,6 @@
-"""QueueService.Session on a real queue and FerretDB: every job call answers as its unary RPC does, calls run
-concurrently, a withdrawn call stops, and a queue restart fails the calls in flight with UNAVAILABLE."""
+"""QueueService.Session and SessionBatches on a real queue and FerretDB: every job call answers as its unary RPC
+does, calls run concurrently, waiting calls and answers share messages, a withdrawn call stops, a router and a
+queue of different versions still talk, and a queue restart fails the calls in flight with UNAVAILABLE."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from aigw_server.queue.service import QueueService
 from aigw_server.runtime.config import GatewayConfig
 from aigw_server.runtime.errors import GatewayError, Unavailable
 from aigw_server.runtime.queue_client import QueueClient
+from aigw_server.runtime.queue_session import ACCEPTED, QueueSession
 from aigw_server.runtime.server import create_server
 from harness.ferretdb import free_port
 from tests.integration.queue.conftest import CHAT, OCR
@@ -147,14 +149,40 @@ def _fields(request: queue_pb2.SubmitRequest) -> dict[str, Any]:
     return {field.name: value for field, value in request.ListFields()}
 
 
-async def test_every_job_call_over_the_session_answers_as_its_unary_rpc(running: RunningQueue) -> None:
+@contextlib.asynccontextmanager
+async def older_queue(running: RunningQueue) -> AsyncIterator[str]:
+    """The running queue's Session served alone on a port of its own, as a queue built before SessionBatches."""
+    assert running.service is not None
+    assert running.service.jobs is not None
+    session = grpc.stream_stream_rpc_method_handler(
+        running.service.jobs.Session,
+        request_deserializer=queue_pb2.SessionRequest.FromString,
+        response_serializer=queue_pb2.SessionResponse.SerializeToString,
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("aigw.queue.v1.QueueService", {"Session": session}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize("versions", ["current", "older router", "older queue"])
+async def test_every_job_call_over_the_session_answers_as_its_unary_rpc(running: RunningQueue, versions: str) -> None:
     async with client(running.address, session=False) as unary:
         expected = await lifecycle(unary)
-    async with client(running.address, session=True) as session:
+    async with contextlib.AsyncExitStack() as stack:
+        address = await stack.enter_async_context(older_queue(running)) if versions == "older queue" else running.address
+        session = await stack.enter_async_context(client(address, session=True))
+        if versions == "older router":  # one that knows Session only
+            session.session = QueueSession(session.jobs.Session)
         got = await lifecycle(session)
         assert session.session is not None
         assert session.session.stream is not None
         assert session.session.stream.broken is None  # one stream carried every call
+        assert session.session.batches is (versions == "current")
     assert got == expected
     assert expected[4]["state"] == "SUCCEEDED"
     assert expected[5]["cancel"]
@@ -236,6 +264,84 @@ async def test_calls_on_one_stream_run_concurrently_and_a_withdrawn_acquire_gran
         replies = {r.call_id: r for r in [await stream.read(), await stream.read()]}
         assert replies[6].error.code == code_pb2.INVALID_ARGUMENT
         assert replies[5].error.code == code_pb2.DEADLINE_EXCEEDED
+        await stream.done_writing()
+        assert await stream.read() == grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+async def test_calls_and_answers_that_wait_share_messages_and_each_call_keeps_its_own_answer(
+    running: RunningQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert running.service is not None
+    assert running.service.jobs is not None
+    servicer = running.service.jobs.session
+    calls_in: list[int] = []
+    answers_out: list[int] = []
+    run_batches = servicer.run_batches
+
+    async def counted(batches: AsyncIterator[queue_pb2.SessionBatchesRequest]) -> AsyncIterator[queue_pb2.SessionBatchesResponse]:
+        async def read() -> AsyncIterator[queue_pb2.SessionBatchesRequest]:
+            async for batch in batches:
+                calls_in.append(len(batch.calls))
+                yield batch
+
+        async for answers in run_batches(read()):
+            answers_out.append(len(answers.replies))
+            yield answers
+
+    monkeypatch.setattr(servicer, "run_batches", counted)
+    async with client(running.address, session=True) as queue:
+        submits = [queue_pb2.SubmitRequest(model=CHAT, chat=chat(f"hello {i}"), client_id=f"c{i}") for i in range(16)]
+        submits[7].model = "no-such-model"
+        got = await asyncio.gather(*(outcome(queue.submit(s)) for s in submits), outcome(queue.get("no-such-request")))
+    assert got[7][0] == "NotFound"
+    assert got[-1][0] == "NotFound"
+    admitted = [g for i, g in enumerate(got[:-1]) if i != 7]
+    assert [g["job"]["clientId"] for g in admitted] == [s.client_id for i, s in enumerate(submits) if i != 7]
+    assert all(g["job"]["state"] == "QUEUED" for g in admitted)
+    assert sum(calls_in) == sum(answers_out) == 17  # every call read and answered once
+    assert len(calls_in) < 17  # the calls that waited for the first write left together
+    assert len(answers_out) < 17  # as did the answers that finished while one was written
+
+
+async def test_in_a_batch_each_call_keeps_its_deadline_and_a_withdrawn_acquire_grants_nothing(running: RunningQueue) -> None:
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        stream: Any = queue_pb2_grpc.QueueServiceStub(channel).SessionBatches()  # type: ignore[call-arg]
+        assert ACCEPTED in tuple(await stream.initial_metadata())
+        waiting = queue_pb2.AcquireJobRequest(worker_id="w9", models=[CHAT], wait_ms=20_000)
+        expires = queue_pb2.AcquireJobRequest(worker_id="w9", models=[OCR], wait_ms=20_000)
+        batch = queue_pb2.SessionBatchesRequest()
+        batch.calls.add(call_id=1, acquire_job=waiting)
+        batch.calls.add(call_id=2, submit=queue_pb2.SubmitRequest(model="no-such-model"))
+        batch.calls.add(call_id=3, timeout_ms=200, acquire_job=expires)
+        batch.calls.add(call_id=4, get_job=queue_pb2.GetJobRequest(request_id="nope"))
+        batch.calls.add(call_id=5, get_job=queue_pb2.GetJobRequest(request_id="nope"))  # a duplicate id is refused below
+        batch.calls.add(call_id=5)
+        await stream.write(batch)
+        replies: dict[int, list[queue_pb2.SessionResponse]] = {}
+        while sum(len(r) for r in replies.values()) < 5:
+            for reply in (await stream.read()).replies:
+                replies.setdefault(reply.call_id, []).append(reply)
+        assert 1 not in replies  # still waiting for a grant while the others were answered
+        assert replies[2][0].error.code == code_pb2.NOT_FOUND
+        assert replies[3][0].error.code == code_pb2.DEADLINE_EXCEEDED
+        assert replies[4][0].error.code == code_pb2.NOT_FOUND
+        assert sorted(r.error.code for r in replies[5]) == [code_pb2.INVALID_ARGUMENT, code_pb2.NOT_FOUND]
+        withdraw = queue_pb2.SessionBatchesRequest()
+        withdraw.calls.add(call_id=1, abandon=queue_pb2.SessionAbandon())
+        withdraw.calls.add(call_id=6, submit=queue_pb2.SubmitRequest(model=CHAT, chat=chat()))
+        await stream.write(withdraw)
+        (reply,) = (await stream.read()).replies
+        assert reply.call_id == 6
+        await asyncio.sleep(1.0)  # past the orphan grace: a live acquire would have been granted the job
+        await stream.write(
+            queue_pb2.SessionBatchesRequest(
+                calls=[
+                    queue_pb2.SessionRequest(call_id=7, get_job=queue_pb2.GetJobRequest(request_id=reply.submit.job.request_id))
+                ]
+            )
+        )
+        (reply,) = (await stream.read()).replies
+        assert reply.get_job.job.state == common_pb2.QUEUED
         await stream.done_writing()
         assert await stream.read() == grpc.aio.EOF  # type: ignore[attr-defined]
 

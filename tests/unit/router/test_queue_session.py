@@ -16,13 +16,14 @@ from aigw_server.runtime.config import ConfigError, parse_config
 from aigw_server.runtime.errors import (
     DeadlineExceeded,
     FailedPrecondition,
+    GatewayError,
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
 from aigw_server.runtime.queue_client import QueueClient
-from aigw_server.runtime.queue_session import QueueSession
+from aigw_server.runtime.queue_session import ACCEPTED, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MAX_IN_FLIGHT, QueueSession
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,17 +35,38 @@ def _job_reply(request_id: str) -> queue_pb2.SessionResponse:
 
 
 class ScriptedQueue(queue_pb2_grpc.QueueServiceServicer):
-    """Answers GetJob calls on a Session by the request id: `slow-<ms>` after a delay, `full` with RESOURCE_EXHAUSTED
-    and RetryInfo, `bad` with INVALID_ARGUMENT and a field violation, `break` by ending the stream with UNAVAILABLE,
-    `hang` never, anything else at once. `refuse` on the server makes every stream end PERMISSION_DENIED."""
+    """Answers GetJob calls on a Session or SessionBatches stream by the request id: `slow-<ms>` after a delay,
+    `full` with RESOURCE_EXHAUSTED and RetryInfo, `bad` with INVALID_ARGUMENT and a field violation, `break` by
+    ending the stream with UNAVAILABLE, `hang` never, anything else at once. `refuse` on the server makes every
+    stream end PERMISSION_DENIED. On SessionBatches it sends every answer waiting as one message."""
 
     def __init__(self) -> None:
         self.opened = 0
         self.abandoned: list[int] = []
         self.refuse = False
         self.timeouts: list[int] = []
+        self.seen: list[str] = []
+        self.messages: list[queue_pb2.SessionBatchesRequest] = []
+        self.answer_messages: list[int] = []
 
     async def Session(self, request_iterator: Any, context: Any) -> AsyncIterator[queue_pb2.SessionResponse]:
+        async for replies in self._serve(request_iterator, context, lambda request: (request,)):
+            for reply in replies:
+                yield reply
+
+    async def SessionBatches(self, request_iterator: Any, context: Any) -> AsyncIterator[queue_pb2.SessionBatchesResponse]:
+        if not self.refuse:  # as the queue does (its authorization check comes first): the router writes after these
+            await context.send_initial_metadata((ACCEPTED,))
+
+        def calls(message: queue_pb2.SessionBatchesRequest) -> Any:
+            self.messages.append(message)
+            return message.calls
+
+        async for replies in self._serve(request_iterator, context, calls):
+            self.answer_messages.append(len(replies))
+            yield queue_pb2.SessionBatchesResponse(replies=replies)
+
+    async def _serve(self, request_iterator: Any, context: Any, calls_of: Any) -> AsyncIterator[list[queue_pb2.SessionResponse]]:
         self.opened += 1
         if self.refuse:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "service 'admin' may not call Session")
@@ -72,20 +94,31 @@ class ScriptedQueue(queue_pb2_grpc.QueueServiceServicer):
             replies.put_nowait(None if rid == "break" else reply)
 
         async def read() -> None:
-            async for request in request_iterator:
-                if request.WhichOneof("call") == "abandon":
-                    self.abandoned.append(request.call_id)
-                    continue
-                self.timeouts.append(request.timeout_ms)
-                task = asyncio.create_task(answer(request))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            async for message in request_iterator:
+                for request in calls_of(message):
+                    if request.WhichOneof("call") == "abandon":
+                        self.abandoned.append(request.call_id)
+                        continue
+                    self.timeouts.append(request.timeout_ms)
+                    self.seen.append(request.get_job.request_id)
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
             replies.put_nowait(None)  # the client half-closed: end the stream
 
         reader = asyncio.create_task(read())
         try:
             while (reply := await replies.get()) is not None:
-                yield reply
+                waiting, ended = [reply], False
+                while not replies.empty():
+                    more = replies.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    waiting.append(more)
+                yield waiting
+                if ended:
+                    break
             await context.abort(grpc.StatusCode.UNAVAILABLE, "queue going away")
         finally:
             reader.cancel()
@@ -93,15 +126,34 @@ class ScriptedQueue(queue_pb2_grpc.QueueServiceServicer):
                 task.cancel()
 
 
-@pytest.fixture
-async def scripted() -> AsyncIterator[tuple[ScriptedQueue, str]]:
+def _session_only(servicer: ScriptedQueue, server: grpc.aio.Server) -> None:
+    """Registers Session alone, as a queue built before SessionBatches existed did (the rest answers UNIMPLEMENTED)."""
+    session = grpc.stream_stream_rpc_method_handler(
+        servicer.Session,
+        request_deserializer=queue_pb2.SessionRequest.FromString,
+        response_serializer=queue_pb2.SessionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("aigw.queue.v1.QueueService", {"Session": session}),))
+
+
+@pytest.fixture(params=["batches", "session only"])
+async def scripted(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ScriptedQueue, str]]:
+    """The scripted queue, as a current one (SessionBatches and Session) and as an older one (Session only)."""
     server = grpc.aio.server()
     servicer = ScriptedQueue()  # type: ignore[abstract]  # the generated base declares every RPC abstract
-    queue_pb2_grpc.add_QueueServiceServicer_to_server(servicer, server)
+    if request.param == "batches":
+        queue_pb2_grpc.add_QueueServiceServicer_to_server(servicer, server)
+    else:
+        _session_only(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield servicer, f"127.0.0.1:{port}"
     await server.stop(0)
+
+
+def _session(channel: grpc.aio.Channel, max_in_flight: int = MAX_IN_FLIGHT) -> QueueSession:
+    stub = queue_pb2_grpc.QueueServiceStub(channel)
+    return QueueSession(stub.Session, stub.SessionBatches, max_in_flight)
 
 
 @pytest.fixture
@@ -156,7 +208,7 @@ async def test_a_call_past_its_deadline_raises_deadline_exceeded_and_is_withdraw
     scripted: tuple[ScriptedQueue, str],
 ) -> None:
     async with grpc.aio.insecure_channel(scripted[1]) as channel:
-        session = QueueSession(queue_pb2_grpc.QueueServiceStub(channel).Session)
+        session = _session(channel)
         with pytest.raises(DeadlineExceeded):
             await session.call("get_job", queue_pb2.GetJobRequest(request_id="hang"), queue_pb2.GetJobResponse, timeout=0.2)
         waiter = asyncio.ensure_future(
@@ -175,7 +227,7 @@ async def test_a_call_past_its_deadline_raises_deadline_exceeded_and_is_withdraw
 
 async def test_calls_beyond_the_in_flight_bound_wait_for_a_slot(scripted: tuple[ScriptedQueue, str]) -> None:
     async with grpc.aio.insecure_channel(scripted[1]) as channel:
-        session = QueueSession(queue_pb2_grpc.QueueServiceStub(channel).Session, max_in_flight=2)
+        session = _session(channel, max_in_flight=2)
         held = [
             asyncio.ensure_future(
                 session.call("get_job", queue_pb2.GetJobRequest(request_id="slow-400"), queue_pb2.GetJobResponse, timeout=5)
@@ -199,6 +251,121 @@ async def test_a_refused_stream_raises_the_refusal_not_unavailable(
     scripted[0].refuse = True
     with pytest.raises(PermissionDenied, match="may not call Session"):
         await client.get("x")
+
+
+def _get(session: QueueSession, rid: str, timeout: float = 5) -> Any:
+    return session.call("get_job", queue_pb2.GetJobRequest(request_id=rid), queue_pb2.GetJobResponse, timeout)
+
+
+async def _outcome(call: Any) -> str:
+    try:
+        return str((await call).job.request_id)
+    except GatewayError as exc:
+        return type(exc).__name__
+
+
+@pytest.fixture
+async def batching() -> AsyncIterator[tuple[ScriptedQueue, QueueSession]]:
+    """A session to the scripted queue that implements SessionBatches."""
+    server = grpc.aio.server()
+    servicer = ScriptedQueue()  # type: ignore[abstract]  # as above
+    queue_pb2_grpc.add_QueueServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        session = _session(channel)
+        yield servicer, session
+        await session.close()
+    await server.stop(0)
+
+
+async def test_calls_that_wait_for_the_writer_leave_together_and_each_gets_its_own_answer(
+    batching: tuple[ScriptedQueue, QueueSession],
+) -> None:
+    queue, session = batching
+    rids = [("bad", "full", "slow-50", "gone")[i % 4] if i % 3 == 0 else f"r{i}" for i in range(60)]
+    got = await asyncio.gather(*(_outcome(_get(session, rid)) for rid in rids))
+    errors = {"bad": "InvalidArgument", "full": "ResourceExhausted", "gone": "FailedPrecondition"}
+    assert got == [errors.get(rid, rid) for rid in rids]  # each answer reached its own call, errors included
+    sizes = [len(m.calls) for m in queue.messages]
+    assert sum(sizes) == 60
+    assert sizes[0] == 1  # the first call found the stream idle and left alone, at once
+    assert len(sizes) <= 3  # the other 59 waited for that write and left together
+    assert len(queue.answer_messages) < 60
+    assert isinstance(queue.messages[1].calls[0], queue_pb2.SessionRequest)
+    assert [c.get_job.request_id for m in queue.messages for c in m.calls] == rids  # in the order they were made
+
+
+async def test_a_lone_call_is_written_by_its_caller_at_once(batching: tuple[ScriptedQueue, QueueSession]) -> None:
+    queue, session = batching
+    for i in range(3):
+        call = asyncio.ensure_future(_get(session, f"one-{i}"))
+        await asyncio.sleep(0)  # one step of the call
+        assert session.stream is not None
+        assert session.stream.writing.locked()  # written by the caller's own step: no timer, no other task
+        assert session.stream.flusher is None
+        assert (await call).job.request_id == f"one-{i}"
+    assert [len(m.calls) for m in queue.messages] == [1, 1, 1]
+
+
+async def test_a_message_carries_at_most_64_calls_or_about_a_mebibyte(batching: tuple[ScriptedQueue, QueueSession]) -> None:
+    queue, session = batching
+    await asyncio.gather(*(_get(session, f"r{i}") for i in range(3 * MAX_BATCH_CALLS)))
+    assert max(len(m.calls) for m in queue.messages) == MAX_BATCH_CALLS
+    queue.messages.clear()
+    big = [f"big{i}-" + "x" * 300_000 for i in range(8)]
+    got = await asyncio.gather(*(_get(session, rid) for rid in ["first", *big, "y" * (2 * MAX_BATCH_BYTES)]))
+    assert [g.job.request_id for g in got][1:-1] == big
+    assert len(queue.messages) > 3
+    for message in queue.messages:
+        assert len(message.calls) == 1 or message.ByteSize() <= MAX_BATCH_BYTES + 1024
+
+
+async def test_a_withdrawn_call_is_dropped_before_its_write_and_abandoned_after_it(
+    batching: tuple[ScriptedQueue, QueueSession],
+) -> None:
+    queue, session = batching
+    first = asyncio.ensure_future(_get(session, "slow-100"))
+    await asyncio.sleep(0)  # its write is under way: the next calls queue behind it
+    dropped = asyncio.ensure_future(_get(session, "never-sent"))
+    expires = asyncio.ensure_future(_get(session, "hang", timeout=0.3))
+    kept = asyncio.ensure_future(_get(session, "kept"))
+    await asyncio.sleep(0)
+    dropped.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    with pytest.raises(DeadlineExceeded):
+        await expires
+    assert (await kept).job.request_id == "kept"
+    assert (await first).job.request_id == "slow-100"
+    await asyncio.sleep(0.1)
+    assert "never-sent" not in queue.seen  # withdrawn while it waited for the writer: never reached the queue
+    assert queue.abandoned == [3]  # the expired call had been written: the queue was told to stop it
+    assert [c.get_job.request_id for c in queue.messages[1].calls] == ["hang", "kept"]
+
+
+async def test_against_a_queue_without_session_batches_each_stream_falls_back_and_asks_again_after_a_break() -> None:
+    server = grpc.aio.server()
+    servicer = ScriptedQueue()  # type: ignore[abstract]  # as above
+    _session_only(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            session = _session(channel)
+            got = await asyncio.gather(*(_outcome(_get(session, rid)) for rid in ["a", "bad", "b", "slow-20"]))
+            assert got == ["a", "InvalidArgument", "b", "slow-20"]
+            assert session.batches is False  # remembered for this connection: the next calls go straight to Session
+            assert (await _get(session, "c")).job.request_id == "c"
+            assert servicer.opened == 1
+            assert servicer.seen == ["a", "bad", "b", "slow-20", "c"]  # each call ran once
+            with pytest.raises(Unavailable):
+                await _get(session, "break")
+            assert (await _get(session, "d")).job.request_id == "d"  # asked SessionBatches again, then Session
+            assert servicer.opened == 2
+            await session.close()
+    finally:
+        await server.stop(0)
 
 
 class UnaryOnlyQueue(queue_pb2_grpc.QueueServiceServicer):

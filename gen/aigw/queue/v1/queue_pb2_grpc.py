@@ -105,6 +105,11 @@ class QueueServiceStub:
                 request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionRequest.SerializeToString,
                 response_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionResponse.FromString,
                 _registered_method=True)
+        self.SessionBatches = channel.stream_stream(
+                '/aigw.queue.v1.QueueService/SessionBatches',
+                request_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionBatchesRequest.SerializeToString,
+                response_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionBatchesResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -212,6 +217,19 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SessionBatches(self, request_iterator, context):
+        """Session with several calls per message: each SessionBatchesRequest carries the calls that were waiting
+        for the stream's writer, each SessionBatchesResponse the answers that were waiting for its reader. Every
+        call in a batch is handled exactly as on Session (call ids, timeouts, abandon, errors per call, concurrent
+        runs, answers in the order calls finish). A router tries it first and uses Session with a queue that
+        answers UNIMPLEMENTED (an older version). The queue accepts the stream with the response header
+        `aigw-session-batches: accepted`, sent at once; the router writes its first calls only after it, so that no
+        call is sent on a stream that is refused. Authorised as Session is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +302,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionRequest.FromString,
                     response_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionResponse.SerializeToString,
+            ),
+            'SessionBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.SessionBatches,
+                    request_deserializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionBatchesRequest.FromString,
+                    response_serializer=aigw_dot_queue_dot_v1_dot_queue__pb2.SessionBatchesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -665,6 +688,33 @@ class QueueService:
             '/aigw.queue.v1.QueueService/Session',
             aigw_dot_queue_dot_v1_dot_queue__pb2.SessionRequest.SerializeToString,
             aigw_dot_queue_dot_v1_dot_queue__pb2.SessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SessionBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aigw.queue.v1.QueueService/SessionBatches',
+            aigw_dot_queue_dot_v1_dot_queue__pb2.SessionBatchesRequest.SerializeToString,
+            aigw_dot_queue_dot_v1_dot_queue__pb2.SessionBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,15 @@ class QueueServiceStub:
     order they finish, each with the reply or the error (google.rpc.Status, same code, message and details)
     that the unary RPC gives. The stream is authorised once when opened; each call is checked as its RPC is.
     """
+    SessionBatches: _grpc.StreamStreamMultiCallable[_queue_pb2.SessionBatchesRequest, _queue_pb2.SessionBatchesResponse]
+    """Session with several calls per message: each SessionBatchesRequest carries the calls that were waiting
+    for the stream's writer, each SessionBatchesResponse the answers that were waiting for its reader. Every
+    call in a batch is handled exactly as on Session (call ids, timeouts, abandon, errors per call, concurrent
+    runs, answers in the order calls finish). A router tries it first and uses Session with a queue that
+    answers UNIMPLEMENTED (an older version). The queue accepts the stream with the response header
+    `aigw-session-batches: accepted`, sent at once; the router writes its first calls only after it, so that no
+    call is sent on a stream that is refused. Authorised as Session is.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -104,6 +113,15 @@ class QueueServiceAsyncStub(QueueServiceStub):
     FailJob and ReleaseJob calls, each tagged with a call id. Calls run concurrently and are answered in the
     order they finish, each with the reply or the error (google.rpc.Status, same code, message and details)
     that the unary RPC gives. The stream is authorised once when opened; each call is checked as its RPC is.
+    """
+    SessionBatches: _aio.StreamStreamMultiCallable[_queue_pb2.SessionBatchesRequest, _queue_pb2.SessionBatchesResponse]  # type: ignore[assignment]
+    """Session with several calls per message: each SessionBatchesRequest carries the calls that were waiting
+    for the stream's writer, each SessionBatchesResponse the answers that were waiting for its reader. Every
+    call in a batch is handled exactly as on Session (call ids, timeouts, abandon, errors per call, concurrent
+    runs, answers in the order calls finish). A router tries it first and uses Session with a queue that
+    answers UNIMPLEMENTED (an older version). The queue accepts the stream with the response header
+    `aigw-session-batches: accepted`, sent at once; the router writes its first calls only after it, so that no
+    call is sent on a stream that is refused. Authorised as Session is.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -223,6 +241,21 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         FailJob and ReleaseJob calls, each tagged with a call id. Calls run concurrently and are answered in the
         order they finish, each with the reply or the error (google.rpc.Status, same code, message and details)
         that the unary RPC gives. The stream is authorised once when opened; each call is checked as its RPC is.
+        """
+
+    @_abc_1.abstractmethod
+    def SessionBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_queue_pb2.SessionBatchesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_queue_pb2.SessionBatchesResponse], _abc.AsyncIterator[_queue_pb2.SessionBatchesResponse]]:
+        """Session with several calls per message: each SessionBatchesRequest carries the calls that were waiting
+        for the stream's writer, each SessionBatchesResponse the answers that were waiting for its reader. Every
+        call in a batch is handled exactly as on Session (call ids, timeouts, abandon, errors per call, concurrent
+        runs, answers in the order calls finish). A router tries it first and uses Session with a queue that
+        answers UNIMPLEMENTED (an older version). The queue accepts the stream with the response header
+        `aigw-session-batches: accepted`, sent at once; the router writes its first calls only after it, so that no
+        call is sent on a stream that is refused. Authorised as Session is.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
