@@ -7,6 +7,9 @@ goes away), so the callers' retry paths apply unchanged.
 
 A call finding no write under way is written at once, alone; calls that come while a write is
 under way wait in the outbox and leave together, in one message, as soon as it ends (no timer).
+Every write is made by the stream's flusher task, never by a caller: grpcio cancels the whole
+stream when a task awaiting one of its writes is cancelled, and a caller is cancelled whenever its
+client goes away.
 That needs SessionBatches (several calls per message); the stream tries it first and falls back to
 Session, one call per message, when the queue answers UNIMPLEMENTED (an older queue), asking again
 after the next break (a reconnect may reach a newer one).
@@ -127,8 +130,9 @@ class QueueSession:
 class _Stream(ABC, Generic[Req, Resp]):
     """One opened stream: the futures of its calls in flight, the calls waiting to be written, its reader.
 
-    A call finding the stream idle is written by its caller at once; calls that come meanwhile wait in
-    `queued` and a flusher task writes them, as few messages as the wire form allows, until none wait.
+    A call finding the stream idle starts the flusher task, which writes it at once; calls that come
+    meanwhile wait in `queued` and the flusher writes them next, in as few messages as the wire form
+    allows, until none wait. Callers only wait for their answers (see the module's docstring).
     """
 
     def __init__(self, call: grpc.aio.StreamStreamCall[Req, Resp]) -> None:
@@ -136,11 +140,11 @@ class _Stream(ABC, Generic[Req, Resp]):
         self.pending: dict[int, asyncio.Future[queue_pb2.SessionResponse]] = {}
         self.broken: GatewayError | None = None
         self.closing = False
-        # One write at a time on a gRPC stream: the busy caller or flusher, or close's half-close.
+        # One write at a time on a gRPC stream: the flusher's, or close's half-close.
         self.writing = asyncio.Lock()
         self.queued: list[Outgoing] = []
         self.busy = False
-        """A write is under way, or the flusher is about to write what is queued."""
+        """The flusher is writing, or about to write, what is queued."""
         self.flusher: asyncio.Task[None] | None = None
         self.accepted = False
         """Whether the queue's answer to opening the stream was seen (see `_accept`)."""
@@ -170,14 +174,10 @@ class _Stream(ABC, Generic[Req, Resp]):
         self.pending[call_id] = future
         outgoing: Outgoing = (call_id, max(1, int(timeout * 1000)), field, request)
         try:
-            if self.busy:
-                self.queued.append(outgoing)
-            else:
+            self.queued.append(outgoing)
+            if not self.busy:
                 self.busy = True
-                try:
-                    await self._write([outgoing])
-                finally:
-                    self._hand_off()
+                self.flusher = asyncio.create_task(self._flush())
             return await future
         except asyncio.CancelledError:
             if self.broken is None:
@@ -185,14 +185,6 @@ class _Stream(ABC, Generic[Req, Resp]):
             raise
         finally:
             self.pending.pop(call_id, None)
-
-    def _hand_off(self) -> None:
-        """A caller's own write ended: the flusher writes what queued meanwhile, else the stream is idle."""
-        if self.queued and self.broken is None:
-            self.flusher = asyncio.create_task(self._flush())
-        else:
-            self.queued.clear()
-            self.busy = False
 
     async def _flush(self) -> None:
         try:

@@ -289,21 +289,22 @@ async def test_calls_that_wait_for_the_writer_leave_together_and_each_gets_its_o
     assert got == [errors.get(rid, rid) for rid in rids]  # each answer reached its own call, errors included
     sizes = [len(m.calls) for m in queue.messages]
     assert sum(sizes) == 60
-    assert sizes[0] == 1  # the first call found the stream idle and left alone, at once
-    assert len(sizes) <= 3  # the other 59 waited for that write and left together
+    assert len(sizes) <= 3  # calls made while the flusher had not yet written, or was writing, left together
     assert len(queue.answer_messages) < 60
-    assert isinstance(queue.messages[1].calls[0], queue_pb2.SessionRequest)
+    assert isinstance(queue.messages[0].calls[0], queue_pb2.SessionRequest)
     assert [c.get_job.request_id for m in queue.messages for c in m.calls] == rids  # in the order they were made
 
 
-async def test_a_lone_call_is_written_by_its_caller_at_once(batching: tuple[ScriptedQueue, QueueSession]) -> None:
+async def test_a_lone_call_is_written_at_once_by_the_flusher(batching: tuple[ScriptedQueue, QueueSession]) -> None:
     queue, session = batching
     for i in range(3):
         call = asyncio.ensure_future(_get(session, f"one-{i}"))
-        await asyncio.sleep(0)  # one step of the call
+        await asyncio.sleep(0)  # the caller's step: it hands its call to the flusher and waits for the answer
         assert session.stream is not None
-        assert session.stream.writing.locked()  # written by the caller's own step: no timer, no other task
-        assert session.stream.flusher is None
+        flusher = session.stream.flusher
+        assert flusher is not None
+        await asyncio.sleep(0)  # the flusher's first step: the write is under way, no timer in between
+        assert session.stream.writing.locked()
         assert (await call).job.request_id == f"one-{i}"
     assert [len(m.calls) for m in queue.messages] == [1, 1, 1]
 
@@ -396,3 +397,23 @@ def test_the_session_is_on_by_default_and_switched_off_in_the_routing_section() 
     assert parse_config({"routing": {"queue_session": False}}, env={}).routing.queue_session is False
     with pytest.raises(ConfigError, match="queue_session"):
         parse_config({"routing": {"queue_session": "sometimes"}}, env={})
+
+
+async def test_a_caller_cancelled_while_its_call_is_written_leaves_the_stream_to_the_others(
+    batching: tuple[ScriptedQueue, QueueSession],
+) -> None:
+    # grpcio cancels the whole stream when the task awaiting one of its writes is cancelled; a client that
+    # goes away must cost its own call only, never the calls of others on the same stream.
+    queue, session = batching
+    assert (await _get(session, "warm")).job.request_id == "warm"
+    survivor = asyncio.ensure_future(_get(session, "slow-300"))
+    await asyncio.sleep(0.05)
+    for i in range(5):
+        victim = asyncio.ensure_future(_get(session, f"big{i}-" + "x" * (3 * MAX_BATCH_BYTES)))
+        await asyncio.sleep(0)  # the call is being written (a large message takes a while)
+        victim.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+    assert (await survivor).job.request_id == "slow-300"
+    assert (await _get(session, "after")).job.request_id == "after"
+    assert queue.opened == 1
