@@ -95,6 +95,9 @@ class StreamCall(Protocol):
     async def initial_metadata(self) -> grpc.aio.Metadata | None:
         """The metadata the service sent before its first message."""
 
+    async def trailing_metadata(self) -> grpc.aio.Metadata | None:
+        """The metadata the service sent with the end of the call."""
+
     def cancel(self) -> bool:
         """Ends the call (a no-op once it is done)."""
 
@@ -331,6 +334,9 @@ class Gateway:
         except grpc.aio.AioRpcError as exc:
             self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
             return
+        if raw and isinstance(first, Message) and route.renderer.http_body(first)[0] == JSON:
+            await self._whole_body(route, call, responder, rid, first)
+            return
         headers = _returned_headers(await call.initial_metadata(), rid)
         if not isinstance(first, Message):  # grpc.aio.EOF: the stream ended without a message
             responder.send(200, [*headers, ("content-type", SSE)] if not raw else headers, b"")
@@ -357,6 +363,22 @@ class Gateway:
         except ConnectionResetError:
             return
         responder.finish()
+
+    async def _whole_body(self, route: StreamRoute, call: StreamCall, responder: Responder, rid: str, first: Message) -> None:
+        """A JSON answer on a body stream is one document, answered whole once the stream ends (with its length).
+
+        Its request id comes with the end, in trailing metadata, as a unary answer's does; an error before
+        the end is answered with its HTTP status, since nothing was sent yet.
+        """
+        parts = [route.renderer.http_body(first)[1]]
+        try:
+            while isinstance(item := await call.read(), Message):
+                parts.append(route.renderer.http_body(item)[1])
+        except grpc.aio.AioRpcError as exc:
+            self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
+            return
+        headers = _returned_headers(await call.initial_metadata(), rid, await call.trailing_metadata())
+        responder.send(200, [*headers, ("content-type", JSON)], b"".join(parts))
 
     # errors
 

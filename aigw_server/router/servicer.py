@@ -154,7 +154,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         job = submitted.job
         created = int(time.time())
         if hold is None:
-            await send_request_id(context, job.request_id)
+            keep_request_id(context, job.request_id)  # one JSON body: the id goes with it, as for a unary answer
             yield httpbody_pb2.HttpBody(
                 content_type=JSON_TYPE, data=async_accepted_body(job.request_id, common_pb2.JobState.Name(job.state))
             )
@@ -164,9 +164,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             async for chunk in self._sse(submitted, answer, completion, created, spec.model.name):
                 yield httpbody_pb2.HttpBody(content_type=SSE_TYPE, data=chunk)
         else:
-            running = self.inference.start(submitted, hold)  # the backend call starts while the headers go out
-            await send_request_id(context, job.request_id)
-            final = await self.inference.answer(running, hold)
+            keep_request_id(context, job.request_id)  # one JSON body: the id goes with it, as for a unary answer
+            final = await self.inference.answer(self.inference.start(submitted, hold), hold)
             result = final.chat_result
             body = completion_body(
                 final.request_id, created, spec.model.name, result.message.content, result.finish_reason, convert.usage_of(final)

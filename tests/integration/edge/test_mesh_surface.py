@@ -27,8 +27,14 @@ class StandInRouter(router_pb2_grpc.RouterServiceServicer):
     async def CreateChatCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
         body = json.loads(request.data)
         if not body.get("stream"):
-            yield httpbody_pb2.HttpBody(content_type="application/json", data=b'{"object":"chat.completion"}')
+            # One JSON body: its request id with the end of the call, as for a unary answer.
+            context.set_trailing_metadata((("x-request-id", "stored-1"),))
+            yield httpbody_pb2.HttpBody(content_type="application/json", data=b'{"object":')
+            yield httpbody_pb2.HttpBody(content_type="application/json", data=b'"chat.completion"}')
+            if body.get("model") == "fails-late":
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "model full")
             return
+        await context.send_initial_metadata((("x-request-id", "stored-2"),))
         for word in ("Hel", "lo"):
             chunk = json.dumps({"object": "chat.completion.chunk", "choices": [{"delta": {"content": word}}]})
             yield httpbody_pb2.HttpBody(content_type="text/event-stream", data=f"data: {chunk}\n\n".encode())
@@ -77,15 +83,27 @@ async def test_token_json_reaches_the_admin_raw(mesh_client: httpx.AsyncClient) 
     assert json.loads(r.json()["access_token"]) == {"username": "admin", "password": "s3cret"}
 
 
-async def test_openai_completion_unary_is_plain_json(mesh_client: httpx.AsyncClient) -> None:
+async def test_openai_completion_unary_is_plain_json_answered_whole_with_its_trailing_request_id(
+    mesh_client: httpx.AsyncClient,
+) -> None:
     r = await mesh_client.post("/v1/chat/completions", json={"model": "m", "messages": []})
     assert r.headers["content-type"] == "application/json"
+    assert r.headers["content-length"] == str(len(b'{"object":"chat.completion"}'))  # whole, not chunked
+    assert "transfer-encoding" not in r.headers
+    assert r.headers.get_list("x-request-id") == ["stored-1"]
     assert r.json() == {"object": "chat.completion"}
+
+
+async def test_an_error_before_a_json_answer_ends_is_answered_with_its_status(mesh_client: httpx.AsyncClient) -> None:
+    r = await mesh_client.post("/v1/chat/completions", json={"model": "fails-late", "messages": []})
+    assert r.status_code == 429
+    assert r.json()["error"]["message"] == "model full"
 
 
 async def test_openai_completion_stream_is_the_rpcs_own_sse(mesh_client: httpx.AsyncClient) -> None:
     async with mesh_client.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True}) as r:
         assert r.headers["content-type"] == "text/event-stream"
+        assert r.headers.get_list("x-request-id") == ["stored-2"]  # a stream's, from its initial metadata
         text = (await r.aread()).decode()
     events = [e.removeprefix("data: ") for e in text.split("\n\n") if e]
     assert events[-1] == "[DONE]"

@@ -149,7 +149,8 @@ async def test_openai_unary_answer_and_request_id_header(mesh: Mesh) -> None:
         httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(body)), metadata=bearer(mesh.token())
     )
     parts = [p async for p in call]
-    request_id = str(dict(await call.initial_metadata())["x-request-id"])
+    request_id = str(dict(await call.trailing_metadata())["x-request-id"])  # one JSON body: the id comes with its end
+    assert "x-request-id" not in dict(await call.initial_metadata())
     assert len(parts) == 1
     assert parts[0].content_type == "application/json"
     answer = ChatCompletion.model_validate_json(parts[0].data)

@@ -574,7 +574,8 @@ async def test_the_backend_call_does_not_wait_for_the_request_id_header_of_a_str
     assert "".join(r.delta for r in replies) == "Hello"
     assert context.initial == [("x-request-id", replies[0].request_id)]
 
-    # The OpenAI-compatible method is a stream at the gRPC level even when its answer is one JSON body.
+    # The OpenAI-compatible method is a stream at the gRPC level; an answer that is one JSON body sends no
+    # header at all: its id goes in trailing metadata, as a unary answer's does.
     backend.called.clear()
     context = HeaderAfterBackend(token, backend.called)
     body = orjson.dumps({"model": "chat-a", "messages": [{"role": "user", "content": "hi"}]})
@@ -584,7 +585,7 @@ async def test_the_backend_call_does_not_wait_for_the_request_id_header_of_a_str
     [answer] = await asyncio.wait_for(_all(completion), 5)
     rid = router.queue.submitted[-1].request_id
     assert orjson.loads(answer.data)["id"] == f"chatcmpl-{rid}"
-    assert (context.initial, context.trailing) == ([("x-request-id", rid)], [])
+    assert (context.initial, context.trailing) == ([], [("x-request-id", rid)])  # one JSON body: the id with its end
 
 
 async def _all(stream: AsyncIterator[Reply]) -> list[Reply]:
