@@ -255,7 +255,8 @@ def database_uri(cfg: DatabaseConfig, data_dir: Path) -> str:
 
 def wire_socket(uri: str) -> str | None:
     """The Unix socket of a single server reached without credentials, TLS or options (the embedded store's
-    kind), whose hot inserts can go on the wire directly; None for any other deployment."""
+    kind), whose hot inserts can go on the wire directly; None for any other deployment (and `connect`
+    gives the wire up for a replica set member)."""
     try:
         parsed = parse_uri(uri)
     except (PyMongoError, ValueError):
@@ -311,6 +312,9 @@ class QueueStore:
         except PyMongoError as exc:
             raise unavailable(exc) from None
         self.features = Features(replica_set=replica_set, ttl_indexes=ttl)
+        if replica_set:  # a member on a socket may not be the primary: pymongo follows the set
+            self._socket = None
+            self.wire_inserts = False
         self._batchers = {name: InsertBatcher(self._insert_sink(name)) for name in (JOBS, EVENTS, OUTCOMES, CRASHES)}
         return self.features
 
