@@ -334,15 +334,16 @@ class Gateway:
         except grpc.aio.AioRpcError as exc:
             self._error(responder, rid, self._rpc_error(route, exc), route.openai_errors)
             return
-        if raw and isinstance(first, Message) and route.renderer.http_body(first)[0] == JSON:
-            await self._whole_body(route, call, responder, rid, first)
-            return
+        if raw and isinstance(first, Message):
+            content_type, data = route.renderer.http_body(first)
+            if content_type == JSON:
+                await self._whole_body(route, call, responder, rid, data)
+                return
         headers = _returned_headers(await call.initial_metadata(), rid)
         if not isinstance(first, Message):  # grpc.aio.EOF: the stream ended without a message
             responder.send(200, [*headers, ("content-type", SSE)] if not raw else headers, b"")
             return
         if raw:
-            content_type, data = route.renderer.http_body(first)
             responder.start(200, [*headers, ("content-type", content_type)] if content_type else headers)
         else:
             data = route.renderer.sse(first)
@@ -364,13 +365,13 @@ class Gateway:
             return
         responder.finish()
 
-    async def _whole_body(self, route: StreamRoute, call: StreamCall, responder: Responder, rid: str, first: Message) -> None:
+    async def _whole_body(self, route: StreamRoute, call: StreamCall, responder: Responder, rid: str, first: bytes) -> None:
         """A JSON answer on a body stream is one document, answered whole once the stream ends (with its length).
 
         Its request id comes with the end, in trailing metadata, as a unary answer's does; an error before
         the end is answered with its HTTP status, since nothing was sent yet.
         """
-        parts = [route.renderer.http_body(first)[1]]
+        parts = [first]
         try:
             while isinstance(item := await call.read(), Message):
                 parts.append(route.renderer.http_body(item)[1])

@@ -162,21 +162,17 @@ class WireInserts:
                 continue
             encoded.append(data)
             positions.append(i)
-        sent = True
         for start, end in self._connection.chunks(encoded):
-            if not sent:
-                failures.update((positions[j], StoreUnavailable(uncertain=False)) for j in range(start, end))
-                continue
             try:
                 reply = await self._connection.insert(self._db, self._collection.name, encoded[start:end], self._write_concern)
             except WireError as exc:
                 log.warning("database operation failed: %s", exc)
-                failures.update((positions[j], StoreUnavailable(uncertain=exc.sent)) for j in range(start, end))
-                sent = False
-                continue
+                failures.update(dict.fromkeys(positions[start:end], StoreUnavailable(uncertain=exc.sent)))
+                failures.update(dict.fromkeys(positions[end:], StoreUnavailable(uncertain=False)))  # never sent
+                break
             if not reply.get("ok"):
                 log.warning("database operation failed: %s", reply.get("errmsg", "")[:300], extra={"code": reply.get("code")})
-                failures.update((positions[j], StoreUnavailable(uncertain=True)) for j in range(start, end))
+                failures.update(dict.fromkeys(positions[start:end], StoreUnavailable(uncertain=True)))
                 continue
             for k, failure in _write_failures(reply, end - start).items():
                 failures[positions[start + k]] = failure

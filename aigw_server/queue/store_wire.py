@@ -141,16 +141,12 @@ class WireConnection:
     async def insert(self, db: str, collection: str, documents: Sequence[bytes], write_concern: Doc) -> Doc:
         """Sends one unordered `insert` of these encoded documents; returns the server's reply document."""
         command: Doc = {"insert": collection, "ordered": False, "writeConcern": write_concern, "$db": db}
-        return await self._command(command, documents)
+        return await self._exchange(await self._connected(), command, documents)
 
     def close(self) -> None:
         replies, self._replies = self._replies, None
         if replies is not None and replies.transport is not None:
             replies.transport.close()
-
-    async def _command(self, command: Doc, documents: Sequence[bytes] = ()) -> Doc:
-        replies = await self._connected()
-        return await self._exchange(replies, command, documents)
 
     async def _exchange(self, replies: _Replies, command: Doc, documents: Sequence[bytes]) -> Doc:
         request_id = next(self._ids) & 0x7FFFFFFF
@@ -176,9 +172,7 @@ class WireConnection:
         fut = replies.waiting.get(request_id)
         if fut is not None and not fut.done():
             log.warning("the store did not answer within %g s; reconnecting", self.reply_timeout)
-            replies.fail(f"no reply from the store within {self.reply_timeout:g} s")
-            if self._replies is replies:
-                self._replies = None
+            replies.fail(f"no reply from the store within {self.reply_timeout:g} s")  # the next command reconnects
 
     async def _connected(self) -> _Replies:
         if self._replies is not None and not self._replies.lost:

@@ -143,9 +143,8 @@ class _Stream(ABC, Generic[Req, Resp]):
         # One write at a time on a gRPC stream: the flusher's, or close's half-close.
         self.writing = asyncio.Lock()
         self.queued: list[Outgoing] = []
-        self.busy = False
-        """The flusher is writing, or about to write, what is queued."""
         self.flusher: asyncio.Task[None] | None = None
+        """The task writing, or about to write, what is queued; None while the stream is idle."""
         self.accepted = False
         """Whether the queue's answer to opening the stream was seen (see `_accept`)."""
         self.reader = asyncio.create_task(self._read())
@@ -174,10 +173,7 @@ class _Stream(ABC, Generic[Req, Resp]):
         self.pending[call_id] = future
         outgoing: Outgoing = (call_id, max(1, int(timeout * 1000)), field, request)
         try:
-            self.queued.append(outgoing)
-            if not self.busy:
-                self.busy = True
-                self.flusher = asyncio.create_task(self._flush())
+            self._enqueue(outgoing)
             return await future
         except asyncio.CancelledError:
             if self.broken is None:
@@ -186,13 +182,18 @@ class _Stream(ABC, Generic[Req, Resp]):
         finally:
             self.pending.pop(call_id, None)
 
+    def _enqueue(self, outgoing: Outgoing) -> None:
+        """Queues a call for the flusher, starting it when the stream is idle."""
+        self.queued.append(outgoing)
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush())
+
     async def _flush(self) -> None:
         try:
             while self.queued and self.broken is None:
                 await self._write(self._take())
         finally:
             self.queued.clear()  # empty, or the stream broke and failed their calls
-            self.busy = False
             self.flusher = None
 
     def _withdraw(self, outgoing: Outgoing) -> None:
@@ -201,10 +202,7 @@ class _Stream(ABC, Generic[Req, Resp]):
             if queued is outgoing:
                 del self.queued[i]
                 return
-        self.queued.append((outgoing[0], 0, "abandon", ABANDON))
-        if not self.busy:
-            self.busy = True
-            self.flusher = asyncio.create_task(self._flush())
+        self._enqueue((outgoing[0], 0, "abandon", ABANDON))
 
     async def _write(self, calls: list[Outgoing]) -> None:
         try:
